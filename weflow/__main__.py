@@ -1,0 +1,3 @@
+from weflow.cli.app import run
+
+run()

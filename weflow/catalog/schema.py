@@ -1,0 +1,127 @@
+"""Catalog schema as forward-only migrations; ``schema_version`` records what was applied."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: definitions, versions, owners, executions
+    """
+    CREATE SEQUENCE organizations_id START 1;
+    CREATE SEQUENCE users_id START 1;
+    CREATE SEQUENCE workflows_id START 1;
+    CREATE TABLE organizations (
+        id INTEGER PRIMARY KEY DEFAULT nextval('organizations_id'),
+        name VARCHAR NOT NULL UNIQUE,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY DEFAULT nextval('users_id'),
+        name VARCHAR NOT NULL,
+        organization_id INTEGER NOT NULL REFERENCES organizations (id),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (organization_id, name)
+    );
+    CREATE TABLE workflows (
+        id INTEGER PRIMARY KEY DEFAULT nextval('workflows_id'),
+        organization_id INTEGER NOT NULL REFERENCES organizations (id),
+        name VARCHAR NOT NULL,
+        description VARCHAR NOT NULL DEFAULT '',
+        status VARCHAR NOT NULL CHECK (status IN ('DRAFT', 'ACTIVE', 'PAUSED', 'ARCHIVED')),
+        configuration JSON NOT NULL DEFAULT '{}',
+        is_active BOOLEAN NOT NULL DEFAULT true,
+        execution_count INTEGER NOT NULL DEFAULT 0,
+        last_executed_at TIMESTAMPTZ,
+        owner_id INTEGER NOT NULL REFERENCES users (id),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        current_version INTEGER NOT NULL,
+        deleted_at TIMESTAMPTZ
+    );
+    CREATE TABLE workflow_versions (
+        workflow_id INTEGER NOT NULL REFERENCES workflows (id),
+        number INTEGER NOT NULL,
+        definition JSON NOT NULL,
+        content_hash VARCHAR NOT NULL,
+        author_id INTEGER NOT NULL REFERENCES users (id),
+        message VARCHAR NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (workflow_id, number)
+    );
+    CREATE TABLE workflow_nodes (
+        workflow_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        name VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        config JSON NOT NULL,
+        retries INTEGER NOT NULL,
+        retry_delay_seconds DOUBLE NOT NULL,
+        timeout_seconds DOUBLE,
+        contract JSON,
+        position_x DOUBLE,
+        position_y DOUBLE,
+        PRIMARY KEY (workflow_id, version, name),
+        FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions (workflow_id, number)
+    );
+    CREATE TABLE workflow_node_connections (
+        workflow_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        source_node VARCHAR NOT NULL,
+        source_port VARCHAR NOT NULL,
+        target_node VARCHAR NOT NULL,
+        target_port VARCHAR,
+        PRIMARY KEY (workflow_id, version, idx),
+        FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions (workflow_id, number)
+    );
+    CREATE TABLE workflow_executions (
+        id VARCHAR PRIMARY KEY,
+        workflow_id INTEGER NOT NULL REFERENCES workflows (id),
+        version INTEGER NOT NULL,
+        mode VARCHAR NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        status VARCHAR NOT NULL,
+        input_data JSON,
+        flow_run_id VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        started_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ,
+        duration_ms DOUBLE,
+        error_type VARCHAR,
+        error_message VARCHAR,
+        error_node VARCHAR,
+        output JSON,
+        timeout_seconds DOUBLE
+    );
+    CREATE TABLE node_executions (
+        execution_id VARCHAR NOT NULL REFERENCES workflow_executions (id),
+        node VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        rows_in BIGINT,
+        rows_out BIGINT,
+        started_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ,
+        duration_ms DOUBLE,
+        error VARCHAR,
+        contract JSON,
+        fused_group VARCHAR,
+        output_path VARCHAR,
+        PRIMARY KEY (execution_id, node)
+    );
+    CREATE TABLE contract_failures (
+        execution_id VARCHAR NOT NULL REFERENCES workflow_executions (id),
+        node VARCHAR NOT NULL,
+        column_name VARCHAR,
+        check_name VARCHAR,
+        failure_case VARCHAR,
+        row_index BIGINT
+    );
+    CREATE TABLE node_outputs (
+        content_hash VARCHAR PRIMARY KEY,
+        path VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX workflows_org_name ON workflows (organization_id, name);
+    CREATE INDEX executions_workflow ON workflow_executions (workflow_id);
+    """,
+)

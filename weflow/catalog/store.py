@@ -1,0 +1,437 @@
+"""The catalog: workflows, versions, owners and execution records in one DuckDB file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from weflow.catalog.session import session
+from weflow.core.document import content_hash, from_data
+from weflow.core.entities import (
+    Execution,
+    Mode,
+    NodeExecution,
+    Organization,
+    RunState,
+    Status,
+    User,
+    Version,
+    Workflow,
+)
+from weflow.core.model import Definition
+from weflow.errors import CatalogError, NotFoundError
+
+_WORKFLOW_COLUMNS = (
+    "id, name, description, status, configuration, is_active, execution_count, last_executed_at, "
+    "owner_id, organization_id, created_at, updated_at, current_version, deleted_at"
+)
+_EXECUTION_COLUMNS = (
+    "e.id, e.workflow_id, w.name, e.version, e.mode, e.user_id, e.status, e.input_data, e.flow_run_id, "
+    "e.created_at, e.started_at, e.finished_at, e.duration_ms, e.error_type, e.error_message, "
+    "e.error_node, e.output, e.timeout_seconds"
+)
+_NODE_EXECUTION_COLUMNS = (
+    "execution_id, node, status, attempts, rows_in, rows_out, started_at, finished_at, duration_ms, "
+    "error, contract, fused_group, output_path"
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _workflow(row: Sequence[Any]) -> Workflow:
+    return Workflow(
+        id=row[0], name=row[1], description=row[2], status=Status(row[3]),
+        configuration=json.loads(row[4]), is_active=row[5], execution_count=row[6],
+        last_executed_at=row[7], owner_id=row[8], organization_id=row[9], created_at=row[10],
+        updated_at=row[11], current_version=row[12], deleted_at=row[13],
+    )  # fmt: skip
+
+
+def _execution(row: Sequence[Any], nodes: tuple[NodeExecution, ...] = ()) -> Execution:
+    return Execution(
+        id=row[0], workflow_id=row[1], workflow=row[2], version=row[3], mode=Mode(row[4]),
+        user_id=row[5], status=RunState(row[6]),
+        input_data=json.loads(row[7]) if row[7] is not None else None, flow_run_id=row[8],
+        created_at=row[9], started_at=row[10], finished_at=row[11], duration_ms=row[12],
+        error_type=row[13], error_message=row[14], error_node=row[15],
+        output=json.loads(row[16]) if row[16] is not None else None, timeout_seconds=row[17],
+        nodes=nodes,
+    )  # fmt: skip
+
+
+def _node_execution(row: Sequence[Any]) -> NodeExecution:
+    return NodeExecution(
+        execution_id=row[0], node=row[1], status=RunState(row[2]), attempts=row[3], rows_in=row[4],
+        rows_out=row[5], started_at=row[6], finished_at=row[7], duration_ms=row[8], error=row[9],
+        contract=json.loads(row[10]) if row[10] is not None else None, group=row[11],
+        output_path=row[12],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    workflow: Workflow
+    version: Version
+    created: bool  # False when the save changed nothing and no version was made
+
+
+class Catalog:
+    """Repository over the catalog file; each method is one short transaction."""
+
+    def __init__(self, path: str | Path, lock_timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A raw transaction, for batching several operations in one session."""
+        with session(self.path, self.lock_timeout) as con:
+            yield con
+
+    # --- owners ---------------------------------------------------------------
+
+    def ensure_user(self, organization: str, user: str, con: duckdb.DuckDBPyConnection | None = None) -> User:
+        """The user (and its organization), created if missing."""
+        if con is None:
+            with self.transaction() as con:
+                return self.ensure_user(organization, user, con)
+        con.execute("INSERT INTO organizations (name) VALUES (?) ON CONFLICT DO NOTHING", [organization])
+        org = con.execute("SELECT id FROM organizations WHERE name = ?", [organization]).fetchone()
+        assert org is not None
+        con.execute(
+            "INSERT INTO users (name, organization_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [user, org[0]]
+        )
+        row = con.execute(
+            "SELECT id, name, organization_id, created_at FROM users WHERE organization_id = ? AND name = ?",
+            [org[0], user],
+        ).fetchone()
+        assert row is not None
+        return User(*row)
+
+    def organizations(self) -> list[Organization]:
+        with self.transaction() as con:
+            rows = con.execute("SELECT id, name, created_at FROM organizations ORDER BY id").fetchall()
+        return [Organization(*r) for r in rows]
+
+    # --- workflows and versions -----------------------------------------------
+
+    def find_workflow(
+        self, con: duckdb.DuckDBPyConnection, organization_id: int, name: str
+    ) -> Workflow | None:
+        row = con.execute(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows "
+            "WHERE organization_id = ? AND name = ? AND deleted_at IS NULL",
+            [organization_id, name],
+        ).fetchone()
+        return _workflow(row) if row else None
+
+    def workflow(self, organization_id: int, name: str) -> Workflow:
+        with self.transaction() as con:
+            found = self.find_workflow(con, organization_id, name)
+        if found is None:
+            raise NotFoundError(f"no workflow named {name!r}")
+        return found
+
+    def workflow_by_id(self, organization_id: int, workflow_id: int) -> Workflow:
+        with self.transaction() as con:
+            row = con.execute(
+                f"SELECT {_WORKFLOW_COLUMNS} FROM workflows "
+                "WHERE organization_id = ? AND id = ? AND deleted_at IS NULL",
+                [organization_id, workflow_id],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no workflow with id {workflow_id}")
+        return _workflow(row)
+
+    def save(
+        self,
+        definition: Definition,
+        user: User,
+        message: str = "",
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> SaveResult:
+        """Store a checked definition; a new version only if its content changed."""
+        if con is None:
+            with self.transaction() as con:
+                return self.save(definition, user, message, con)
+        digest = content_hash(definition)
+        now = _now()
+        existing = self.find_workflow(con, user.organization_id, definition.name)
+        if existing is not None:
+            current = self._version(con, existing.id, existing.current_version)
+            if current.content_hash == digest:
+                return SaveResult(existing, current, created=False)
+            number = existing.current_version + 1
+            con.execute(
+                "UPDATE workflows SET description = ?, status = ?, configuration = ?, is_active = ?, "
+                "updated_at = ?, current_version = ? WHERE id = ?",
+                [definition.description, definition.status, json.dumps(definition.configuration),
+                 definition.status != "ARCHIVED", now, number, existing.id],
+            )  # fmt: skip
+            workflow_id = existing.id
+        else:
+            number = 1
+            row = con.execute(
+                "INSERT INTO workflows (organization_id, name, description, status, configuration, "
+                "is_active, owner_id, created_at, updated_at, current_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
+                [user.organization_id, definition.name, definition.description, definition.status,
+                 json.dumps(definition.configuration), definition.status != "ARCHIVED", user.id, now, now],
+            ).fetchone()  # fmt: skip
+            assert row is not None
+            workflow_id = row[0]
+        document = definition.to_document()
+        con.execute(
+            "INSERT INTO workflow_versions (workflow_id, number, definition, content_hash, author_id, "
+            "message, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [workflow_id, number, json.dumps(document), digest, user.id, message, now],
+        )
+        self._insert_graph(con, workflow_id, number, definition)
+        stored = self.find_workflow(con, user.organization_id, definition.name)
+        assert stored is not None
+        version = Version(workflow_id, number, definition, digest, user.id, message, now)
+        return SaveResult(stored, version, created=True)
+
+    def _insert_graph(
+        self, con: duckdb.DuckDBPyConnection, workflow_id: int, number: int, definition: Definition
+    ) -> None:
+        nodes = pa.table(
+            {
+                "workflow_id": pa.array([workflow_id] * len(definition.nodes), pa.int32()),
+                "version": pa.array([number] * len(definition.nodes), pa.int32()),
+                "name": [n.name for n in definition.nodes],
+                "type": [n.type for n in definition.nodes],
+                "config": [json.dumps(n.config) for n in definition.nodes],
+                "retries": pa.array([n.retries for n in definition.nodes], pa.int32()),
+                "retry_delay_seconds": [float(n.retry_delay_seconds) for n in definition.nodes],
+                "timeout_seconds": pa.array([n.timeout_seconds for n in definition.nodes], pa.float64()),
+                "contract": [
+                    n.contract.model_dump_json(exclude_defaults=True) if n.contract else None
+                    for n in definition.nodes
+                ],
+                "position_x": pa.array([n.position.x if n.position else None for n in definition.nodes], pa.float64()),
+                "position_y": pa.array([n.position.y if n.position else None for n in definition.nodes], pa.float64()),
+            }
+        )
+        con.register("_weflow_nodes", nodes)
+        con.execute("INSERT INTO workflow_nodes SELECT * FROM _weflow_nodes")
+        con.unregister("_weflow_nodes")
+        if definition.connections:
+            conns = pa.table(
+                {
+                    "workflow_id": pa.array([workflow_id] * len(definition.connections), pa.int32()),
+                    "version": pa.array([number] * len(definition.connections), pa.int32()),
+                    "idx": pa.array(range(len(definition.connections)), pa.int32()),
+                    "source_node": [c.from_.node for c in definition.connections],
+                    "source_port": [c.from_.port or "out" for c in definition.connections],
+                    "target_node": [c.to.node for c in definition.connections],
+                    "target_port": pa.array([c.to.port for c in definition.connections], pa.string()),
+                }
+            )
+            con.register("_weflow_conns", conns)
+            con.execute("INSERT INTO workflow_node_connections SELECT * FROM _weflow_conns")
+            con.unregister("_weflow_conns")
+
+    def _version(self, con: duckdb.DuckDBPyConnection, workflow_id: int, number: int) -> Version:
+        row = con.execute(
+            "SELECT workflow_id, number, definition, content_hash, author_id, message, created_at "
+            "FROM workflow_versions WHERE workflow_id = ? AND number = ?",
+            [workflow_id, number],
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"workflow id {workflow_id} has no version {number}")
+        return Version(row[0], row[1], from_data(json.loads(row[2])), row[3], row[4], row[5], row[6])
+
+    def version(self, workflow: Workflow, number: int | None = None) -> Version:
+        with self.transaction() as con:
+            return self._version(con, workflow.id, number or workflow.current_version)
+
+    def versions(self, workflow: Workflow) -> list[Version]:
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT workflow_id, number, definition, content_hash, author_id, message, created_at "
+                "FROM workflow_versions WHERE workflow_id = ? ORDER BY number",
+                [workflow.id],
+            ).fetchall()
+        return [Version(r[0], r[1], from_data(json.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def workflows(
+        self,
+        organization_id: int,
+        status: Status | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Workflow]:
+        sql = f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE organization_id = ? AND deleted_at IS NULL"
+        params: list[Any] = [organization_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(str(status))
+        sql += " ORDER BY name LIMIT ? OFFSET ?"
+        params += [limit if limit is not None else 2**62, offset]
+        with self.transaction() as con:
+            return [_workflow(r) for r in con.execute(sql, params).fetchall()]
+
+    def delete(self, workflow: Workflow, purge: bool = False) -> None:
+        """Soft delete (history kept) or purge every row of the workflow."""
+        with self.transaction() as con:
+            if not purge:
+                con.execute(
+                    "UPDATE workflows SET deleted_at = ?, is_active = false WHERE id = ?", [_now(), workflow.id]
+                )
+                return
+            ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
+            for table in ("contract_failures", "node_executions"):
+                con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
+            for table in ("workflow_executions", "workflow_nodes", "workflow_node_connections"):
+                con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
+            con.execute("DELETE FROM workflow_versions WHERE workflow_id = ?", [workflow.id])
+            con.execute("DELETE FROM workflows WHERE id = ?", [workflow.id])
+
+    # --- executions -------------------------------------------------------------
+
+    def insert_execution(self, execution: Execution) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO workflow_executions (id, workflow_id, version, mode, user_id, status, "
+                "input_data, flow_run_id, created_at, started_at, timeout_seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [execution.id, execution.workflow_id, execution.version, str(execution.mode),
+                 execution.user_id, str(execution.status),
+                 json.dumps(execution.input_data) if execution.input_data is not None else None,
+                 execution.flow_run_id, execution.created_at or _now(), execution.started_at,
+                 execution.timeout_seconds],
+            )  # fmt: skip
+
+    def update_execution(self, execution_id: str, **fields: Any) -> None:
+        """Set some columns of an execution (json-encodes dict values)."""
+        allowed = {
+            "status", "flow_run_id", "started_at", "finished_at", "duration_ms", "error_type",
+            "error_message", "error_node", "output",
+        }  # fmt: skip
+        unknown = set(fields) - allowed
+        if unknown:
+            raise CatalogError(f"cannot set {sorted(unknown)} on an execution")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        values = [json.dumps(v) if isinstance(v, dict) else (str(v) if k == "status" else v) for k, v in fields.items()]
+        with self.transaction() as con:
+            con.execute(f"UPDATE workflow_executions SET {cols} WHERE id = ?", [*values, execution_id])
+
+    def finish_execution(
+        self,
+        execution: Execution,
+        nodes: Sequence[NodeExecution],
+        failures: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Write the final state, every node record and the workflow counters in one transaction."""
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE workflow_executions SET status = ?, started_at = ?, finished_at = ?, duration_ms = ?, "
+                "error_type = ?, error_message = ?, error_node = ?, output = ?, flow_run_id = ? WHERE id = ?",
+                [str(execution.status), execution.started_at, execution.finished_at, execution.duration_ms,
+                 execution.error_type, execution.error_message, execution.error_node,
+                 json.dumps(execution.output) if execution.output is not None else None,
+                 execution.flow_run_id, execution.id],
+            )  # fmt: skip
+            con.execute("DELETE FROM node_executions WHERE execution_id = ?", [execution.id])
+            if nodes:
+                table = pa.table(
+                    {
+                        "execution_id": [n.execution_id for n in nodes],
+                        "node": [n.node for n in nodes],
+                        "status": [str(n.status) for n in nodes],
+                        "attempts": pa.array([n.attempts for n in nodes], pa.int32()),
+                        "rows_in": pa.array([n.rows_in for n in nodes], pa.int64()),
+                        "rows_out": pa.array([n.rows_out for n in nodes], pa.int64()),
+                        "started_at": pa.array([n.started_at for n in nodes], pa.timestamp("us", "UTC")),
+                        "finished_at": pa.array([n.finished_at for n in nodes], pa.timestamp("us", "UTC")),
+                        "duration_ms": pa.array([n.duration_ms for n in nodes], pa.float64()),
+                        "error": pa.array([n.error for n in nodes], pa.string()),
+                        "contract": pa.array(
+                            [json.dumps(n.contract) if n.contract is not None else None for n in nodes], pa.string()
+                        ),
+                        "fused_group": pa.array([n.group for n in nodes], pa.string()),
+                        "output_path": pa.array([n.output_path for n in nodes], pa.string()),
+                    }
+                )
+                con.register("_weflow_node_runs", table)
+                con.execute(f"INSERT INTO node_executions ({_NODE_EXECUTION_COLUMNS}) SELECT * FROM _weflow_node_runs")
+                con.unregister("_weflow_node_runs")
+            if failures:
+                table = pa.table(
+                    {
+                        "execution_id": [execution.id] * len(failures),
+                        "node": [f["node"] for f in failures],
+                        "column_name": pa.array([f.get("column") for f in failures], pa.string()),
+                        "check_name": pa.array([f.get("check") for f in failures], pa.string()),
+                        "failure_case": pa.array([f.get("failure_case") for f in failures], pa.string()),
+                        "row_index": pa.array([f.get("index") for f in failures], pa.int64()),
+                    }
+                )
+                con.register("_weflow_failures", table)
+                con.execute("INSERT INTO contract_failures SELECT * FROM _weflow_failures")
+                con.unregister("_weflow_failures")
+            if execution.status.final:
+                con.execute(
+                    "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? "
+                    "WHERE id = ?",
+                    [execution.finished_at or _now(), execution.workflow_id],
+                )
+
+    def execution(self, execution_id: str, organization_id: int | None = None) -> Execution:
+        with self.transaction() as con:
+            sql = (
+                f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions e "
+                "JOIN workflows w ON w.id = e.workflow_id WHERE e.id = ?"
+            )
+            params: list[Any] = [execution_id]
+            if organization_id is not None:
+                sql += " AND w.organization_id = ?"
+                params.append(organization_id)
+            row = con.execute(sql, params).fetchone()
+            if row is None:
+                raise NotFoundError(f"no execution {execution_id!r}")
+            nodes = con.execute(
+                f"SELECT {_NODE_EXECUTION_COLUMNS} FROM node_executions WHERE execution_id = ? "
+                "ORDER BY started_at NULLS LAST, node",
+                [execution_id],
+            ).fetchall()
+        return _execution(row, tuple(_node_execution(n) for n in nodes))
+
+    def executions(
+        self, organization_id: int, workflow_id: int | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Execution]:
+        sql = (
+            f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions e "
+            "JOIN workflows w ON w.id = e.workflow_id WHERE w.organization_id = ?"
+        )
+        params: list[Any] = [organization_id]
+        if workflow_id is not None:
+            sql += " AND e.workflow_id = ?"
+            params.append(workflow_id)
+        sql += " ORDER BY e.created_at DESC LIMIT ? OFFSET ?"
+        with self.transaction() as con:
+            return [_execution(r) for r in con.execute(sql, [*params, limit, offset]).fetchall()]
+
+    def contract_failures(self, execution_id: str) -> list[dict[str, Any]]:
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT node, column_name, check_name, failure_case, row_index FROM contract_failures "
+                "WHERE execution_id = ? ORDER BY node, row_index",
+                [execution_id],
+            ).fetchall()
+        keys = ("node", "column", "check", "failure_case", "index")
+        return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -1,0 +1,122 @@
+"""Catalog records: what is stored about workflows, versions, executions and their owners."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from weflow.core.model import Definition
+
+
+class Status(StrEnum):
+    DRAFT = "DRAFT"
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    ARCHIVED = "ARCHIVED"
+
+
+class Mode(StrEnum):
+    MANUAL = "MANUAL"
+    API = "API"
+    WEBHOOK = "WEBHOOK"
+    CRON = "CRON"
+
+
+class RunState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def final(self) -> bool:
+        return self not in {RunState.QUEUED, RunState.RUNNING}
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    organization_id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: int
+    name: str
+    description: str
+    status: Status
+    configuration: dict[str, Any]
+    is_active: bool
+    execution_count: int
+    last_executed_at: datetime | None
+    owner_id: int
+    organization_id: int
+    created_at: datetime
+    updated_at: datetime
+    current_version: int
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    workflow_id: int
+    number: int
+    definition: Definition
+    content_hash: str
+    author_id: int
+    message: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NodeExecution:
+    execution_id: str
+    node: str
+    status: RunState
+    attempts: int = 0
+    rows_in: int | None = None
+    rows_out: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    contract: dict[str, Any] | None = None
+    group: str | None = None
+    output_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    workflow_id: int
+    workflow: str
+    version: int
+    mode: Mode
+    user_id: int
+    status: RunState
+    input_data: dict[str, Any] | None = None
+    flow_run_id: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_node: str | None = None
+    output: dict[str, Any] | None = None
+    timeout_seconds: float | None = None
+    nodes: tuple[NodeExecution, ...] = field(default=())

@@ -1,0 +1,223 @@
+"""The definition document as typed, immutable data: Definition, Node, Connection, Contract."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+DEFAULT_OUTPUT_PORT = "out"
+DEFAULT_TIMEOUT_SECONDS = 300.0
+
+DTYPES = frozenset(
+    {
+        "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+        "Float32", "Float64", "Decimal", "String", "Boolean", "Date", "Datetime",
+        "Time", "Duration", "Categorical", "Null",
+    }
+)  # fmt: skip
+CHECKS = frozenset(
+    {"ge", "le", "gt", "lt", "eq", "ne", "isin", "notin", "str_matches", "str_length", "between"}
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Column(_Frozen):
+    """Declarative spec of one column in a contract."""
+
+    dtype: str | None = None
+    nullable: bool = True
+    unique: bool = False
+    required: bool = True
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in DTYPES:
+            raise ValueError(f"unknown dtype {value!r} (known: {', '.join(sorted(DTYPES))})")
+        return value
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, arg in value.items():
+            if name not in CHECKS:
+                raise ValueError(f"unknown check {name!r} (known: {', '.join(sorted(CHECKS))})")
+            if name in {"isin", "notin"} and not isinstance(arg, list):
+                raise ValueError(f"check {name!r} takes a list of values")
+            if name in {"str_length", "between"} and not (
+                isinstance(arg, dict) and set(arg) <= {"min", "max"} and arg
+            ):
+                raise ValueError(f"check {name!r} takes {{min: ..., max: ...}}")
+            if name == "str_matches":
+                if not isinstance(arg, str):
+                    raise ValueError("check 'str_matches' takes a regular expression string")
+                try:
+                    re.compile(arg)
+                except re.error as exc:
+                    raise ValueError(f"check 'str_matches': bad regular expression: {exc}") from exc
+            if name in {"ge", "le", "gt", "lt"} and not isinstance(arg, int | float | str):
+                raise ValueError(f"check {name!r} takes a number, date or string")
+        return value
+
+
+class Contract(_Frozen):
+    """Declarative frame contract, compiled to a Pandera schema when run."""
+
+    columns: dict[str, Column] = Field(default_factory=dict)
+    strict: bool = False
+    coerce: bool = False
+    min_rows: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    on_failure: Literal["fail", "warn", "quarantine"] = "fail"
+    # "data" validates a materialised frame (values and schema); "schema" checks names and dtypes only.
+    checks_data: bool = True
+
+
+class Position(_Frozen):
+    x: float
+    y: float
+
+
+class Node(_Frozen):
+    """One step of a workflow: a node type, its config and its run policy."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    type: str = Field(min_length=1)
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_delay_seconds: float = Field(default=0.0, ge=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    contract: Contract | None = None
+    input_contracts: dict[str, Contract] = Field(default_factory=dict)
+    persist: bool = False
+    position: Position | None = None
+
+
+class Endpoint(_Frozen):
+    node: str
+    port: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        node, _, port = text.partition(".")
+        return cls(node=node, port=port or None)
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.port}" if self.port else self.node
+
+
+class Connection(_Frozen):
+    """An edge: the output of ``source`` feeds input ``target.port`` (port optional)."""
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+
+    @property
+    def from_(self) -> Endpoint:
+        return Endpoint.parse(self.source)
+
+    @property
+    def to(self) -> Endpoint:
+        return Endpoint.parse(self.target)
+
+    @field_validator("source", "target")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", value):
+            raise ValueError(f"{value!r} is not 'node' or 'node.port'")
+        if value.endswith("." + DEFAULT_OUTPUT_PORT) and value.count(".") == 1:
+            return value.split(".")[0]
+        return value
+
+
+class Input(_Frozen):
+    """A run parameter: reaches nodes as a bound parameter ``$name`` (see the README)."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    default: str | int | float | bool | None = None
+    description: str = ""
+
+
+class Settings(_Frozen):
+    timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
+    persist_outputs: bool = False
+    fuse: bool = True
+
+
+class Definition(_Frozen):
+    """A workflow definition document: the canonical, storable form of a workflow."""
+
+    name: str = Field(pattern=WORKFLOW_NAME_PATTERN)
+    description: str = ""
+    status: Literal["DRAFT", "ACTIVE", "PAUSED", "ARCHIVED"] = "DRAFT"
+    schedule: tuple[str, ...] = ()
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Input] = Field(default_factory=dict)
+    settings: Settings = Field(default_factory=Settings)
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    connections: tuple[Connection, ...] = ()
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_list(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for expr in value:
+            try:
+                CronSim(expr, datetime.now(UTC))
+            except (CronSimError, ValueError) as exc:
+                raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, value: dict[str, Input]) -> dict[str, Input]:
+        for key in value:
+            if not re.match(NAME_PATTERN, key):
+                raise ValueError(f"input name {key!r} must be a letter or _ then letters, digits, _")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_typed(self) -> Definition:
+        kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+        for key, spec in self.inputs.items():
+            if spec.default is not None and not isinstance(spec.default, kinds[spec.type]):
+                raise ValueError(f"inputs.{key}.default is not of type {spec.type}")
+        return self
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def to_document(self) -> dict[str, Any]:
+        """The normalised document: defaults left out, one schedule written as a string."""
+        doc = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        doc["name"] = self.name
+        doc["nodes"] = [
+            {"name": n.name, "type": n.type, **n.model_dump(mode="json", exclude_defaults=True)}
+            for n in self.nodes
+        ]
+        if len(self.schedule) == 1:
+            doc["schedule"] = self.schedule[0]
+        if self.connections:
+            doc["connections"] = [c.model_dump(by_alias=True) for c in self.connections]
+        order = ["name", "description", "status", "schedule", "configuration", "inputs", "settings"]
+        ordered = {k: doc[k] for k in order if k in doc}
+        ordered.update({k: v for k, v in doc.items() if k not in ordered})
+        return ordered

@@ -1,0 +1,73 @@
+"""Error types: every failure a user can see names what is wrong and where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class WeflowError(Exception):
+    """Base class of every error weflow raises on purpose."""
+
+
+class DefinitionError(WeflowError):
+    """A definition document is wrong; ``problems`` pairs a document path with a message."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], workflow: str | None = None) -> None:
+        self.problems = list(problems)
+        self.workflow = workflow
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        parts = [f"{path}: {msg}" if path else msg for path, msg in self.problems]
+        head = parts[0]
+        if len(parts) > 1:
+            head += f" (and {len(parts) - 1} more: " + "; ".join(parts[1:4])
+            head += ", ...)" if len(parts) > 4 else ")"
+        return head
+
+    @property
+    def path(self) -> str:
+        """Path of the first problem, e.g. ``nodes[1].config.condition``."""
+        return self.problems[0][0]
+
+
+class CatalogError(WeflowError):
+    """The catalog could not be read or written."""
+
+
+class NotFoundError(WeflowError):
+    """A workflow, version or execution does not exist (or is not visible to the caller)."""
+
+
+class ConflictError(WeflowError):
+    """The request conflicts with what is stored (for example a duplicate name)."""
+
+
+class ContractError(WeflowError):
+    """Data broke a contract; ``failure_cases`` holds the failing rows as plain records."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow: str | None = None,
+        node: str | None = None,
+        failure_cases: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.node = node
+        self.failure_cases = failure_cases or []
+        super().__init__(message)
+
+
+class NodeError(WeflowError):
+    """A node failed while running; names the node."""
+
+    def __init__(self, node: str, message: str) -> None:
+        self.node = node
+        super().__init__(f"node {node!r}: {message}")
+
+
+class ExecutionTimeout(WeflowError):
+    """An execution or node ran past its timeout."""

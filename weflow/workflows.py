@@ -1,0 +1,102 @@
+"""Definitions service: check, store, version, diff, roll back and export workflows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weflow.catalog import Catalog, SaveResult
+from weflow.config import settings
+from weflow.core import document, graph
+from weflow.core.diff import DefinitionDiff
+from weflow.core.diff import diff as diff_definitions
+from weflow.core.entities import Status, User, Version, Workflow
+from weflow.core.model import Definition
+from weflow.errors import DefinitionError, NotFoundError
+from weflow.nodes.registry import signatures
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who is acting, on which catalog: every operation runs inside one organization."""
+
+    catalog: Catalog
+    user: User
+
+    @classmethod
+    def current(cls, catalog: Catalog | str | Path | None = None) -> Scope:
+        cfg = settings()
+        cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog or cfg.catalog)
+        return cls(cat, cat.ensure_user(cfg.organization, cfg.user))
+
+
+def check(definition: Definition) -> Definition:
+    """Run every graph and config check; raise DefinitionError naming each problem."""
+    graph.check(definition, signatures())
+    return definition
+
+
+def read(path: str | Path) -> Definition:
+    """Parse and check a definition file (YAML or JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DefinitionError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    return check(document.parse(text, source=str(path)))
+
+
+def apply(definition: Definition | dict[str, Any], scope: Scope, message: str = "") -> SaveResult:
+    """Check then store; a new version only if the content changed."""
+    if not isinstance(definition, Definition):
+        definition = document.from_data(definition)
+    check(definition)
+    return scope.catalog.save(definition, scope.user, message)
+
+
+def apply_many(definitions: Sequence[Definition], scope: Scope, message: str = "") -> list[SaveResult]:
+    """Check all, then store all in one transaction: all or nothing."""
+    for d in definitions:
+        check(d)
+    with scope.catalog.transaction() as con:
+        return [scope.catalog.save(d, scope.user, message, con) for d in definitions]
+
+
+def get(name: str, scope: Scope) -> Workflow:
+    return scope.catalog.workflow(scope.user.organization_id, name)
+
+
+def version(name: str, scope: Scope, number: int | None = None) -> Version:
+    workflow = get(name, scope)
+    if number is not None and not 1 <= number <= workflow.current_version:
+        raise NotFoundError(f"workflow {name!r} has no version {number} (versions 1-{workflow.current_version})")
+    return scope.catalog.version(workflow, number)
+
+
+def list_workflows(scope: Scope, status: Status | str | None = None) -> list[Workflow]:
+    return scope.catalog.workflows(scope.user.organization_id, Status(status) if status else None)
+
+
+def versions(name: str, scope: Scope) -> list[Version]:
+    return scope.catalog.versions(get(name, scope))
+
+
+def diff(name: str, a: int, b: int, scope: Scope) -> DefinitionDiff:
+    return diff_definitions(version(name, scope, a).definition, version(name, scope, b).definition)
+
+
+def rollback(name: str, number: int, scope: Scope, message: str = "") -> SaveResult:
+    """Make a new version whose content equals version ``number``."""
+    target = version(name, scope, number)
+    return scope.catalog.save(target.definition, scope.user, message or f"rollback to version {number}")
+
+
+def delete(name: str, scope: Scope, purge: bool = False) -> None:
+    scope.catalog.delete(get(name, scope), purge=purge)
+
+
+def export(name: str, scope: Scope, number: int | None = None) -> dict[str, Any]:
+    """The normalised document of a stored version (the current one by default)."""
+    return version(name, scope, number).definition.to_document()
