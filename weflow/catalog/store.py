@@ -111,9 +111,7 @@ class Catalog:
         con.execute("INSERT INTO organizations (name) VALUES (?) ON CONFLICT DO NOTHING", [organization])
         org = con.execute("SELECT id FROM organizations WHERE name = ?", [organization]).fetchone()
         assert org is not None
-        con.execute(
-            "INSERT INTO users (name, organization_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [user, org[0]]
-        )
+        con.execute("INSERT INTO users (name, organization_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [user, org[0]])
         row = con.execute(
             "SELECT id, name, organization_id, created_at FROM users WHERE organization_id = ? AND name = ?",
             [org[0], user],
@@ -128,12 +126,9 @@ class Catalog:
 
     # --- workflows and versions -----------------------------------------------
 
-    def find_workflow(
-        self, con: duckdb.DuckDBPyConnection, organization_id: int, name: str
-    ) -> Workflow | None:
+    def find_workflow(self, con: duckdb.DuckDBPyConnection, organization_id: int, name: str) -> Workflow | None:
         row = con.execute(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows "
-            "WHERE organization_id = ? AND name = ? AND deleted_at IS NULL",
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE organization_id = ? AND name = ? AND deleted_at IS NULL",
             [organization_id, name],
         ).fetchone()
         return _workflow(row) if row else None
@@ -219,8 +214,7 @@ class Catalog:
                 "retry_delay_seconds": [float(n.retry_delay_seconds) for n in definition.nodes],
                 "timeout_seconds": pa.array([n.timeout_seconds for n in definition.nodes], pa.float64()),
                 "contract": [
-                    n.contract.model_dump_json(exclude_defaults=True) if n.contract else None
-                    for n in definition.nodes
+                    n.contract.model_dump_json(exclude_defaults=True) if n.contract else None for n in definition.nodes
                 ],
                 "position_x": pa.array([n.position.x if n.position else None for n in definition.nodes], pa.float64()),
                 "position_y": pa.array([n.position.y if n.position else None for n in definition.nodes], pa.float64()),
@@ -286,19 +280,25 @@ class Catalog:
             return [_workflow(r) for r in con.execute(sql, params).fetchall()]
 
     def delete(self, workflow: Workflow, purge: bool = False) -> None:
-        """Soft delete (history kept) or purge every row of the workflow."""
+        """Soft delete (history kept) or purge every row of the workflow.
+
+        DuckDB checks a foreign key against rows deleted earlier in the same transaction as
+        if they were still there, so a purge deletes children and parents in separate
+        transactions; the first one also soft-deletes, so every step leaves a consistent state.
+        """
         with self.transaction() as con:
+            con.execute("UPDATE workflows SET deleted_at = ?, is_active = false WHERE id = ?", [_now(), workflow.id])
             if not purge:
-                con.execute(
-                    "UPDATE workflows SET deleted_at = ?, is_active = false WHERE id = ?", [_now(), workflow.id]
-                )
                 return
             ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
             for table in ("contract_failures", "node_executions"):
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
-            for table in ("workflow_executions", "workflow_nodes", "workflow_node_connections"):
+            for table in ("workflow_nodes", "workflow_node_connections"):
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
-            con.execute("DELETE FROM workflow_versions WHERE workflow_id = ?", [workflow.id])
+        with self.transaction() as con:
+            for table in ("workflow_executions", "workflow_versions"):
+                con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
+        with self.transaction() as con:
             con.execute("DELETE FROM workflows WHERE id = ?", [workflow.id])
 
     # --- executions -------------------------------------------------------------
@@ -386,8 +386,7 @@ class Catalog:
                 con.unregister("_weflow_failures")
             if execution.status.final:
                 con.execute(
-                    "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? "
-                    "WHERE id = ?",
+                    "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
                     [execution.finished_at or _now(), execution.workflow_id],
                 )
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,12 +34,12 @@ out = Console(soft_wrap=True)
 _catalog: dict[str, Path | None] = {"path": None}
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
 
 
-class DocFormat(str, Enum):
+class DocFormat(StrEnum):
     yaml = "yaml"
     json = "json"
 
@@ -51,7 +51,8 @@ T = TypeVar("T")
 @app.callback()
 def main(
     catalog: Annotated[
-        Path | None, typer.Option("--catalog", envvar="WEFLOW_CATALOG", help="catalog file (default data/weflow.duckdb)")
+        Path | None,
+        typer.Option("--catalog", envvar="WEFLOW_CATALOG", help="catalog file (default data/weflow.duckdb)"),
     ] = None,
 ) -> None:
     _catalog["path"] = catalog
@@ -152,7 +153,7 @@ def show(
         out.print(d.description)
     if d.schedule:
         out.print("schedule: " + ", ".join(d.schedule))
-    inputs = {c.to.node: [] for c in d.connections}
+    inputs: dict[str, list[str]] = {c.to.node: [] for c in d.connections}
     for c in d.connections:
         inputs[c.to.node].append(c.source + (f" -> .{c.to.port}" if c.to.port else ""))
     table(None, ["node", "type", "inputs", "config"],
@@ -183,9 +184,7 @@ def diff(name: str, a: int, b: int, fmt: FormatOpt = Format.table) -> None:
 
 
 @app.command()
-def rollback(
-    name: str, number: int, message: Annotated[str, typer.Option("--message", "-m")] = ""
-) -> None:
+def rollback(name: str, number: int, message: Annotated[str, typer.Option("--message", "-m")] = "") -> None:
     """Make a new version whose content equals version NUMBER."""
     result = workflows.rollback(name, number, scope(), message)
     if result.created:

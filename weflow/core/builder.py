@@ -1,10 +1,10 @@
 """A builder that writes the definition document from code, reading like the pipeline.
 
-    wf = workflow("daily_sales", description="Revenue per region")
-    orders = wf.node("orders", "read_csv", path="data/samples/orders.csv")
-    paid = wf.node("paid", "filter", condition="status = 'paid'")
-    orders >> paid >> wf.node("by_region", "aggregate", by=["region"], aggs={"revenue": "sum(amount)"})
-    definition = wf.build()
+wf = workflow("daily_sales", description="Revenue per region")
+orders = wf.node("orders", "read_csv", path="data/samples/orders.csv")
+paid = wf.node("paid", "filter", condition="status = 'paid'")
+orders >> paid >> wf.node("by_region", "aggregate", by=["region"], aggs={"revenue": "sum(amount)"})
+definition = wf.build()
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ def format_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         if part == "[key]":
             continue
-        if isinstance(part, int) and not isinstance(part, bool):
+        if isinstance(part, bool):
+            part = str(part).lower()
+        if isinstance(part, int):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
@@ -75,16 +77,21 @@ def _name_of(data: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def parse(text: str, source: str = "<document>") -> Definition:
-    """Parse a YAML or JSON document (JSON is YAML) into a Definition."""
+def load(text: str, source: str = "<document>") -> Any:
+    """Plain data from YAML or JSON text (YAML 1.2 booleans)."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML/JSON"
         raise DefinitionError([("", f"{source}: {problem}{where}")]) from None
-    return from_data(data)
+    return data
+
+
+def parse(text: str, source: str = "<document>") -> Definition:
+    """Parse a YAML or JSON document (JSON is YAML) into a Definition."""
+    return from_data(load(text, source))
 
 
 def to_yaml(definition: Definition) -> str:

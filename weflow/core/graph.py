@@ -23,7 +23,7 @@ class NodeSignature:
     ``min_inputs``) of inputs on its single port; a source has no inputs.
     """
 
-    type: str
+    name: str
     config: type[BaseModel]
     inputs: tuple[str, ...] = (DEFAULT_INPUT_PORT,)
     variadic: bool = False
@@ -56,9 +56,7 @@ def check(definition: Definition, signatures: Mapping[str, NodeSignature]) -> No
     index: dict[str, int] = {}
     for i, node in enumerate(definition.nodes):
         if node.name in index:
-            problems.append(
-                (f"nodes[{i}].name", f"duplicate node name {node.name!r} (also nodes[{index[node.name]}])")
-            )
+            problems.append((f"nodes[{i}].name", f"duplicate node name {node.name!r} (also nodes[{index[node.name]}])"))
             continue
         index[node.name] = i
         sig = signatures.get(node.type)
@@ -69,9 +67,7 @@ def check(definition: Definition, signatures: Mapping[str, NodeSignature]) -> No
         problems.extend(_config_problems(i, node.config, sig))
         for port in node.input_contracts:
             if port not in sig.inputs:
-                problems.append(
-                    (f"nodes[{i}].input_contracts.{port}", f"{node.type} has no input port {port!r}")
-                )
+                problems.append((f"nodes[{i}].input_contracts.{port}", f"{node.type} has no input port {port!r}"))
 
     incoming: dict[str, dict[str, list[int]]] = {name: {} for name in index}
     seen_edges: dict[tuple[str, str], int] = {}
@@ -99,7 +95,10 @@ def check(definition: Definition, signatures: Mapping[str, NodeSignature]) -> No
         if dst.port is None and len(sig.inputs) > 1:
             ports = ", ".join(sig.inputs)
             problems.append(
-                (f"connections[{i}].to", f"{dst.node!r} ({node.type}) has ports {ports}: name one, e.g. '{dst.node}.{sig.inputs[0]}'")
+                (
+                    f"connections[{i}].to",
+                    f"{dst.node!r} ({node.type}) has ports {ports}: name one, e.g. '{dst.node}.{sig.inputs[0]}'",
+                )
             )
             continue
         port = dst.port or sig.inputs[0]
@@ -121,14 +120,16 @@ def check(definition: Definition, signatures: Mapping[str, NodeSignature]) -> No
         sig = signatures.get(node.type)
         if sig is None:
             continue
-        ports = incoming[name]
+        wired = incoming[name]
         if sig.variadic:
-            count = sum(len(v) for v in ports.values())
+            count = sum(len(v) for v in wired.values())
             if count < sig.min_inputs:
-                problems.append((f"nodes[{i}]", f"{node.type} {name!r} needs at least {sig.min_inputs} input(s), got {count}"))
+                problems.append(
+                    (f"nodes[{i}]", f"{node.type} {name!r} needs at least {sig.min_inputs} input(s), got {count}")
+                )
             continue
         for port in sig.inputs:
-            got = len(ports.get(port, []))
+            got = len(wired.get(port, []))
             if got != 1:
                 what = "an input" if len(sig.inputs) == 1 else f"one input on port {port!r}"
                 problems.append((f"nodes[{i}]", f"{node.type} {name!r} takes {what}, got {got}"))

@@ -21,9 +21,7 @@ DTYPES = frozenset(
         "Time", "Duration", "Categorical", "Null",
     }
 )  # fmt: skip
-CHECKS = frozenset(
-    {"ge", "le", "gt", "lt", "eq", "ne", "isin", "notin", "str_matches", "str_length", "between"}
-)
+CHECKS = frozenset({"ge", "le", "gt", "lt", "eq", "ne", "isin", "notin", "str_matches", "str_length", "between"})
 
 
 class _Frozen(BaseModel):
@@ -54,9 +52,7 @@ class Column(_Frozen):
                 raise ValueError(f"unknown check {name!r} (known: {', '.join(sorted(CHECKS))})")
             if name in {"isin", "notin"} and not isinstance(arg, list):
                 raise ValueError(f"check {name!r} takes a list of values")
-            if name in {"str_length", "between"} and not (
-                isinstance(arg, dict) and set(arg) <= {"min", "max"} and arg
-            ):
+            if name in {"str_length", "between"} and not (isinstance(arg, dict) and set(arg) <= {"min", "max"} and arg):
                 raise ValueError(f"check {name!r} takes {{min: ..., max: ...}}")
             if name == "str_matches":
                 if not isinstance(arg, str):
@@ -193,7 +189,12 @@ class Definition(_Frozen):
 
     @model_validator(mode="after")
     def _defaults_typed(self) -> Definition:
-        kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "string": str,
+            "integer": int,
+            "number": (int, float),
+            "boolean": bool,
+        }
         for key, spec in self.inputs.items():
             if spec.default is not None and not isinstance(spec.default, kinds[spec.type]):
                 raise ValueError(f"inputs.{key}.default is not of type {spec.type}")
@@ -210,8 +211,7 @@ class Definition(_Frozen):
         doc = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         doc["name"] = self.name
         doc["nodes"] = [
-            {"name": n.name, "type": n.type, **n.model_dump(mode="json", exclude_defaults=True)}
-            for n in self.nodes
+            {"name": n.name, "type": n.type, **n.model_dump(mode="json", exclude_defaults=True)} for n in self.nodes
         ]
         if len(self.schedule) == 1:
             doc["schedule"] = self.schedule[0]

@@ -86,7 +86,7 @@ class NodeType:
     @property
     def signature(self) -> NodeSignature:
         return NodeSignature(
-            type=self.name,
+            name=self.name,
             config=self.config,
             inputs=self.inputs,
             variadic=self.variadic,
@@ -137,9 +137,7 @@ def resolve_path(path: str, roots: tuple[Path, ...] | None = None) -> Path:
     for option in options:
         fixed = Path(*[p for p in option.parts[: _first_glob(option)]])
         real = fixed.resolve().joinpath(*option.parts[_first_glob(option) :])
-        if any(real.is_relative_to(root) for root in roots) and (
-            len(options) == 1 or _exists(real)
-        ):
+        if any(real.is_relative_to(root) for root in roots) and (len(options) == 1 or _exists(real)):
             return real
     if not given.is_absolute() and any(options[0].resolve().is_relative_to(r) for r in roots):
         return options[0].resolve()

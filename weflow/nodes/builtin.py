@@ -71,7 +71,8 @@ def _read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) 
         raise FileNotFoundError(f"database {config.database!r} does not exist")
     con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
     try:
-        return con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
+        result: pl.DataFrame = con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
+        return result
     finally:
         con.close()
 
@@ -225,7 +226,8 @@ def _sql(config: SqlConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     try:
         for name, frame in inputs.by_source().items():
             con.register(name, frame.collect().to_arrow())
-        return con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
+        result: pl.DataFrame = con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
+        return result
     finally:
         con.close()
 
@@ -251,9 +253,7 @@ def check_python(config: PythonConfig) -> None:
     allowed = settings().python_node_modules
     if not any(module == m or module.startswith(m + ".") for m in allowed):
         shown = ", ".join(allowed) or "none"
-        raise ValueError(
-            f"callable: module {module!r} is not allowed (WEFLOW_PYTHON_NODE_MODULES: {shown})"
-        )
+        raise ValueError(f"callable: module {module!r} is not allowed (WEFLOW_PYTHON_NODE_MODULES: {shown})")
 
 
 def load_callable(spec: str) -> Callable[..., Any]:

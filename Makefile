@@ -1,0 +1,34 @@
+# Two entry points (see README): `make run` and `make test`. Both install what they need first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,notebooks]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/weflow apply data/workflows/*.yaml
+	$(BIN)/weflow list
+
+lint: install
+	$(BIN)/ruff check weflow flows tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) data/weflow.duckdb* data/runs data/out

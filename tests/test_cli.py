@@ -1,0 +1,93 @@
+"""The weflow console script, run as a user would: real process, real catalog file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, RESOURCES, weflow_exe
+
+
+def weflow(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([weflow_exe(), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def applied(cli_env: dict[str, str]) -> dict[str, str]:
+    weflow(cli_env, "apply", "data/workflows/daily_sales.yaml", "data/workflows/customer_revenue.yaml")
+    return cli_env
+
+
+def test_apply_list_show_export(applied: dict[str, str], tmp_path: Path) -> None:
+    listed = json.loads(weflow(applied, "list", "--format", "json").stdout)
+    assert [(w["name"], w["current_version"], w["status"]) for w in listed] == [
+        ("customer_revenue", 1, "ACTIVE"),
+        ("daily_sales", 1, "ACTIVE"),
+    ]
+    shown = json.loads(weflow(applied, "show", "daily_sales", "--format", "json").stdout)
+    assert [n["name"] for n in shown["definition"]["nodes"]] == ["orders", "paid", "by_region", "ranked", "report"]
+    table = weflow(applied, "show", "daily_sales").stdout
+    assert "by_region" in table and "aggregate" in table and "0 6 * * *" in table
+    exported = weflow(applied, "export", "daily_sales").stdout
+    again = tmp_path / "again.yaml"
+    again.write_text(exported)
+    assert "unchanged (version 1)" in weflow(applied, "apply", str(again)).stdout
+
+
+def test_versions_diff_rollback(applied: dict[str, str], tmp_path: Path) -> None:
+    text = (REPO / "data/workflows/daily_sales.yaml").read_text().replace("status = 'paid'", "status = 'refunded'")
+    changed = tmp_path / "daily_sales.yaml"
+    changed.write_text(text)
+    assert "version 2" in weflow(applied, "apply", str(changed), "-m", "refunds only").stdout
+    versions = json.loads(weflow(applied, "versions", "daily_sales", "--format", "json").stdout)
+    assert [(v["number"], v["message"]) for v in versions] == [(1, ""), (2, "refunds only")]
+    diff = weflow(applied, "diff", "daily_sales", "1", "2").stdout
+    assert "~ node paid: config.condition" in diff
+    assert json.loads(weflow(applied, "diff", "daily_sales", "1", "2", "-f", "json").stdout)["nodes_changed"] == [
+        {"node": "paid", "fields": ["config.condition"]}
+    ]
+    assert "version 3" in weflow(applied, "rollback", "daily_sales", "1").stdout
+    v1 = weflow(applied, "export", "daily_sales", "--version", "1", "-f", "json").stdout
+    assert weflow(applied, "export", "daily_sales", "-f", "json").stdout == v1
+    old = weflow(applied, "show", "daily_sales", "--version", "2").stdout
+    assert "version 2 of 3" in old
+
+
+def test_delete_then_missing_is_a_clear_error(applied: dict[str, str]) -> None:
+    assert "deleted" in weflow(applied, "delete", "customer_revenue").stdout
+    proc = weflow(applied, "show", "customer_revenue", ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: no workflow named 'customer_revenue'"
+
+
+@pytest.mark.parametrize("name", ["missing_port", "cycle", "path_outside_roots", "not_yaml"])
+def test_bad_file_is_one_line_non_zero_and_stores_nothing(applied: dict[str, str], name: str) -> None:
+    path = RESOURCES / "bad" / f"{name}.yaml"
+    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    before = weflow(applied, "list", "-f", "json").stdout
+    proc = weflow(applied, "apply", "data/workflows/daily_sales.yaml", str(path), ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+    assert expect in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert weflow(applied, "list", "-f", "json").stdout == before
+
+
+def test_usage_errors_exit_non_zero(applied: dict[str, str]) -> None:
+    assert weflow(applied, "diff", "daily_sales", "1", ok=False).returncode == 2
+    proc = weflow(applied, "show", "daily_sales", "--version", "7", ok=False)
+    assert proc.returncode == 1 and "no version 7" in proc.stderr
+
+
+def test_nodes_lists_types_and_config_fields(cli_env: dict[str, str]) -> None:
+    types = {t["type"]: t for t in json.loads(weflow(cli_env, "nodes", "-f", "json").stdout)}
+    assert {"read_csv", "filter", "join", "aggregate", "sql", "python", "write_duckdb"} <= set(types)
+    assert types["join"]["inputs"] == ["left", "right"]
+    assert {f["name"] for f in types["filter"]["config"]} == {"condition"}
+    assert types["union"]["variadic"] is True

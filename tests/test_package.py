@@ -1,0 +1,29 @@
+"""Package hygiene: the public API is exactly __all__, and every module imports on its own."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import weflow
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {n for n in dir(weflow) if not n.startswith("_")}
+    modules = {m.name for m in pkgutil.iter_modules(weflow.__path__)}
+    assert weflow.__all__ == sorted(weflow.__all__)
+    assert public - modules == set(weflow.__all__)
+
+
+def test_every_module_imports_in_a_clean_interpreter() -> None:
+    names = [m.name for m in pkgutil.walk_packages(weflow.__path__, "weflow.") if not m.name.endswith("__main__")]
+    code = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)"
+    proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_weflow_does_not_import_prefect() -> None:
+    code = "import sys, weflow, weflow.workflows; print('prefect' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
