@@ -1,0 +1,339 @@
+"""Running a plan inside a Prefect flow: one async task per step, frames kept in memory.
+
+Prefect's fixed costs are paid once (DESIGN decision 11): tasks never hash or persist frames
+(NO_CACHE, no result persistence, frames passed through a closure, not as task parameters),
+independent steps run concurrently in one event loop, and timeouts really stop the work:
+a Polars query is cancelled, a Python node's thread gets an exception raised in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from weflow import contracts
+from weflow.compile.plan import Plan, Step
+from weflow.core.entities import NodeExecution, RunState
+from weflow.errors import ContractError, NodeError
+from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
+
+T = TypeVar("T")
+Persist = Callable[[str, pl.DataFrame], str]
+
+
+class NodeTimeout(TimeoutError):
+    """Raised inside a node's thread when its task times out or the run is cancelled."""
+
+
+class Skipped(Exception):
+    """An upstream step failed, so this one did not run."""
+
+
+async def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """Collect on Polars' pool without blocking the event loop; cancel the query if cancelled."""
+    query = frame.collect(background=True)
+    delay = 0.0002
+    try:
+        while True:
+            result = query.fetch()
+            if result is not None:
+                return result
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+    except BaseException:
+        query.cancel()
+        raise
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking code in a thread; on cancellation raise NodeTimeout inside that thread."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            if not done.done():
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, value, None)
+
+    thread = threading.Thread(target=target, name="weflow-node", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        if thread.ident is not None and thread.is_alive():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(NodeTimeout))
+        raise
+
+
+def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+@dataclass
+class NodeRecord:
+    """What weflow records of a node while the run goes; frozen into a NodeExecution at the end."""
+
+    node: str
+    group: str | None
+    status: RunState = RunState.QUEUED
+    attempts: int = 0
+    rows_in: int | None = None
+    rows_out: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    contract: dict[str, Any] | None = None
+    output_path: str | None = None
+
+    def frozen(self, execution_id: str) -> NodeExecution:
+        return NodeExecution(
+            execution_id=execution_id, node=self.node, status=self.status, attempts=self.attempts,
+            rows_in=self.rows_in, rows_out=self.rows_out, started_at=self.started_at,
+            finished_at=self.finished_at, duration_ms=self.duration_ms, error=self.error,
+            contract=self.contract, group=self.group, output_path=self.output_path,
+        )  # fmt: skip
+
+
+@dataclass
+class PlanResult:
+    outputs: dict[str, pl.DataFrame]
+    records: dict[str, NodeRecord]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    error_node: str | None = None
+
+    @property
+    def status(self) -> RunState:
+        states = {r.status for r in self.records.values()}
+        for bad in (RunState.TIMED_OUT, RunState.FAILED, RunState.CANCELLED):
+            if bad in states:
+                return bad
+        return RunState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs besides the plan: who, what inputs, where data lives."""
+
+    workflow: str
+    params: Mapping[str, Any]
+    data_roots: tuple[Path, ...]
+    persist: Persist | None = None
+    keep: frozenset[str] = frozenset()  # node outputs to return (terminals by default)
+    limit: int | None = None  # preview: cap every source at this many rows
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PlanRun:
+    """One run of a plan: state shared by its step tasks."""
+
+    def __init__(self, plan: Plan, types: Mapping[str, NodeType], spec: RunSpec) -> None:
+        self.plan = plan
+        self.types = types
+        self.spec = spec
+        self.frames: dict[str, pl.DataFrame] = {}
+        self.done: dict[str, asyncio.Future[None]] = {}
+        self.records = {
+            name: NodeRecord(name, step.root if step.fused else None) for step in plan.steps for name in step.nodes
+        }
+        self.failures: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.error_node: str | None = None
+        self.keep = spec.keep or frozenset(plan.terminals)
+
+    async def run(self) -> PlanResult:
+        loop = asyncio.get_running_loop()
+        self.done = {s.root: loop.create_future() for s in self.plan.steps}
+        jobs = [asyncio.ensure_future(self._step(step)) for step in self.plan.steps]
+        try:
+            await asyncio.gather(*jobs, return_exceptions=True)
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            self._mark_unfinished(RunState.CANCELLED)
+            raise
+        outputs = {n: f for n, f in self.frames.items() if n in self.keep}
+        return PlanResult(outputs, self.records, self.failures, self.error, self.error_node)
+
+    def _mark_unfinished(self, state: RunState, error: str | None = None) -> None:
+        now = _now()
+        for rec in self.records.values():
+            if rec.status in (RunState.QUEUED, RunState.RUNNING):
+                if rec.status is RunState.RUNNING and rec.started_at:
+                    rec.finished_at = now
+                    rec.duration_ms = (now - rec.started_at).total_seconds() * 1000
+                    rec.error = rec.error or error
+                rec.status = state if rec.status is RunState.RUNNING else RunState.SKIPPED
+
+    async def _step(self, step: Step) -> None:
+        upstream = {e.source for e in step.inputs}
+        try:
+            for name in upstream:
+                await asyncio.shield(self.done[self.plan.step_of(name).root])
+        except BaseException:
+            for node in step.nodes:
+                self.records[node].status = RunState.SKIPPED
+            self.done[step.root].set_exception(Skipped(step.root))
+            return
+        node = self.plan.definition.node(step.root)
+        runner = _step_task.with_options(
+            name=step.name,
+            task_run_name=step.name,
+            retries=node.retries,
+            retry_delay_seconds=node.retry_delay_seconds,
+            timeout_seconds=node.timeout_seconds,
+        )
+        try:
+            await runner(self, step)
+        except BaseException as exc:
+            self._fail(step, exc)
+            self.done[step.root].set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.done[step.root].set_result(None)
+
+    def _fail(self, step: Step, exc: BaseException) -> None:
+        timed_out = isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError")
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        state = RunState.TIMED_OUT if timed_out else RunState.CANCELLED if cancelled else RunState.FAILED
+        failing = getattr(exc, "node", None) or step.root
+        message = _describe(exc, failing)
+        now = _now()
+        for name in step.nodes:
+            rec = self.records[name]
+            rec.status = state
+            rec.finished_at = now
+            if rec.started_at is not None:
+                rec.duration_ms = (now - rec.started_at).total_seconds() * 1000
+            rec.error = message if name == failing or not step.fused else f"fused step failed at {failing!r}"
+        if self.error is None:
+            self.error, self.error_node = exc, failing
+
+    async def attempt(self, step: Step) -> None:
+        """One attempt of a step: build its nodes' plans, collect once, check, persist."""
+        started = _now()
+        t0 = time.perf_counter()
+        for name in step.nodes:
+            rec = self.records[name]
+            rec.attempts += 1
+            rec.status = RunState.RUNNING
+            rec.started_at = started
+            rec.error = None
+        logger = get_run_logger()
+        local: dict[str, Frame] = {}
+        for e in step.inputs:
+            local[e.source] = self.frames[e.source]
+        rows_in = sum(self.frames[e.source].height for e in step.inputs) if step.inputs else None
+        out: Frame | None = None
+        for name in step.nodes:
+            node = self.plan.definition.node(name)
+            node_type = self.types[node.type]
+            items = []
+            for e in (e for e in self.plan.edges if e.target == name):
+                frame = local[e.source]
+                contract = node.input_contracts.get(e.port)
+                if contract is not None:
+                    frame = self._check(name, contract, frame, f"input {e.port!r}")
+                items.append(Input(e.source, e.port, frame.lazy()))
+            ctx = RunContext(self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger)
+            config = node_type.config.model_validate(node.config)
+            try:
+                if node_type.lazy:
+                    out = node_type.run(config, NodeInputs(tuple(items)), ctx)
+                else:
+                    out = await in_thread(node_type.run, config, NodeInputs(tuple(items)), ctx)
+            except (ContractError, NodeError, NodeTimeout):
+                raise
+            except Exception as exc:
+                raise NodeError(name, f"{type(exc).__name__}: {exc}") from exc
+            if self.spec.limit is not None and node_type.kind == "source":
+                out = out.head(self.spec.limit)
+            local[name] = out
+        assert out is not None
+        root = self.plan.definition.node(step.root)
+        try:
+            frame = await collect(out) if isinstance(out, pl.LazyFrame) else out
+        except (asyncio.CancelledError, NodeTimeout):
+            raise
+        except Exception as exc:
+            failing = step.root if not step.fused else f"{step.root}"
+            raise NodeError(failing, f"{type(exc).__name__}: {exc}") from exc
+        if root.contract is not None:
+            frame = self._check(step.root, root.contract, frame, "output")
+        rec = self.records[step.root]
+        if self.spec.persist is not None and (root.persist or self.plan.definition.settings.persist_outputs):
+            rec.output_path = await in_thread(self.spec.persist, step.root, frame)
+        self.frames[step.root] = frame
+        finished = _now()
+        elapsed = (time.perf_counter() - t0) * 1000
+        for name in step.nodes:
+            r = self.records[name]
+            r.status, r.finished_at, r.duration_ms = RunState.SUCCEEDED, finished, elapsed
+        rec.rows_out = frame.height
+        first = self.records[step.nodes[0]]
+        first.rows_in = rows_in
+
+    def _check(self, node: str, contract: Any, frame: Frame, where: str) -> pl.DataFrame:
+        outcome = contracts.apply(contract, frame)
+        rec = self.records[node]
+        rec.contract = {**outcome.summary(), "where": where}
+        if outcome.ok:
+            result = outcome.frame
+            return result.collect() if isinstance(result, pl.LazyFrame) else result
+        self.failures.extend({**f, "node": node} for f in outcome.failures)
+        message = outcome.message(self.spec.workflow, node)
+        _publish_failures(node, outcome.failures, message)
+        if contract.on_failure == "fail":
+            raise ContractError(message, workflow=self.spec.workflow, node=node, failure_cases=outcome.failures)
+        get_run_logger().warning(message)
+        result = outcome.frame
+        return result.collect() if isinstance(result, pl.LazyFrame) else result
+
+
+def _publish_failures(node: str, failures: list[dict[str, Any]], message: str) -> None:
+    try:
+        rows = [{k: ("" if v is None else str(v)) for k, v in f.items()} for f in failures[:500]]
+        create_table_artifact(table=rows, key=f"contract-{node.lower().replace('_', '-')}", description=message)
+    except Exception:  # an artifact is a view; never fail the node over it
+        get_run_logger().debug("could not publish contract failures: %s", traceback.format_exc())
+
+
+def _describe(exc: BaseException, node: str) -> str:
+    if isinstance(exc, ContractError | NodeError):
+        return str(exc)
+    if isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError"):
+        return f"node {node!r} timed out: {exc}"
+    return f"node {node!r}: {type(exc).__name__}: {exc}"
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+async def _step_task(run: PlanRun, step: Step) -> None:
+    await run.attempt(step)

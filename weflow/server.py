@@ -1,0 +1,135 @@
+"""The local Prefect server weflow talks to (DESIGN decision 10: never an accidental ephemeral one).
+
+``PREFECT_API_URL`` wins when set. Otherwise weflow uses the server it started before (state in
+``<prefect home>/weflow-server.json``), or starts one in the background and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from weflow.errors import WeflowError
+
+DEFAULT_HOME = Path("data/prefect")
+
+
+class ServerError(WeflowError):
+    """The Prefect server could not be reached or started."""
+
+
+@dataclass(frozen=True)
+class Server:
+    api_url: str
+    pid: int | None = None
+    started: bool = False
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise ServerError("no free port on 127.0.0.1")
+
+
+def _state_file(home: Path) -> Path:
+    return home / "weflow-server.json"
+
+
+def running(home: Path = DEFAULT_HOME) -> Server | None:
+    """The server weflow started earlier in ``home``, if it still answers."""
+    state = _state_file(home)
+    if not state.exists():
+        return None
+    data = json.loads(state.read_text())
+    if healthy(data["api_url"]):
+        return Server(data["api_url"], data.get("pid"))
+    return None
+
+
+def server_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.update(
+        PREFECT_HOME=str(home.resolve()),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="500",
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="500",
+    )
+    return env
+
+
+def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, quiet: bool = False) -> Server:
+    """Start ``prefect server start`` on 127.0.0.1 in the background and wait until it answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port(port)
+    api_url = f"http://127.0.0.1:{port}/api"
+    prefect = Path(sys.executable).with_name("prefect")
+    log = (home / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    if not quiet:
+        print(f"starting a local Prefect server on {api_url} (log: {home / 'server.log'}) ...", file=sys.stderr)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"the Prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
+        if healthy(api_url, timeout=1.0):
+            _state_file(home).write_text(json.dumps({"api_url": api_url, "pid": proc.pid}))
+            return Server(api_url, proc.pid, started=True)
+        time.sleep(0.3)
+    proc.terminate()
+    raise ServerError(f"the Prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+
+
+def stop(home: Path = DEFAULT_HOME) -> bool:
+    state = _state_file(home)
+    if not state.exists():
+        return False
+    pid = json.loads(state.read_text()).get("pid")
+    state.unlink()
+    if pid:
+        try:
+            os.killpg(pid, 15)
+        except ProcessLookupError:
+            return False
+    return True
+
+
+def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
+    """The API to use: PREFECT_API_URL if set, else weflow's local server (started if needed)."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        if not healthy(url):
+            raise ServerError(f"PREFECT_API_URL={url} does not answer")
+        return Server(url)
+    return running(home) or start(home, quiet=quiet)
