@@ -25,6 +25,19 @@ def weflow_exe() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server on loopback for the whole session; PREFECT_API_URL points at it."""
+    from weflow import server
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    found = server.start(home, port=4250, timeout=120, quiet=True)
+    os.environ["PREFECT_API_URL"] = found.api_url
+    yield found.api_url
+    server.stop(home)
+    os.environ.pop("PREFECT_API_URL", None)
+
+
 @pytest.fixture
 def catalog_path(tmp_path: Path) -> Path:
     return tmp_path / "catalog" / "weflow.duckdb"
@@ -38,6 +51,7 @@ def settings(catalog_path: Path, tmp_path: Path) -> Iterator[config.Settings]:
         runs_dir=tmp_path / "runs",
         organization="acme",
         user="ada",
+        python_node_modules=("tests.resources.pynodes",),
     ) as current:
         yield current
 
@@ -50,5 +64,12 @@ def scope(settings: config.Settings) -> Scope:
 @pytest.fixture
 def cli_env(catalog_path: Path, tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(WEFLOW_CATALOG=str(catalog_path), WEFLOW_DATA_ROOTS=f"{REPO}:{tmp_path}", COLUMNS="200")
+    env.update(
+        WEFLOW_CATALOG=str(catalog_path),
+        WEFLOW_DATA_ROOTS=f"{REPO}:{tmp_path}",
+        WEFLOW_RUNS_DIR=str(tmp_path / "runs"),
+        WEFLOW_PYTHON_NODE_MODULES="tests.resources.pynodes",
+        PYTHONPATH=str(REPO),
+        COLUMNS="200",
+    )
     return env

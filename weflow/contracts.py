@@ -126,9 +126,13 @@ def apply(contract: Contract, frame: pl.DataFrame | pl.LazyFrame) -> Outcome:
         failures = _records(exc.failure_cases)
     n = data.height
     if contract.min_rows is not None and n < contract.min_rows:
-        failures.append({"column": None, "check": f"min_rows({contract.min_rows})", "failure_case": str(n), "index": None})
+        failures.append(
+            {"column": None, "check": f"min_rows({contract.min_rows})", "failure_case": str(n), "index": None}
+        )
     if contract.max_rows is not None and n > contract.max_rows:
-        failures.append({"column": None, "check": f"max_rows({contract.max_rows})", "failure_case": str(n), "index": None})
+        failures.append(
+            {"column": None, "check": f"max_rows({contract.max_rows})", "failure_case": str(n), "index": None}
+        )
     bad_rows = {f["index"] for f in failures if f.get("index") is not None}
     if contract.on_failure == "quarantine" and bad_rows:
         data = data.with_row_index("__weflow_row").filter(~pl.col("__weflow_row").is_in(list(bad_rows)))

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from prefect.client.schemas.objects import State
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import State
 
 from weflow import server
 from weflow.compile import plan as planning
@@ -61,7 +61,7 @@ def resolve_inputs(definition: Definition, input_data: Mapping[str, Any] | None)
         if spec is None:
             known = ", ".join(definition.inputs) or "none"
             problems.append((f"input_data.{key}", f"unknown input (inputs of {definition.name!r}: {known})"))
-        elif isinstance(value, bool) and spec.type != "boolean" or not isinstance(value, kinds[spec.type]):
+        elif (isinstance(value, bool) and spec.type != "boolean") or not isinstance(value, kinds[spec.type]):
             problems.append((f"input_data.{key}", f"expected {spec.type}, got {type(value).__name__}"))
     for key, spec in definition.inputs.items():
         if key not in given:
@@ -115,7 +115,7 @@ def execute(
     cfg = settings()
     types = node_types()
     params = resolve_inputs(definition, execution.input_data)
-    plan = planning.build(definition, types, fuse=fuse)
+    plan = planning.build(definition, types, fuse=fuse, persist_all=persist)
     spec = RunSpec(
         workflow=definition.name,
         params=params,
@@ -133,13 +133,13 @@ def execute(
     t0 = time.perf_counter()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
         flow = compile_flow(run, timeout).with_options(flow_run_name=f"{definition.name}-{execution.id[:8]}")
-        state = asyncio.run(flow(execution.id, params, return_state=True))  # type: ignore[arg-type]
+        state: State[Any] = asyncio.run(flow(execution.id, params, return_state=True))  # type: ignore[arg-type]
     elapsed = (time.perf_counter() - t0) * 1000
     status = _state_to_run_state(state, run_status(run))
     if status is RunState.TIMED_OUT:
-        run._mark_unfinished(RunState.TIMED_OUT, f"execution timed out after {timeout:g} s")
+        run.mark_unfinished(RunState.TIMED_OUT, f"execution timed out after {timeout:g} s")
     elif status is RunState.CANCELLED:
-        run._mark_unfinished(RunState.CANCELLED)
+        run.mark_unfinished(RunState.CANCELLED)
     result_error = run.error
     finished = datetime.now(UTC)
     final = replace(
@@ -235,7 +235,9 @@ def start_execution(
     return run(name, scope, input_data=input_data, mode=mode, timeout=timeout).execution
 
 
-def preview(definition: Definition, node: str, n: int = 20, input_data: Mapping[str, Any] | None = None) -> pl.DataFrame:
+def preview(
+    definition: Definition, node: str, n: int = 20, input_data: Mapping[str, Any] | None = None
+) -> pl.DataFrame:
     """Run only ``node`` and what it depends on, every source capped at ``n`` rows; nothing recorded."""
     check(definition)
     if node_types()[definition.node(node).type].kind == "sink":

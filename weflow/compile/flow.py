@@ -23,11 +23,11 @@ def compile_flow(run: PlanRun, timeout_seconds: float, name: str | None = None) 
             raise RunFailed(str(result.error) if result.error else result.status.value)
         return result
 
-    return flow(
-        body,
+    decorate = flow(
         name=name or run.plan.definition.name,
         timeout_seconds=timeout_seconds,
         persist_result=False,
         validate_parameters=False,
         log_prints=True,
     )
+    return decorate(body)  # type: ignore[return-value]

@@ -37,6 +37,7 @@ class Plan:
     definition: Definition
     steps: tuple[Step, ...]  # topological order
     edges: tuple[Edge, ...]
+    persist_all: bool = False
 
     def step_of(self, node: str) -> Step:
         for step in self.steps:
@@ -57,9 +58,12 @@ def _policy(node: Node) -> tuple[object, ...]:
     return (node.retries, node.retry_delay_seconds, node.timeout_seconds)
 
 
-def build(definition: Definition, types: Mapping[str, NodeType], fuse: bool | None = None) -> Plan:
-    """Group the nodes of a checked definition into steps."""
+def build(
+    definition: Definition, types: Mapping[str, NodeType], fuse: bool | None = None, persist_all: bool = False
+) -> Plan:
+    """Group the nodes of a checked definition into steps (one node a step when all are persisted)."""
     fuse = definition.settings.fuse if fuse is None else fuse
+    persist_all = persist_all or definition.settings.persist_outputs
     all_edges = edges(definition, {name: t.signature for name, t in types.items()})
     order = topological_order(definition)
     nodes = {n.name: n for n in definition.nodes}
@@ -74,7 +78,7 @@ def build(definition: Definition, types: Mapping[str, NodeType], fuse: bool | No
         node = nodes[name]
         if not (fuse and lazy(name)) or node.contract is not None or node.persist:
             return False
-        if definition.settings.persist_outputs or len(out[name]) != 1:
+        if persist_all or len(out[name]) != 1:
             return False
         edge = out[name][0]
         consumer = nodes[edge.target]
@@ -95,4 +99,4 @@ def build(definition: Definition, types: Mapping[str, NodeType], fuse: bool | No
                     inputs.append(e)
         ordered = tuple(n for n in order if n in members)
         steps.append(Step(name, ordered, tuple(sorted(inputs, key=lambda e: e.index))))
-    return Plan(definition, tuple(steps), tuple(all_edges))
+    return Plan(definition, tuple(steps), tuple(all_edges), persist_all)

@@ -9,6 +9,7 @@ a Polars query is cancelled, a Python node's thread gets an exception raised in 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import threading
 import time
@@ -36,10 +37,6 @@ Persist = Callable[[str, pl.DataFrame], str]
 
 class NodeTimeout(TimeoutError):
     """Raised inside a node's thread when its task times out or the run is cancelled."""
-
-
-class Skipped(Exception):
-    """An upstream step failed, so this one did not run."""
 
 
 async def collect(frame: pl.LazyFrame) -> pl.DataFrame:
@@ -72,11 +69,13 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         else:
             loop.call_soon_threadsafe(_settle, done, value, None)
 
-    thread = threading.Thread(target=target, name="weflow-node", daemon=True)
+    context = contextvars.copy_context()  # settings overrides and Prefect's run context go along
+    thread = threading.Thread(target=context.run, args=(target,), name="weflow-node", daemon=True)
     thread.start()
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
+        done.cancel()  # nobody waits for the thread's outcome any more
         if thread.ident is not None and thread.is_alive():
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(NodeTimeout))
         raise
@@ -158,7 +157,8 @@ class PlanRun:
         self.types = types
         self.spec = spec
         self.frames: dict[str, pl.DataFrame] = {}
-        self.done: dict[str, asyncio.Future[None]] = {}
+        self.done: dict[str, asyncio.Event] = {}
+        self.succeeded: set[str] = set()
         self.records = {
             name: NodeRecord(name, step.root if step.fused else None) for step in plan.steps for name in step.nodes
         }
@@ -168,8 +168,7 @@ class PlanRun:
         self.keep = spec.keep or frozenset(plan.terminals)
 
     async def run(self) -> PlanResult:
-        loop = asyncio.get_running_loop()
-        self.done = {s.root: loop.create_future() for s in self.plan.steps}
+        self.done = {s.root: asyncio.Event() for s in self.plan.steps}
         jobs = [asyncio.ensure_future(self._step(step)) for step in self.plan.steps]
         try:
             await asyncio.gather(*jobs, return_exceptions=True)
@@ -177,15 +176,18 @@ class PlanRun:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-            self._mark_unfinished(RunState.CANCELLED)
+            self.mark_unfinished(RunState.CANCELLED)
             raise
         outputs = {n: f for n, f in self.frames.items() if n in self.keep}
         return PlanResult(outputs, self.records, self.failures, self.error, self.error_node)
 
-    def _mark_unfinished(self, state: RunState, error: str | None = None) -> None:
+    def mark_unfinished(self, state: RunState, error: str | None = None) -> None:
+        """After the run was stopped from outside: running (or cancelled) nodes take ``state``."""
         now = _now()
         for rec in self.records.values():
-            if rec.status in (RunState.QUEUED, RunState.RUNNING):
+            if rec.status is RunState.CANCELLED and state is not RunState.CANCELLED:
+                rec.status, rec.error = state, error or rec.error
+            elif rec.status in (RunState.QUEUED, RunState.RUNNING):
                 if rec.status is RunState.RUNNING and rec.started_at:
                     rec.finished_at = now
                     rec.duration_ms = (now - rec.started_at).total_seconds() * 1000
@@ -193,32 +195,34 @@ class PlanRun:
                 rec.status = state if rec.status is RunState.RUNNING else RunState.SKIPPED
 
     async def _step(self, step: Step) -> None:
-        upstream = {e.source for e in step.inputs}
         try:
-            for name in upstream:
-                await asyncio.shield(self.done[self.plan.step_of(name).root])
-        except BaseException:
-            for node in step.nodes:
-                self.records[node].status = RunState.SKIPPED
-            self.done[step.root].set_exception(Skipped(step.root))
-            return
-        node = self.plan.definition.node(step.root)
+            for e in step.inputs:
+                await self.done[e.source].wait()
+            if any(e.source not in self.succeeded for e in step.inputs):
+                for node in step.nodes:
+                    self.records[node].status = RunState.SKIPPED
+                return
+            await self._attempts(step)
+        finally:
+            self.done[step.root].set()
+
+    async def _attempts(self, step: Step) -> None:
+        policy = self.plan.definition.node(step.root)
         runner = _step_task.with_options(
             name=step.name,
             task_run_name=step.name,
-            retries=node.retries,
-            retry_delay_seconds=node.retry_delay_seconds,
-            timeout_seconds=node.timeout_seconds,
+            retries=policy.retries,
+            retry_delay_seconds=policy.retry_delay_seconds,
+            timeout_seconds=policy.timeout_seconds,
         )
         try:
             await runner(self, step)
         except BaseException as exc:
             self._fail(step, exc)
-            self.done[step.root].set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self.done[step.root].set_result(None)
+        self.succeeded.add(step.root)
 
     def _fail(self, step: Step, exc: BaseException) -> None:
         timed_out = isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError")
@@ -289,7 +293,7 @@ class PlanRun:
         if root.contract is not None:
             frame = self._check(step.root, root.contract, frame, "output")
         rec = self.records[step.root]
-        if self.spec.persist is not None and (root.persist or self.plan.definition.settings.persist_outputs):
+        if self.spec.persist is not None and (root.persist or self.plan.persist_all):
             rec.output_path = await in_thread(self.spec.persist, step.root, frame)
         self.frames[step.root] = frame
         finished = _now()
