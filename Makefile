@@ -17,6 +17,9 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/weflow apply data/workflows/*.yaml
+	$(BIN)/weflow server start
+	$(BIN)/weflow run daily_sales
+	$(BIN)/weflow run customer_revenue --input-json '{"min_amount": 50}'
 	$(BIN)/weflow list
 
 lint: install

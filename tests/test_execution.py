@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import httpx
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -26,11 +28,20 @@ def apply(scope: Scope, text: str) -> str:
     return workflows.apply(parse(text), scope).workflow.name
 
 
+def eventually(check: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return check()
+
+
 def statuses(result) -> dict[str, str]:
     return {n.node: n.status.value for n in result.execution.nodes}
 
 
-def test_multi_branch_workflow_matches_hand_written_polars(scope: Scope, tmp_path: Path) -> None:
+def test_multi_branch_workflow_matches_hand_written_polars(scope: Scope, tmp_path: Path, prefect_api: str) -> None:
     text = (REPO / "data/workflows/customer_revenue.yaml").read_text()
     text = text.replace("data/out/customer_revenue.csv", f"{tmp_path}/revenue.csv")
     text += "  - {from: by_segment, to: archive}\n"
@@ -70,6 +81,16 @@ def test_multi_branch_workflow_matches_hand_written_polars(scope: Scope, tmp_pat
     assert by_node["paid"].group == "by_segment"  # fused into one lazy plan, still recorded
     wf = workflows.get("customer_revenue", scope)
     assert wf.execution_count == 1 and wf.last_executed_at is not None
+    flow_run = httpx.get(f"{prefect_api}/flow_runs/{record.flow_run_id}").json()
+    assert flow_run["state_type"] == "COMPLETED"
+    assert flow_run["parameters"]["input_data"] == {"min_amount": 100}
+    expected_tasks = {"by_segment (+4 fused)", "top_regions", "save", "archive"}
+    query = {"flow_runs": {"id": {"any_": [record.flow_run_id]}}}
+
+    def task_names() -> set[str]:
+        return {t["name"] for t in httpx.post(f"{prefect_api}/task_runs/filter", json=query).json()}
+
+    assert eventually(lambda: task_names() == expected_tasks), task_names()  # Prefect records task runs async
 
 
 CONTRACT = """
@@ -91,7 +112,9 @@ connections:
 """
 
 
-def test_contract_failure_stops_the_branch_and_names_node_column_check(scope: Scope, tmp_path: Path) -> None:
+def test_contract_failure_stops_the_branch_and_names_node_column_check(
+    scope: Scope, tmp_path: Path, prefect_api: str
+) -> None:
     out = tmp_path / "paid.parquet"
     out.write_bytes(b"previous output")
     apply(scope, CONTRACT.replace("MODE", "fail").replace("OUT", str(out)))
@@ -109,6 +132,16 @@ def test_contract_failure_stops_the_branch_and_names_node_column_check(scope: Sc
     assert len(stored) == bad_amounts.len()
     assert {f["column"] for f in stored} == {"amount"} and {f["node"] for f in stored} == {"orders"}
     assert sorted(float(f["failure_case"]) for f in stored) == sorted(bad_amounts.to_list())
+    query = {"artifacts": {"flow_run_id": {"any_": [e.flow_run_id]}}}
+    artifacts: list[dict[str, str]] = []
+
+    def published() -> bool:
+        artifacts[:] = httpx.post(f"{prefect_api}/artifacts/filter", json=query).json()
+        return bool(artifacts)
+
+    assert eventually(published)
+    assert [(a["key"], a["type"]) for a in artifacts if a["key"]] == [("contract-orders", "table")]
+    assert any("column 'amount'" in (a["description"] or "") for a in artifacts)
 
 
 def test_contract_quarantine_passes_valid_rows_and_warn_passes_all(scope: Scope, tmp_path: Path) -> None:

@@ -27,3 +27,19 @@ def test_importing_weflow_does_not_import_prefect() -> None:
     code = "import sys, weflow, weflow.workflows; print('prefect' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_notebook_api_saves_versions_diffs_and_rolls_back(settings) -> None:
+    wf = weflow.workflow("nb", description="from a notebook")
+    wf.node("orders", "read_csv", path="data/samples/orders.csv") >> wf.node("paid", "filter", condition="amount > 1")
+    assert weflow.save(wf, "first").version.number == 1
+    assert weflow.save(wf).created is False
+    changed = weflow.load("nb").model_copy(update={"description": "changed"})
+    assert weflow.save(changed).version.number == 2
+    assert weflow.diff("nb", 1, 2).fields_changed == ("description",)
+    assert [v.number for v in weflow.versions("nb")] == [1, 2]
+    assert weflow.rollback("nb", 1).version.number == 3
+    assert weflow.export("nb") == weflow.export("nb", 1)
+    assert [w.name for w in weflow.list_workflows()] == ["nb"]
+    weflow.delete("nb")
+    assert weflow.list_workflows() == []

@@ -6,6 +6,7 @@ from weflow.core.diff import DefinitionDiff
 from weflow.core.document import parse
 from weflow.core.model import Column, Connection, Contract, Definition, Node
 from weflow.errors import CatalogError, ContractError, DefinitionError, NotFoundError, WeflowError
+from weflow.notebook import delete, diff, export, list_workflows, load, preview, rollback, run, save, versions
 
 __all__ = [
     "Catalog",
@@ -20,6 +21,16 @@ __all__ = [
     "Node",
     "NotFoundError",
     "WeflowError",
+    "delete",
+    "diff",
+    "export",
+    "list_workflows",
+    "load",
     "parse",
+    "preview",
+    "rollback",
+    "run",
+    "save",
+    "versions",
     "workflow",
 ]

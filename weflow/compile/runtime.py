@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from weflow import contracts
@@ -265,7 +265,7 @@ class PlanRun:
                 frame = local[e.source]
                 contract = node.input_contracts.get(e.port)
                 if contract is not None:
-                    frame = self._check(name, contract, frame, f"input {e.port!r}")
+                    frame = await self._check(name, contract, frame, f"input {e.port!r}")
                 items.append(Input(e.source, e.port, frame.lazy()))
             ctx = RunContext(self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger)
             config = node_type.config.model_validate(node.config)
@@ -291,7 +291,7 @@ class PlanRun:
             failing = step.root if not step.fused else f"{step.root}"
             raise NodeError(failing, f"{type(exc).__name__}: {exc}") from exc
         if root.contract is not None:
-            frame = self._check(step.root, root.contract, frame, "output")
+            frame = await self._check(step.root, root.contract, frame, "output")
         rec = self.records[step.root]
         if self.spec.persist is not None and (root.persist or self.plan.persist_all):
             rec.output_path = await in_thread(self.spec.persist, step.root, frame)
@@ -305,7 +305,7 @@ class PlanRun:
         first = self.records[step.nodes[0]]
         first.rows_in = rows_in
 
-    def _check(self, node: str, contract: Any, frame: Frame, where: str) -> pl.DataFrame:
+    async def _check(self, node: str, contract: Any, frame: Frame, where: str) -> pl.DataFrame:
         outcome = contracts.apply(contract, frame)
         rec = self.records[node]
         rec.contract = {**outcome.summary(), "where": where}
@@ -314,7 +314,7 @@ class PlanRun:
             return result.collect() if isinstance(result, pl.LazyFrame) else result
         self.failures.extend({**f, "node": node} for f in outcome.failures)
         message = outcome.message(self.spec.workflow, node)
-        _publish_failures(node, outcome.failures, message)
+        await _publish_failures(node, outcome.failures, message)
         if contract.on_failure == "fail":
             raise ContractError(message, workflow=self.spec.workflow, node=node, failure_cases=outcome.failures)
         get_run_logger().warning(message)
@@ -322,10 +322,10 @@ class PlanRun:
         return result.collect() if isinstance(result, pl.LazyFrame) else result
 
 
-def _publish_failures(node: str, failures: list[dict[str, Any]], message: str) -> None:
+async def _publish_failures(node: str, failures: list[dict[str, Any]], message: str) -> None:
     try:
         rows = [{k: ("" if v is None else str(v)) for k, v in f.items()} for f in failures[:500]]
-        create_table_artifact(table=rows, key=f"contract-{node.lower().replace('_', '-')}", description=message)
+        await acreate_table_artifact(table=rows, key=f"contract-{node.lower().replace('_', '-')}", description=message)
     except Exception:  # an artifact is a view; never fail the node over it
         get_run_logger().debug("could not publish contract failures: %s", traceback.format_exc())
 

@@ -1,0 +1,94 @@
+"""The notebook-facing API: short functions over the services, acting as the current user.
+
+Each function takes an optional ``catalog`` (a path or Catalog); by default the one from the
+environment (``WEFLOW_CATALOG``, else ``data/weflow.duckdb``) with ``WEFLOW_ORG``/``WEFLOW_USER``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weflow import workflows
+from weflow.catalog import Catalog, SaveResult
+from weflow.core.builder import WorkflowBuilder
+from weflow.core.diff import DefinitionDiff
+from weflow.core.entities import Version, Workflow
+from weflow.core.model import Definition
+from weflow.workflows import Scope
+
+if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
+    import polars as pl
+
+    from weflow.execution import RunResult
+
+CatalogLike = Catalog | str | Path | None
+
+
+def _scope(catalog: CatalogLike) -> Scope:
+    return Scope.current(catalog)
+
+
+def _definition(item: Definition | WorkflowBuilder) -> Definition:
+    return item.build() if isinstance(item, WorkflowBuilder) else item
+
+
+def save(item: Definition | WorkflowBuilder, message: str = "", catalog: CatalogLike = None) -> SaveResult:
+    """Check and store a definition (or a builder); a new version only if it changed."""
+    return workflows.apply(_definition(item), _scope(catalog), message)
+
+
+def load(name: str, version: int | None = None, catalog: CatalogLike = None) -> Definition:
+    """The definition of a stored version (the current one by default)."""
+    return workflows.version(name, _scope(catalog), version).definition
+
+
+def list_workflows(status: str | None = None, catalog: CatalogLike = None) -> list[Workflow]:
+    return workflows.list_workflows(_scope(catalog), status)
+
+
+def versions(name: str, catalog: CatalogLike = None) -> list[Version]:
+    return workflows.versions(name, _scope(catalog))
+
+
+def diff(name: str, a: int, b: int, catalog: CatalogLike = None) -> DefinitionDiff:
+    return workflows.diff(name, a, b, _scope(catalog))
+
+
+def rollback(name: str, version: int, message: str = "", catalog: CatalogLike = None) -> SaveResult:
+    return workflows.rollback(name, version, _scope(catalog), message)
+
+
+def delete(name: str, purge: bool = False, catalog: CatalogLike = None) -> None:
+    workflows.delete(name, _scope(catalog), purge=purge)
+
+
+def export(name: str, version: int | None = None, catalog: CatalogLike = None) -> dict[str, Any]:
+    return workflows.export(name, _scope(catalog), version)
+
+
+def run(
+    name: str,
+    input_data: Mapping[str, Any] | None = None,
+    *,
+    version: int | None = None,
+    timeout: float | None = None,
+    persist: bool = False,
+    catalog: CatalogLike = None,
+) -> RunResult:
+    """Run a stored workflow in the kernel on the local Prefect server; returns its frames."""
+    from weflow import execution
+
+    return execution.run(
+        name, _scope(catalog), input_data=input_data, timeout=timeout, version_number=version, persist=persist
+    )
+
+
+def preview(
+    item: Definition | WorkflowBuilder, node: str, n: int = 20, input_data: Mapping[str, Any] | None = None
+) -> pl.DataFrame:
+    """Run ``node`` and its upstream only, sources capped at ``n`` rows; nothing is recorded."""
+    from weflow import execution
+
+    return execution.preview(_definition(item), node, n, input_data)
