@@ -8,9 +8,11 @@ counters in one batch (DESIGN decision 7). Prefect holds the run history and log
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -110,8 +112,12 @@ def execute(
     persist: bool = False,
     fuse: bool | None = None,
     limit: int | None = None,
+    queued: bool = False,
 ) -> RunResult:
-    """Run a checked definition as a Prefect flow and record it (when a scope is given)."""
+    """Run a checked definition as a Prefect flow and record it (when a scope is given).
+
+    ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
+    """
     cfg = settings()
     types = node_types()
     params = resolve_inputs(definition, execution.input_data)
@@ -128,7 +134,10 @@ def execute(
     started = datetime.now(UTC)
     execution = replace(execution, status=RunState.RUNNING, started_at=started)
     if scope is not None:
-        scope.catalog.insert_execution(execution)
+        if queued:
+            scope.catalog.update_execution(execution.id, status=RunState.RUNNING, started_at=started)
+        else:
+            scope.catalog.insert_execution(execution)
     api = server.ensure()
     t0 = time.perf_counter()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
@@ -222,6 +231,35 @@ def run(
     )
     resolve_inputs(definition, input_data)  # refuse bad input before anything is recorded
     return execute(definition, execution, scope=scope, persist=persist, fuse=fuse)
+
+
+_background: list[threading.Thread] = []
+
+
+def submit(
+    name: str,
+    scope: Scope,
+    mode: Mode = Mode.API,
+    input_data: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+) -> Execution:
+    """Record a QUEUED execution and return at once; the run happens elsewhere.
+
+    The input is checked before anything is recorded. The run happens in a background thread
+    of this process.
+    """
+    definition, execution = new_execution(scope, name, mode=mode, input_data=input_data, timeout=timeout)
+    resolve_inputs(definition, input_data)
+    scope.catalog.insert_execution(execution)
+
+    def work() -> None:
+        execute(definition, execution, scope=scope, queued=True)
+
+    context = contextvars.copy_context()  # keep settings overrides (tests, notebooks) in the thread
+    thread = threading.Thread(target=context.run, args=(work,), name=f"weflow-run-{execution.id[:8]}", daemon=True)
+    _background.append(thread)
+    thread.start()
+    return execution
 
 
 def start_execution(
