@@ -20,12 +20,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import polars as pl
+from prefect import runtime as prefect_runtime
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import State
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled, Cancelling
 
-from weflow import server
+from weflow import deploy, server
 from weflow.compile import plan as planning
 from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
@@ -33,7 +38,7 @@ from weflow.config import settings
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
-from weflow.errors import DefinitionError
+from weflow.errors import ConflictError, DefinitionError
 from weflow.nodes.registry import node_types
 from weflow.workflows import Scope, check, get, version
 
@@ -104,20 +109,25 @@ def _state_to_run_state(state: State[Any] | None, fallback: RunState) -> RunStat
     return fallback if fallback is not RunState.SUCCEEDED else RunState.FAILED
 
 
-def execute(
+@dataclass
+class Prepared:
+    """A run ready to go: its plan run, its record and its timeout."""
+
+    definition: Definition
+    execution: Execution
+    run: PlanRun
+    params: dict[str, Any]
+    timeout: float
+
+
+def prepare(
     definition: Definition,
     execution: Execution,
     *,
-    scope: Scope | None = None,
     persist: bool = False,
     fuse: bool | None = None,
     limit: int | None = None,
-    queued: bool = False,
-) -> RunResult:
-    """Run a checked definition as a Prefect flow and record it (when a scope is given).
-
-    ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
-    """
+) -> Prepared:
     cfg = settings()
     types = node_types()
     params = resolve_inputs(definition, execution.input_data)
@@ -129,44 +139,96 @@ def execute(
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
     )
-    run = PlanRun(plan, types, spec)
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
+    return Prepared(definition, execution, PlanRun(plan, types, spec), params, timeout)
+
+
+def begin(prepared: Prepared, scope: Scope | None, queued: bool, flow_run_id: str | None = None) -> None:
+    """Record the execution RUNNING (insert it, or move a QUEUED record on)."""
     started = datetime.now(UTC)
-    execution = replace(execution, status=RunState.RUNNING, started_at=started)
-    if scope is not None:
-        if queued:
-            scope.catalog.update_execution(execution.id, status=RunState.RUNNING, started_at=started)
-        else:
-            scope.catalog.insert_execution(execution)
-    api = server.ensure()
-    t0 = time.perf_counter()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-        flow = compile_flow(run, timeout).with_options(flow_run_name=f"{definition.name}-{execution.id[:8]}")
-        state: State[Any] = asyncio.run(flow(execution.id, params, return_state=True))  # type: ignore[arg-type]
-    elapsed = (time.perf_counter() - t0) * 1000
-    status = _state_to_run_state(state, run_status(run))
+    prepared.execution = replace(
+        prepared.execution, status=RunState.RUNNING, started_at=started, flow_run_id=flow_run_id
+    )
+    if scope is None:
+        return
+    if queued:
+        fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": started}
+        if flow_run_id:
+            fields["flow_run_id"] = flow_run_id
+        scope.catalog.update_execution(prepared.execution.id, **fields)
+    else:
+        scope.catalog.insert_execution(prepared.execution)
+
+
+def conclude(
+    prepared: Prepared, status: RunState, flow_run_id: str | None, elapsed_ms: float, scope: Scope | None
+) -> RunResult:
+    """Write the final state and every node record in one catalog transaction."""
+    run, timeout = prepared.run, prepared.timeout
     if status is RunState.TIMED_OUT:
         run.mark_unfinished(RunState.TIMED_OUT, f"execution timed out after {timeout:g} s")
     elif status is RunState.CANCELLED:
-        run.mark_unfinished(RunState.CANCELLED)
-    result_error = run.error
-    finished = datetime.now(UTC)
+        run.mark_unfinished(RunState.CANCELLED, "execution cancelled")
+    ok = status is RunState.SUCCEEDED
     final = replace(
-        execution,
+        prepared.execution,
         status=status,
-        flow_run_id=str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None,
-        finished_at=finished,
-        duration_ms=elapsed,
-        error_type=None if status is RunState.SUCCEEDED else _error_type(result_error, status),
-        error_message=None if status is RunState.SUCCEEDED else _error_message(result_error, status, timeout),
-        error_node=run.error_node if status is not RunState.SUCCEEDED else None,
+        flow_run_id=flow_run_id or prepared.execution.flow_run_id,
+        finished_at=datetime.now(UTC),
+        duration_ms=elapsed_ms,
+        error_type=None if ok else _error_type(run.error, status),
+        error_message=None if ok else _error_message(run.error, status, timeout),
+        error_node=None if ok else run.error_node,
         output={n: {"rows": f.height, "columns": f.columns} for n, f in run.frames.items() if n in run.keep},
     )
-    nodes = [rec.frozen(execution.id) for rec in run.records.values()]
+    nodes = [rec.frozen(final.id) for rec in run.records.values()]
     if scope is not None:
         scope.catalog.finish_execution(final, nodes, run.failures)
     outputs = {n: f for n, f in run.frames.items() if n in run.keep}
     return RunResult(replace(final, nodes=tuple(nodes)), outputs)
+
+
+async def run_in_flow(prepared: Prepared, scope: Scope | None, flow_run_id: str | None) -> RunResult:
+    """Run inside an already running flow (the deployment entrypoint); the timeout is enforced here."""
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(prepared.timeout):
+            await prepared.run.run()
+        status = run_status(prepared.run)
+    except TimeoutError:
+        status = RunState.TIMED_OUT
+    except asyncio.CancelledError:
+        conclude(prepared, RunState.CANCELLED, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
+        raise
+    return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
+
+
+def execute(
+    definition: Definition,
+    execution: Execution,
+    *,
+    scope: Scope | None = None,
+    persist: bool = False,
+    fuse: bool | None = None,
+    limit: int | None = None,
+    queued: bool = False,
+) -> RunResult:
+    """Run a checked definition in this process as a Prefect flow; record it when given a scope.
+
+    ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
+    """
+    prepared = prepare(definition, execution, persist=persist, fuse=fuse, limit=limit)
+    begin(prepared, scope, queued)
+    api = server.ensure()
+    t0 = time.perf_counter()
+    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        flow = compile_flow(prepared.run, prepared.timeout).with_options(
+            flow_run_name=f"{definition.name}-{execution.id[:8]}"
+        )
+        state: State[Any] = asyncio.run(flow(execution.id, prepared.params, return_state=True))  # type: ignore[arg-type]
+    status = _state_to_run_state(state, run_status(prepared.run))
+    flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
+    return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
 
 
 def run_status(run: PlanRun) -> RunState:
@@ -242,14 +304,24 @@ def submit(
     mode: Mode = Mode.API,
     input_data: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    queue: bool | None = None,
 ) -> Execution:
-    """Record a QUEUED execution and return at once; the run happens elsewhere.
+    """Record a QUEUED execution and return at once; the input is checked before anything is stored.
 
-    The input is checked before anything is recorded. The run happens in a background thread
-    of this process.
+    With ``queue`` a Prefect flow run is created from the workflow's deployment and a worker
+    runs it; without, the run happens in a background thread of this process. By default the
+    queue is used when the workflow is deployed.
     """
     definition, execution = new_execution(scope, name, mode=mode, input_data=input_data, timeout=timeout)
     resolve_inputs(definition, input_data)
+    if queue is not False:
+        api = server.ensure()
+        with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+            flow_run_id = asyncio.run(_create_flow_run(execution, required=bool(queue)))
+        if flow_run_id is not None:
+            execution = replace(execution, flow_run_id=flow_run_id)
+            scope.catalog.insert_execution(execution)
+            return execution
     scope.catalog.insert_execution(execution)
 
     def work() -> None:
@@ -260,6 +332,139 @@ def submit(
     _background.append(thread)
     thread.start()
     return execution
+
+
+async def _create_flow_run(execution: Execution, required: bool) -> str | None:
+    async with get_client() as client:
+        try:
+            deployment_id = await deploy.find_deployment(client, execution.workflow)
+        except deploy.DeployError:
+            if required:
+                raise
+            return None
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={
+                "workflow": execution.workflow,
+                "input_data": execution.input_data,
+                "version": execution.version,
+                "execution_id": execution.id,
+            },
+            tags=[f"mode:{execution.mode.value.lower()}"],
+        )
+    return str(flow_run.id)
+
+
+async def run_deployed(
+    workflow: str,
+    input_data: dict[str, Any] | None,
+    version_number: int | None,
+    execution_id: str | None,
+) -> RunResult:
+    """The body of the deployment entrypoint: find or make the record, run, record the end."""
+    scope = Scope.current()
+    flow_run_id = str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None
+    if execution_id is not None:
+        execution = scope.catalog.execution(execution_id, scope.user.organization_id)
+        definition = check(version(workflow, scope, execution.version).definition)
+        queued = True
+    else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule
+        mode = Mode.CRON if await _auto_scheduled(flow_run_id) else Mode.MANUAL
+        definition, execution = new_execution(
+            scope, workflow, mode=mode, input_data=input_data, timeout=None, version_number=version_number
+        )
+        queued = False
+    prepared = prepare(definition, execution)
+    begin(prepared, scope, queued, flow_run_id)
+    result = await run_in_flow(prepared, scope, flow_run_id)
+    if not result.ok:
+        raise RuntimeError(result.execution.error_message or result.execution.status.value)
+    return result
+
+
+async def _auto_scheduled(flow_run_id: str | None) -> bool:
+    if flow_run_id is None:
+        return False
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(UUID(flow_run_id))
+    return bool(flow_run.auto_scheduled)
+
+
+_PREFECT_FINAL = {
+    "COMPLETED": RunState.SUCCEEDED,
+    "FAILED": RunState.FAILED,
+    "CRASHED": RunState.FAILED,
+    "CANCELLED": RunState.CANCELLED,
+}
+
+
+def sync(scope: Scope) -> list[Execution]:
+    """Repair the catalog mirror from Prefect: unfinished records whose flow run has ended."""
+    pending = [
+        e
+        for e in scope.catalog.executions(scope.user.organization_id, limit=10_000)
+        if not e.status.final and e.flow_run_id
+    ]
+    if not pending:
+        return []
+    api = server.ensure()
+    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        states = asyncio.run(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))
+    repaired = []
+    for e in pending:
+        state = states.get(e.flow_run_id or "")
+        if state is None or state[0] not in _PREFECT_FINAL:
+            continue
+        kind, name, message = state
+        status = RunState.TIMED_OUT if name == "TimedOut" else _PREFECT_FINAL[kind]
+        fixed = replace(
+            e,
+            status=status,
+            finished_at=datetime.now(UTC),
+            error_type=None if status is RunState.SUCCEEDED else f"Prefect{name}",
+            error_message=None if status is RunState.SUCCEEDED else f"flow run {name.lower()}: {message}",
+        )
+        nodes = [
+            replace(n, status=RunState.CANCELLED if status is RunState.CANCELLED else RunState.FAILED)
+            if not n.status.final
+            else n
+            for n in e.nodes
+        ]
+        scope.catalog.finish_execution(fixed, nodes)
+        repaired.append(fixed)
+    return repaired
+
+
+async def _flow_run_states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
+        )
+    return {
+        str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "") for r in runs if r.state is not None
+    }
+
+
+def cancel(execution_id: str, scope: Scope) -> Execution:
+    """Cancel a queued or running execution through Prefect; the record ends CANCELLED."""
+    execution = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if execution.status.final:
+        raise ConflictError(f"execution {execution_id} already ended {execution.status.value}")
+    if execution.flow_run_id is None:
+        raise ConflictError(f"execution {execution_id} runs in a process weflow cannot reach; it cannot be cancelled")
+    api = server.ensure()
+    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        asyncio.run(_cancel_flow_run(execution.flow_run_id))
+    if execution.status is RunState.QUEUED:
+        scope.catalog.update_execution(execution.id, status=RunState.CANCELLED, finished_at=datetime.now(UTC))
+    return scope.catalog.execution(execution_id)
+
+
+async def _cancel_flow_run(flow_run_id: str) -> None:
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(UUID(flow_run_id))
+        running = flow_run.state is not None and flow_run.state.is_running()
+        await client.set_flow_run_state(UUID(flow_run_id), Cancelling() if running else Cancelled(), force=True)
 
 
 def start_execution(

@@ -133,3 +133,20 @@ def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
             raise ServerError(f"PREFECT_API_URL={url} does not answer")
         return Server(url)
     return running(home) or start(home, quiet=quiet)
+
+
+def start_worker(
+    api_url: str, pool: str, queue: str, home: Path = DEFAULT_HOME, name: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A Prefect process worker for ``pool``/``queue``, polling every second, logging to ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_RUNNER_POLL_FREQUENCY="1")
+    log = (home / f"worker-{name or queue}.log").open("ab")
+    cmd = [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool, "--type", "process",
+           "--work-queue", queue]  # fmt: skip
+    if name:
+        cmd += ["--name", name]
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -19,7 +22,7 @@ from weflow import server as prefect_server
 from weflow import workflows
 from weflow.config import settings
 from weflow.core import document
-from weflow.core.entities import Execution, Status
+from weflow.core.entities import Execution, Mode, Status
 from weflow.errors import WeflowError
 from weflow.nodes.registry import node_types
 from weflow.workflows import Scope
@@ -240,6 +243,7 @@ def run_(
     timeout: Annotated[float | None, typer.Option(help="execution timeout in seconds (default 300)")] = None,
     version: Annotated[int | None, typer.Option("--version", "-v", help="run this version")] = None,
     persist: Annotated[bool, typer.Option(help="persist every node's output as Parquet")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="queue it on its deployment and return at once")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a workflow now, in this process, on a local Prefect server; exit 0 only if it succeeded."""
@@ -251,6 +255,13 @@ def run_(
         raise BadInput(f"--input-json: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if data is not None and not isinstance(data, dict):
         raise BadInput("--input-json: must be a JSON object")
+    if queue:
+        queued = execution.submit(name, scope(), Mode.MANUAL, data, timeout, queue=True)
+        if fmt is Format.json:
+            emit_json(queued)
+        else:
+            out.print(f"execution {queued.id} QUEUED (Prefect flow run {queued.flow_run_id})")
+        return
     result = execution.run(name, scope(), input_data=data, timeout=timeout, version_number=version, persist=persist)
     _show_execution(result.execution, fmt)
     if not result.ok:
@@ -263,8 +274,11 @@ def executions(
     limit: Annotated[int, typer.Option(help="most recent N")] = 50,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """List executions, most recent first."""
+    """List executions, most recent first (unfinished ones are first brought up to date from Prefect)."""
+    from weflow import execution as service
+
     sc = scope()
+    service.sync(sc)
     wf_id = workflows.get(name, sc).id if name else None
     found = sc.catalog.executions(sc.user.organization_id, wf_id, limit=limit)
     if fmt is Format.json:
@@ -299,6 +313,92 @@ def _show_execution(e: Execution, fmt: Format) -> None:
     table(None, ["node", "status", "attempts", "rows in", "rows out", "duration", "fused into", "error"],
           [(n.node, n.status.value, n.attempts, n.rows_in, n.rows_out, _ms(n.duration_ms), n.group or "",
             (n.error or "")[:200]) for n in e.nodes])  # fmt: skip
+
+
+@app.command()
+def cancel(execution_id: str) -> None:
+    """Cancel a queued or running execution (through Prefect)."""
+    from weflow import execution as service
+
+    found = service.cancel(execution_id, scope())
+    out.print(f"execution {found.id}: {found.status.value} (cancellation requested)")
+
+
+@app.command()
+def sync() -> None:
+    """Repair the catalog's execution records from Prefect (after a crash or a UI cancellation)."""
+    from weflow import execution as service
+
+    fixed = service.sync(scope())
+    out.print(f"{len(fixed)} execution(s) brought up to date")
+    for e in fixed:
+        out.print(f"  {e.id} {e.workflow}: {e.status.value}")
+
+
+@app.command("deploy")
+def deploy_() -> None:
+    """Create or update one Prefect deployment per ACTIVE/PAUSED workflow; remove the others'."""
+    from weflow import deploy
+
+    results = deploy.deploy(scope())
+    table(None, ["workflow", "deployment", "action", "schedules"],
+          [(r.workflow, deploy.deployment_name(r.workflow), r.action, "paused" if r.paused else "active")
+           for r in results])  # fmt: skip
+
+
+@app.command()
+def up(
+    run: Annotated[list[str] | None, typer.Option("--run", help="queue a run of this workflow once up")] = None,
+    exit_after: Annotated[bool, typer.Option("--exit", help="stop everything after the queued runs end")] = False,
+    port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+) -> None:
+    """Bring up the local stack: Prefect server (UI), deployments, a worker; Ctrl-C stops it."""
+    from weflow import deploy
+    from weflow import execution as service
+
+    home = prefect_server.DEFAULT_HOME
+    existing = prefect_server.running(home)
+    api = existing or prefect_server.start(home, port=port)
+    os.environ["PREFECT_API_URL"] = api.api_url
+    worker = None
+    try:
+        sc = scope()
+        for r in deploy.deploy(sc):
+            out.print(f"deployment {deploy.deployment_name(r.workflow)}: {r.action}")
+        worker = prefect_server.start_worker(api.api_url, deploy.work_pool(), deploy.execution_queue(), home)
+        out.print(f"worker for pool {deploy.work_pool()!r}, queue {deploy.execution_queue()!r} (pid {worker.pid})")
+        queued = [service.submit(name, sc, Mode.MANUAL, queue=True) for name in run or []]
+        for e in queued:
+            out.print(f"queued {e.workflow}: execution {e.id}")
+        for e in queued:
+            final = _wait(sc, e.id)
+            out.print(f"{final.workflow}: [bold]{final.status.value}[/bold] {final.error_message or ''}")
+        out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
+        if not exit_after:
+            out.print("running; Ctrl-C stops the worker" + ("" if existing else " and the server"))
+            while worker.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        out.print("stopping ...")
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        if existing is None:
+            prefect_server.stop(home)
+
+
+def _wait(sc: Scope, execution_id: str, timeout: float = 600) -> Execution:
+    from weflow import execution as service
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sc.catalog.execution(execution_id)
+        if found.status.final:
+            return found
+        service.sync(sc)
+        time.sleep(1)
+    raise BadInput(f"execution {execution_id} did not finish within {timeout:.0f} s")
 
 
 server_app = typer.Typer(help="The local Prefect server weflow runs on.", no_args_is_help=True)

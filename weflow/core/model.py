@@ -149,6 +149,7 @@ class Settings(_Frozen):
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
     persist_outputs: bool = False
     fuse: bool = True
+    max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
 
 
 class Definition(_Frozen):

@@ -1,0 +1,207 @@
+"""Prefect deployments of the generic entrypoint: one per ACTIVE (or PAUSED) catalog workflow.
+
+Each deployment runs ``flows/run_workflow.py:run_workflow`` with the workflow's name as a fixed
+parameter, its cron schedules, a run form for its inputs, and a fingerprint of all that in its
+``version`` field, so deploying twice changes nothing and a changed definition is picked up by
+the entrypoint without any code being redeployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from weflow import server
+from weflow.config import settings
+from weflow.core.entities import Status, Workflow
+from weflow.core.model import Definition
+from weflow.errors import WeflowError
+from weflow.workflows import Scope, list_workflows, version
+
+FLOW_NAME = "run_workflow"
+ENTRYPOINT = "flows/run_workflow.py:run_workflow"
+ROOT = Path(__file__).resolve().parent.parent
+_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+
+Action = Literal["created", "updated", "unchanged", "removed"]
+
+
+class DeployError(WeflowError):
+    """A workflow could not be deployed or queued."""
+
+
+def work_pool() -> str:
+    return os.environ.get("WEFLOW_WORK_POOL", "weflow")
+
+
+def execution_queue() -> str:
+    return os.environ.get("WORKFLOW_EXECUTION_QUEUE", "workflow-executions")
+
+
+def deployment_name(workflow: str) -> str:
+    return f"{FLOW_NAME}/{workflow}"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    workflow: str
+    action: Action
+    deployment_id: UUID | None = None
+    paused: bool = False
+
+
+def parameter_schema(definition: Definition) -> dict[str, Any]:
+    """The run form the Prefect UI shows: the workflow's inputs, typed, with their defaults."""
+    inputs = {
+        key: {
+            "type": _JSON_TYPES[spec.type],
+            "title": key,
+            "description": spec.description,
+            **({"default": spec.default} if spec.default is not None else {}),
+        }
+        for key, spec in definition.inputs.items()
+    }
+    return {
+        "type": "object",
+        "title": "Parameters",
+        "properties": {
+            "workflow": {"type": "string", "title": "workflow", "default": definition.name, "position": 0},
+            "input_data": {
+                "type": "object",
+                "title": "input_data",
+                "position": 1,
+                "properties": inputs,
+                "required": [k for k, s in definition.inputs.items() if s.default is None],
+                "default": {k: s.default for k, s in definition.inputs.items() if s.default is not None},
+            },
+            "version": {"anyOf": [{"type": "integer"}, {"type": "null"}], "title": "version", "position": 2},
+        },
+        "required": ["workflow"],
+    }
+
+
+def _job_env() -> dict[str, str]:
+    """What the flow process needs to find the catalog and data, as absolute paths."""
+    cfg = settings()
+    env = {
+        "WEFLOW_CATALOG": str(cfg.catalog.resolve()),
+        "WEFLOW_DATA_ROOTS": ":".join(str(r) for r in cfg.data_roots),
+        "WEFLOW_RUNS_DIR": str(cfg.runs_dir.resolve()),
+        "WEFLOW_ORG": cfg.organization,
+        "WEFLOW_USER": cfg.user,
+    }
+    if cfg.python_node_modules:
+        env["WEFLOW_PYTHON_NODE_MODULES"] = ",".join(cfg.python_node_modules)
+    return env
+
+
+def _spec(workflow: Workflow, definition: Definition, version_number: int) -> dict[str, Any]:
+    active = workflow.status is Status.ACTIVE
+    spec: dict[str, Any] = {
+        "name": workflow.name,
+        "description": definition.description or f"weflow workflow {workflow.name}",
+        "parameters": {"workflow": workflow.name},
+        "parameter_openapi_schema": parameter_schema(definition),
+        "tags": ["weflow", f"workflow:{workflow.name}", f"version:{version_number}"],
+        "work_pool_name": work_pool(),
+        "work_queue_name": execution_queue(),
+        "entrypoint": ENTRYPOINT,
+        "path": str(ROOT),
+        "job_variables": {"working_dir": str(ROOT), "env": _job_env()},
+        "paused": not active,
+        "concurrency_limit": definition.settings.max_concurrent_runs,
+        "schedules": [{"cron": c, "active": active} for c in definition.schedule],
+    }
+    spec["version"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return spec
+
+
+async def _ensure_pool(client: PrefectClient) -> None:
+    try:
+        await client.read_work_pool(work_pool())
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(name=work_pool(), type="process"))
+    try:
+        await client.read_work_queue_by_name(execution_queue(), work_pool_name=work_pool())
+    except ObjectNotFound:
+        await client.create_work_queue(name=execution_queue(), work_pool_name=work_pool())
+
+
+async def _existing(client: PrefectClient) -> dict[str, Any]:
+    found = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+    return {d.name: d for d in found}
+
+
+async def _deploy(scope: Scope) -> list[Deployed]:
+    results: list[Deployed] = []
+    async with get_client() as client:
+        await _ensure_pool(client)
+        flow_id = await client.create_flow_from_name(FLOW_NAME)
+        existing = await _existing(client)
+        wanted = [w for w in list_workflows(scope) if w.status in (Status.ACTIVE, Status.PAUSED)]
+        for wf in wanted:
+            ver = version(wf.name, scope)
+            spec = _spec(wf, ver.definition, ver.number)
+            current = existing.pop(wf.name, None)
+            if current is not None and current.version == spec["version"]:
+                results.append(Deployed(wf.name, "unchanged", current.id, spec["paused"]))
+                continue
+            if current is not None:  # schedules are replaced whole: drop the old ones first
+                await client.delete_deployment(current.id)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id,
+                name=spec["name"],
+                version=spec["version"],
+                description=spec["description"],
+                parameters=spec["parameters"],
+                parameter_openapi_schema=spec["parameter_openapi_schema"],
+                tags=spec["tags"],
+                work_pool_name=spec["work_pool_name"],
+                work_queue_name=spec["work_queue_name"],
+                entrypoint=spec["entrypoint"],
+                path=spec["path"],
+                job_variables=spec["job_variables"],
+                paused=spec["paused"],
+                concurrency_limit=spec["concurrency_limit"],
+                concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                enforce_parameter_schema=False,
+                schedules=[
+                    DeploymentScheduleCreate(schedule=CronSchedule(cron=s["cron"], timezone="UTC"), active=s["active"])
+                    for s in spec["schedules"]
+                ],
+            )
+            action: Action = "updated" if current is not None else "created"
+            results.append(Deployed(wf.name, action, deployment_id, spec["paused"]))
+        for name, stale in existing.items():  # archived, draft, deleted or gone from the catalog
+            await client.delete_deployment(stale.id)
+            results.append(Deployed(name, "removed", stale.id))
+    return results
+
+
+def deploy(scope: Scope) -> list[Deployed]:
+    """Bring Prefect's deployments in line with the catalog; idempotent."""
+    api = server.ensure()
+    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        return asyncio.run(_deploy(scope))
+
+
+async def find_deployment(client: PrefectClient, workflow: str) -> UUID:
+    try:
+        found = await client.read_deployment_by_name(deployment_name(workflow))
+    except ObjectNotFound:
+        raise DeployError(f"workflow {workflow!r} has no deployment: run 'weflow deploy'") from None
+    return found.id
