@@ -430,8 +430,8 @@ def sync(scope: Scope) -> list[Execution]:
             else n
             for n in e.nodes
         ]
-        scope.catalog.finish_execution(fixed, nodes)
-        repaired.append(fixed)
+        if scope.catalog.finish_execution(fixed, nodes, only_if_unfinished=True):
+            repaired.append(fixed)
     return repaired
 
 

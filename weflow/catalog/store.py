@@ -335,9 +335,17 @@ class Catalog:
         execution: Execution,
         nodes: Sequence[NodeExecution],
         failures: Sequence[dict[str, Any]] = (),
-    ) -> None:
-        """Write the final state, every node record and the workflow counters in one transaction."""
+        only_if_unfinished: bool = False,
+    ) -> bool:
+        """Write the final state, every node record and the workflow counters in one transaction.
+
+        ``only_if_unfinished``: a repair from outside; do nothing if the run already recorded its end.
+        """
         with self.transaction() as con:
+            if only_if_unfinished:
+                row = con.execute("SELECT status FROM workflow_executions WHERE id = ?", [execution.id]).fetchone()
+                if row is None or RunState(row[0]).final:
+                    return False
             con.execute(
                 "UPDATE workflow_executions SET status = ?, started_at = ?, finished_at = ?, duration_ms = ?, "
                 "error_type = ?, error_message = ?, error_node = ?, output = ?, flow_run_id = ? WHERE id = ?",
@@ -389,6 +397,7 @@ class Catalog:
                     "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
                     [execution.finished_at or _now(), execution.workflow_id],
                 )
+        return True
 
     def execution(self, execution_id: str, organization_id: int | None = None) -> Execution:
         with self.transaction() as con:

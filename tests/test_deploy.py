@@ -1,0 +1,178 @@
+"""Deployments and queued runs against a real Prefect server and a real process worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from weflow import deploy, execution, parse, server, workflows
+from weflow.core.entities import Execution, Mode, RunState
+from weflow.workflows import Scope
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+SLOW = """
+name: slow_one
+status: ACTIVE
+settings: {max_concurrent_runs: 1}
+nodes:
+  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: SECONDS}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `prefect worker` (process type) on the execution queue."""
+    home = tmp_path_factory.mktemp("worker")
+    proc = server.start_worker(prefect_api, deploy.work_pool(), deploy.execution_queue(), home)
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def wait_for(scope: Scope, execution_id: str, seconds: float = 90) -> Execution:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = scope.catalog.execution(execution_id)
+        if found.status.final:
+            return found
+        execution.sync(scope)
+        time.sleep(0.5)
+    raise AssertionError(f"execution {execution_id} still {scope.catalog.execution(execution_id).status}")
+
+
+def eventually(check: Callable[[], object], seconds: float = 90) -> object:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError("condition not met in time")
+
+
+def deployments(api: str) -> dict[str, dict]:
+    found = httpx.post(f"{api}/deployments/filter", json={}).json()
+    return {d["name"]: d for d in found}
+
+
+def test_deploy_is_idempotent_and_follows_status(scope: Scope, prefect_api: str) -> None:
+    sales = (REPO / "data/workflows/daily_sales.yaml").read_text()
+    revenue = (REPO / "data/workflows/customer_revenue.yaml").read_text()
+    workflows.apply(parse(sales), scope)
+    workflows.apply(parse(revenue), scope)
+    workflows.apply(parse(sales.replace("name: daily_sales", "name: drafty").replace("status: ACTIVE\n", "")), scope)
+    first = {r.workflow: r.action for r in deploy.deploy(scope)}
+    assert first["daily_sales"] in {"created", "updated"} and first["customer_revenue"] in {"created", "updated"}
+    assert "drafty" not in first
+    assert {r.workflow: r.action for r in deploy.deploy(scope)} == {
+        "daily_sales": "unchanged",
+        "customer_revenue": "unchanged",
+    }
+    found = deployments(prefect_api)
+    d = found["customer_revenue"]
+    assert d["entrypoint"] == "flows/run_workflow.py:run_workflow"
+    assert d["work_queue_name"] == deploy.execution_queue() and d["work_pool_name"] == deploy.work_pool()
+    assert [s["schedule"]["cron"] for s in d["schedules"]] == ["30 7 * * 1-5"]
+    assert set(d["tags"]) == {"weflow", "workflow:customer_revenue", "version:1"}
+    form = d["parameter_openapi_schema"]["properties"]["input_data"]["properties"]
+    assert form == {"min_amount": {"type": "number", "title": "min_amount", "description": "ignore orders below this amount", "default": 0}}
+
+    workflows.apply(parse(sales.replace("status: ACTIVE", "status: PAUSED")), scope)
+    workflows.apply(parse(revenue.replace("status: ACTIVE", "status: ARCHIVED")), scope)
+    actions = {r.workflow: (r.action, r.paused) for r in deploy.deploy(scope)}
+    assert actions == {"daily_sales": ("updated", True), "customer_revenue": ("removed", False)}
+    found = deployments(prefect_api)
+    assert "customer_revenue" not in found
+    assert found["daily_sales"]["paused"] is True
+    assert [s["active"] for s in found["daily_sales"]["schedules"]] == [False]
+    workflows.delete("daily_sales", scope)
+    assert {r.workflow: r.action for r in deploy.deploy(scope)} == {"daily_sales": "removed"}
+
+
+def test_queued_run_completes_on_the_worker(scope: Scope, worker: object, tmp_path: Path) -> None:
+    text = (REPO / "data/workflows/customer_revenue.yaml").read_text().replace("data/out/", f"{tmp_path}/")
+    workflows.apply(parse(text), scope)
+    deploy.deploy(scope)
+    queued = execution.submit("customer_revenue", scope, Mode.API, {"min_amount": 200}, queue=True)
+    assert queued.status is RunState.QUEUED and queued.flow_run_id
+    done = wait_for(scope, queued.id)
+    assert done.status is RunState.SUCCEEDED, done.error_message
+    assert done.flow_run_id == queued.flow_run_id and done.mode is Mode.API
+    assert done.input_data == {"min_amount": 200}
+    assert {n.node for n in done.nodes} >= {"orders", "top_regions", "save"}, done
+    assert (tmp_path / "customer_revenue.csv").exists()
+
+
+def test_a_run_started_from_prefect_gets_its_record(scope: Scope, worker: object, prefect_api: str, cli_env) -> None:
+    workflows.apply(parse((REPO / "data/workflows/daily_sales.yaml").read_text()), scope)
+    deploy.deploy(scope)
+    prefect = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "prefect"
+    exe = str(prefect) if prefect.exists() else str(Path(__import__("sys").executable).with_name("prefect"))
+    proc = subprocess.run(
+        [exe, "deployment", "run", "run_workflow/daily_sales"],
+        env={**cli_env, "PREFECT_API_URL": prefect_api}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+    def recorded() -> list[Execution]:
+        return [e for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "daily_sales"]
+
+    found = eventually(recorded)
+    assert isinstance(found, list)
+    done = wait_for(scope, found[0].id)
+    assert done.status is RunState.SUCCEEDED and done.mode is Mode.MANUAL and done.flow_run_id
+
+
+def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object) -> None:
+    text = (REPO / "data/workflows/daily_sales.yaml").read_text().replace('"0 6 * * *"', '"* * * * *"')
+    workflows.apply(parse(text.replace("name: daily_sales", "name: every_minute")), scope)
+    deploy.deploy(scope)
+
+    def cron_runs() -> list[Execution]:
+        return [
+            e
+            for e in scope.catalog.executions(scope.user.organization_id)
+            if e.workflow == "every_minute" and e.mode is Mode.CRON
+        ]
+
+    found = eventually(cron_runs, seconds=150)
+    assert isinstance(found, list)
+    assert wait_for(scope, found[0].id).status is RunState.SUCCEEDED
+    workflows.apply(parse(text.replace("name: daily_sales", "name: every_minute").replace("ACTIVE", "PAUSED")), scope)
+    deploy.deploy(scope)
+
+
+def test_cancel_a_running_execution(scope: Scope, worker: object) -> None:
+    workflows.apply(parse(SLOW.replace("SECONDS", "60")), scope)
+    deploy.deploy(scope)
+    queued = execution.submit("slow_one", scope, Mode.API, queue=True)
+    eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING)
+    execution.cancel(queued.id, scope)
+    done = wait_for(scope, queued.id, seconds=60)
+    assert done.status is RunState.CANCELLED
+    url = f"{os.environ['PREFECT_API_URL']}/flow_runs/{done.flow_run_id}"
+    eventually(lambda: httpx.get(url).json()["state_type"] == "CANCELLED", seconds=60)
+
+
+def test_per_workflow_concurrency_limit_queues_runs(scope: Scope, worker: object) -> None:
+    workflows.apply(parse(SLOW.replace("SECONDS", "2")), scope)
+    deploy.deploy(scope)
+    first = execution.submit("slow_one", scope, Mode.API, queue=True)
+    second = execution.submit("slow_one", scope, Mode.API, queue=True)
+    a, b = wait_for(scope, first.id, 120), wait_for(scope, second.id, 120)
+    assert a.status is RunState.SUCCEEDED and b.status is RunState.SUCCEEDED
+    spans = sorted([(a.started_at, a.finished_at), (b.started_at, b.finished_at)])
+    assert spans[0][1] <= spans[1][0], "two runs of a workflow limited to one ran at the same time"
+    assert all(isinstance(t, datetime) and t.tzinfo is not None for t in (spans[0][1], spans[1][0]))
+    assert spans[1][0] <= datetime.now(UTC)
