@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,21 @@ def cli_env(catalog_path: Path, tmp_path: Path) -> dict[str, str]:
         COLUMNS="200",
     )
     return env
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def render(url: str, tmp_path: Path, budget_ms: int = 15000) -> str:
+    """The DOM of ``url`` after headless Chromium (Debian's, installed by `make test`) ran its scripts."""
+    exe = shutil.which("chromium")
+    assert exe, "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    profile = tmp_path / f"chromium-{abs(hash(url))}"
+    proc = subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return proc.stdout

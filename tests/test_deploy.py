@@ -17,7 +17,7 @@ from weflow import deploy, execution, parse, server, workflows
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.workflows import Scope
 
-from .conftest import REPO
+from .conftest import REPO, render
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -86,7 +86,14 @@ def test_deploy_is_idempotent_and_follows_status(scope: Scope, prefect_api: str)
     assert [s["schedule"]["cron"] for s in d["schedules"]] == ["30 7 * * 1-5"]
     assert set(d["tags"]) == {"weflow", "workflow:customer_revenue", "version:1"}
     form = d["parameter_openapi_schema"]["properties"]["input_data"]["properties"]
-    assert form == {"min_amount": {"type": "number", "title": "min_amount", "description": "ignore orders below this amount", "default": 0}}
+    assert form == {
+        "min_amount": {
+            "type": "number",
+            "title": "min_amount",
+            "description": "ignore orders below this amount",
+            "default": 0,
+        }
+    }
 
     workflows.apply(parse(sales.replace("status: ACTIVE", "status: PAUSED")), scope)
     workflows.apply(parse(revenue.replace("status: ACTIVE", "status: ARCHIVED")), scope)
@@ -176,3 +183,16 @@ def test_per_workflow_concurrency_limit_queues_runs(scope: Scope, worker: object
     assert spans[0][1] <= spans[1][0], "two runs of a workflow limited to one ran at the same time"
     assert all(isinstance(t, datetime) and t.tzinfo is not None for t in (spans[0][1], spans[1][0]))
     assert spans[1][0] <= datetime.now(UTC)
+
+
+def test_prefect_ui_lists_the_weflow_deployments(scope: Scope, prefect_api: str, tmp_path: Path) -> None:
+    workflows.apply(parse((REPO / "data/workflows/daily_sales.yaml").read_text()), scope)
+    workflows.apply(parse((REPO / "data/workflows/customer_revenue.yaml").read_text()), scope)
+    deploy.deploy(scope)
+    ui = prefect_api.removesuffix("/api")
+
+    def listed() -> bool:
+        dom = render(f"{ui}/deployments", tmp_path)
+        return "daily_sales" in dom and "customer_revenue" in dom
+
+    assert eventually(listed, seconds=120)

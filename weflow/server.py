@@ -70,11 +70,12 @@ def running(home: Path = DEFAULT_HOME) -> Server | None:
     return None
 
 
-def server_env(home: Path) -> dict[str, str]:
+def server_env(home: Path, port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.update(
         PREFECT_HOME=str(home.resolve()),
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",  # the UI would otherwise call port 4200
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="500",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="500",
@@ -91,7 +92,7 @@ def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, qu
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(home),
+        env=server_env(home, port),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
