@@ -17,10 +17,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/weflow apply data/workflows/*.yaml
-	$(BIN)/weflow server start
-	$(BIN)/weflow run daily_sales
-	$(BIN)/weflow run customer_revenue --input-json '{"min_amount": 50}'
-	$(BIN)/weflow list
+	$(BIN)/weflow up --run daily_sales --run customer_revenue $(UP_FLAGS)
 
 lint: install
 	$(BIN)/ruff check weflow flows tests benchmarks
