@@ -128,6 +128,10 @@ def test_contract_failure_stops_the_branch_and_names_node_column_check(
     assert str(bad_amounts[0]) in (e.error_message or "")
     assert statuses(result) == {"orders": "FAILED", "paid": "SKIPPED", "out": "SKIPPED"}
     assert out.read_bytes() == b"previous output"
+    shown = result._repr_markdown_()  # what a notebook displays
+    assert "**guarded** v1 — **FAILED**" in shown
+    assert "class orders failed" in shown and "class paid skipped" in shown and "class out skipped" in shown
+    assert "**Contract failures**" in shown and "| orders | amount | less_than_or_equal_to(400) |" in shown
     stored = scope.catalog.contract_failures(e.id)
     assert len(stored) == bad_amounts.len()
     assert {f["column"] for f in stored} == {"amount"} and {f["node"] for f in stored} == {"orders"}

@@ -35,6 +35,7 @@ from weflow.compile import plan as planning
 from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
+from weflow.core import mermaid
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
@@ -49,6 +50,8 @@ class RunResult:
 
     execution: Execution
     outputs: dict[str, pl.DataFrame] = field(default_factory=dict)
+    definition: Definition | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +59,59 @@ class RunResult:
 
     def __getitem__(self, node: str) -> pl.DataFrame:
         return self.outputs[node]
+
+    def graph(self) -> str:
+        """Mermaid text of the run: every node coloured by its state, fused steps grouped."""
+        assert self.definition is not None
+        return execution_graph(self.definition, self.execution)
+
+    def _repr_markdown_(self) -> str:
+        e = self.execution
+        parts = [f"**{e.workflow}** v{e.version} — **{e.status.value}** in {(e.duration_ms or 0):.0f} ms"]
+        if e.error_message:
+            parts.append(f"> {e.error_message}")
+        if self.definition is not None:
+            parts.append(mermaid.markdown(self.graph()))
+        rows = ["| node | status | attempts | rows in | rows out | ms |", "|---|---|---|---|---|---|"]
+        for n in e.nodes:
+            rows.append(
+                f"| {n.node} | {n.status.value} | {n.attempts} | {_blank(n.rows_in)} | {_blank(n.rows_out)} "
+                f"| {_blank(round(n.duration_ms) if n.duration_ms is not None else None)} |"
+            )
+        parts.append("\n".join(rows))
+        if self.failures:
+            cases = ["| node | column | check | failure case | row |", "|---|---|---|---|---|"]
+            for f in self.failures[:50]:
+                cases.append(
+                    f"| {f.get('node')} | {_blank(f.get('column'))} | {f.get('check')} "
+                    f"| {f.get('failure_case')} | {_blank(f.get('index'))} |"
+                )
+            parts.append("**Contract failures**\n\n" + "\n".join(cases))
+        return "\n\n".join(parts)
+
+
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def execution_graph(definition: Definition, execution: Execution) -> str:
+    """Mermaid text of an execution over its definition."""
+    states = {
+        n.node: mermaid.NodeState(
+            n.status.value,
+            ", ".join(
+                x
+                for x in (
+                    f"{n.rows_out} rows" if n.rows_out is not None else "",
+                    f"{n.duration_ms:.0f} ms" if n.duration_ms is not None else "",
+                )
+                if x
+            ),
+        )
+        for n in execution.nodes
+    }
+    groups = {n.node: n.group for n in execution.nodes if n.group}
+    return mermaid.graph(definition, states, groups)
 
 
 def resolve_inputs(definition: Definition, input_data: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -185,7 +241,7 @@ def conclude(
     if scope is not None:
         scope.catalog.finish_execution(final, nodes, run.failures)
     outputs = {n: f for n, f in run.frames.items() if n in run.keep}
-    return RunResult(replace(final, nodes=tuple(nodes)), outputs)
+    return RunResult(replace(final, nodes=tuple(nodes)), outputs, prepared.definition, list(run.failures))
 
 
 async def run_in_flow(prepared: Prepared, scope: Scope | None, flow_run_id: str | None) -> RunResult:

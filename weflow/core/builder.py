@@ -87,6 +87,12 @@ class WorkflowBuilder:
     def build(self) -> Definition:
         return from_data(self._doc)
 
+    def _repr_markdown_(self) -> str:
+        try:
+            return self.build()._repr_markdown_()
+        except Exception as exc:  # an unfinished builder still displays, with what is wrong
+            return f"**{self._doc['name']}**: not valid yet: {exc}"
+
 
 def workflow(name: str, **fields: Any) -> WorkflowBuilder:
     """Start a workflow definition in code (``description``, ``schedule``, ... as keywords)."""

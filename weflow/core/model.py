@@ -9,6 +9,8 @@ from typing import Any, Literal
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from weflow.core import mermaid
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DEFAULT_OUTPUT_PORT = "out"
@@ -206,6 +208,12 @@ class Definition(_Frozen):
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def _repr_markdown_(self) -> str:
+        """In JupyterLab: the workflow's graph as a Mermaid picture."""
+        head = f"**{self.name}** ({self.status}, {len(self.nodes)} nodes)"
+        head += f": {self.description}" if self.description else ""
+        return head + "\n\n" + mermaid.markdown(mermaid.graph(self))
 
     def to_document(self) -> dict[str, Any]:
         """The normalised document: defaults left out, one schedule written as a string."""
