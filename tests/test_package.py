@@ -43,3 +43,8 @@ def test_notebook_api_saves_versions_diffs_and_rolls_back(settings) -> None:
     assert [w.name for w in weflow.list_workflows()] == ["nb"]
     weflow.delete("nb")
     assert weflow.list_workflows() == []
+
+
+def test_no_export_shadows_a_submodule() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(weflow.__path__)}
+    assert not modules & set(weflow.__all__)

@@ -6,7 +6,20 @@ from weflow.core.diff import DefinitionDiff
 from weflow.core.document import parse
 from weflow.core.model import Column, Connection, Contract, Definition, Node
 from weflow.errors import CatalogError, ContractError, DefinitionError, NotFoundError, WeflowError
-from weflow.notebook import delete, diff, export, list_workflows, load, preview, rollback, run, save, versions
+from weflow.notebook import (
+    delete,
+    deploy_workflows,
+    diff,
+    executions,
+    export,
+    list_workflows,
+    load,
+    preview,
+    rollback,
+    run,
+    save,
+    versions,
+)
 
 __all__ = [
     "Catalog",
@@ -22,7 +35,9 @@ __all__ = [
     "NotFoundError",
     "WeflowError",
     "delete",
+    "deploy_workflows",
     "diff",
+    "executions",
     "export",
     "list_workflows",
     "load",

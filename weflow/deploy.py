@@ -8,7 +8,6 @@ the entrypoint without any code being redeployed.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -196,7 +195,7 @@ def deploy(scope: Scope) -> list[Deployed]:
     """Bring Prefect's deployments in line with the catalog; idempotent."""
     api = server.ensure()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-        return asyncio.run(_deploy(scope))
+        return server.blocking(_deploy(scope))
 
 
 async def find_deployment(client: PrefectClient, workflow: str) -> UUID:

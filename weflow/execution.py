@@ -281,7 +281,7 @@ def execute(
         flow = compile_flow(prepared.run, prepared.timeout).with_options(
             flow_run_name=f"{definition.name}-{execution.id[:8]}"
         )
-        state: State[Any] = asyncio.run(flow(execution.id, prepared.params, return_state=True))  # type: ignore[arg-type]
+        state: State[Any] = server.blocking(flow(execution.id, prepared.params, return_state=True))  # type: ignore[arg-type]
     status = _state_to_run_state(state, run_status(prepared.run))
     flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
     return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
@@ -373,7 +373,7 @@ def submit(
     if queue is not False:
         api = server.ensure()
         with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-            flow_run_id = asyncio.run(_create_flow_run(execution, required=bool(queue)))
+            flow_run_id = server.blocking(_create_flow_run(execution, required=bool(queue)))
         if flow_run_id is not None:
             execution = replace(execution, flow_run_id=flow_run_id)
             scope.catalog.insert_execution(execution)
@@ -465,7 +465,7 @@ def sync(scope: Scope) -> list[Execution]:
         return []
     api = server.ensure()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-        states = asyncio.run(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))
+        states = server.blocking(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))
     repaired = []
     for e in pending:
         state = states.get(e.flow_run_id or "")
@@ -510,7 +510,7 @@ def cancel(execution_id: str, scope: Scope) -> Execution:
         raise ConflictError(f"execution {execution_id} runs in a process weflow cannot reach; it cannot be cancelled")
     api = server.ensure()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-        asyncio.run(_cancel_flow_run(execution.flow_run_id))
+        server.blocking(_cancel_flow_run(execution.flow_run_id))
     if execution.status is RunState.QUEUED:
         scope.catalog.update_execution(execution.id, status=RunState.CANCELLED, finished_at=datetime.now(UTC))
     return scope.catalog.execution(execution_id)

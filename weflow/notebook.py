@@ -21,6 +21,8 @@ from weflow.workflows import Scope
 if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
     import polars as pl
 
+    from weflow.core.entities import Execution
+    from weflow.deploy import Deployed
     from weflow.execution import RunResult
 
 CatalogLike = Catalog | str | Path | None
@@ -92,3 +94,17 @@ def preview(
     from weflow import execution
 
     return execution.preview(_definition(item), node, n, input_data)
+
+
+def executions(name: str | None = None, limit: int = 100, catalog: CatalogLike = None) -> list[Execution]:
+    """Run history, most recent first (the workflow's, or all of the organization's)."""
+    scope = _scope(catalog)
+    workflow_id = workflows.get(name, scope).id if name else None
+    return scope.catalog.executions(scope.user.organization_id, workflow_id, limit=limit)
+
+
+def deploy_workflows(catalog: CatalogLike = None) -> list[Deployed]:
+    """Create or update the Prefect deployment of every ACTIVE/PAUSED workflow (no file to write)."""
+    from weflow import deploy as deployments
+
+    return deployments.deploy(_scope(catalog))

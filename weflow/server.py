@@ -6,20 +6,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from weflow.errors import WeflowError
 
 DEFAULT_HOME = Path("data/prefect")
+T = TypeVar("T")
 
 
 class ServerError(WeflowError):
@@ -151,3 +157,27 @@ def start_worker(
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
+
+
+def blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to the end from sync code, also where a loop already runs (a Jupyter kernel)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[T] = []
+    failure: list[BaseException] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            result.append(context.run(asyncio.run, coro))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="weflow-blocking")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
