@@ -20,7 +20,8 @@ run: install
 	$(BIN)/weflow up --run daily_sales --run customer_revenue $(UP_FLAGS)
 
 lint: install
-	$(BIN)/ruff check weflow flows tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
