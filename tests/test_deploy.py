@@ -41,14 +41,7 @@ def worker(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def wait_for(scope: Scope, execution_id: str, seconds: float = 90) -> Execution:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = scope.catalog.execution(execution_id)
-        if found.status.final:
-            return found
-        execution.sync(scope)
-        time.sleep(0.5)
-    raise AssertionError(f"execution {execution_id} still {scope.catalog.execution(execution_id).status}")
+    return execution.wait(execution_id, scope, timeout=seconds)
 
 
 def eventually(check: Callable[[], object], seconds: float = 90) -> object:

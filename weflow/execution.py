@@ -39,7 +39,7 @@ from weflow.core import mermaid
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
-from weflow.errors import ConflictError, DefinitionError
+from weflow.errors import ConflictError, DefinitionError, ExecutionTimeout
 from weflow.nodes.registry import node_types
 from weflow.workflows import Scope, check, get, version
 
@@ -499,6 +499,19 @@ async def _flow_run_states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
     return {
         str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "") for r in runs if r.state is not None
     }
+
+
+def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:
+    """Block until an execution ends (syncing from Prefect meanwhile); ExecutionTimeout past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = scope.catalog.execution(execution_id)
+        if found.status.final:
+            return found
+        if time.monotonic() > deadline:
+            raise ExecutionTimeout(f"execution {execution_id} still {found.status.value} after {timeout:g} s")
+        sync(scope)
+        time.sleep(poll)
 
 
 def cancel(execution_id: str, scope: Scope) -> Execution:
