@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 from weflow import DefinitionError, parse, workflows
 from weflow.core.entities import RunState
-from weflow.execution import preview, run
+from weflow.execution import logs, preview, run
 from weflow.workflows import Scope
 
 from .conftest import REPO, weflow_exe
@@ -181,6 +181,14 @@ connections: [{{from: orders, to: shaky}}]
     assert result.ok, result.execution.error_message
     assert result["shaky"]["attempt"].unique().to_list() == [2]
     assert {n.node: n.attempts for n in scope.catalog.execution(result.execution.id).nodes}["shaky"] == 2
+
+    def logged() -> bool:  # Prefect ships log lines in batches
+        lines = logs(result.execution.id, scope, node="shaky")
+        return any("flaky failure on call 1" in line.message for line in lines) and all(
+            line.node == "shaky" for line in lines
+        )
+
+    assert eventually(logged)
 
 
 SLOW = """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -25,8 +26,9 @@ from uuid import UUID
 import polars as pl
 from prefect import runtime as prefect_runtime
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import State
+from prefect.client.schemas.sorting import LogSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Cancelling
 
@@ -499,6 +501,55 @@ async def _flow_run_states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
     return {
         str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "") for r in runs if r.state is not None
     }
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: datetime
+    level: str
+    node: str | None  # None: the flow's own lines
+    message: str
+
+
+def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 5000) -> list[LogLine]:
+    """An execution's log lines from Prefect (the system of record), oldest first, per node if asked."""
+    execution = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if execution.flow_run_id is None:
+        return []
+    api = server.ensure()
+    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        lines = server.blocking(_read_logs(execution.flow_run_id, limit))
+    if node is not None:
+        lines = [line for line in lines if line.node == node or (line.node or "").startswith(f"{node} (+")]
+    return lines
+
+
+async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+        names = {str(t.id): t.name for t in task_runs}
+        found: list[Any] = []
+        while len(found) < limit:  # the API pages by at most 200
+            page = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
+                limit=min(200, limit - len(found)),
+                offset=len(found),
+                sort=LogSort.TIMESTAMP_ASC,
+            )
+            found.extend(page)
+            if len(page) < 200:
+                break
+    return [
+        LogLine(
+            log.timestamp,
+            logging.getLevelName(log.level),
+            names.get(str(log.task_run_id)) if log.task_run_id else None,
+            log.message,
+        )
+        for log in found
+    ]
 
 
 def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:
