@@ -1,0 +1,46 @@
+"""Smoke run of every benchmark in quick mode: the report has rows and positive ratios, never timings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import BENCHMARKS, main
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def tables(markdown: str) -> dict[str, list[dict[str, str]]]:
+    """The rows of each ``## name: title`` section's table, as header -> cell."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for part in re.split(r"^## ", markdown, flags=re.MULTILINE)[1:]:
+        name = part.split(":", 1)[0]
+        lines = [line for line in part.splitlines() if line.startswith("|")]
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        found[name] = [
+            dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]
+        ]
+    return found
+
+
+def test_quick_run_writes_a_table_per_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    assert main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    for fact in ("machine", "python", "date", "versions"):
+        assert f"| {fact} |" in text
+    for package in ("prefect", "polars", "duckdb", "pandera", "weflow"):
+        assert package in text
+    found = tables(text)
+    assert set(found) == set(BENCHMARKS)
+    for name, rows in found.items():
+        assert rows, f"{name} has no rows"
+        shown = []
+        for row in rows:
+            assert row["benchmark"] and row["weflow"] != "—"
+            # "—": no such baseline, or a difference of noisy timings at or below zero (quick sizes)
+            shown += [v for k, v in row.items() if k.startswith("weflow / ") and v != "—"]
+        assert shown, f"{name} shows no ratio"
+        assert all(float(r) > 0 for r in shown), (name, shown)
