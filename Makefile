@@ -11,6 +11,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,notebooks]'
+	@# Jupyter's jsonschema extra brings rfc3987-syntax, whose import builds a grammar for ~3 s and is
+	@# paid by every `import prefect` (each CLI call, each flow run); nothing weflow uses needs it.
+	$(BIN)/pip uninstall -y -q rfc3987-syntax
 	touch $@
 
 install: $(VENV)/.installed

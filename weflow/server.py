@@ -132,14 +132,25 @@ def stop(home: Path = DEFAULT_HOME) -> bool:
     return True
 
 
+_checked: dict[str, float] = {}
+_RECHECK_SECONDS = 30.0
+
+
 def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
-    """The API to use: PREFECT_API_URL if set, else weflow's local server (started if needed)."""
+    """The API to use: PREFECT_API_URL if set, else weflow's local server (started if needed).
+
+    A server found healthy is trusted for 30 s, so back-to-back runs skip the health check.
+    """
     url = os.environ.get("PREFECT_API_URL")
     if url:
+        if time.monotonic() - _checked.get(url, -_RECHECK_SECONDS) < _RECHECK_SECONDS:
+            return Server(url)
         if not healthy(url):
             raise ServerError(f"PREFECT_API_URL={url} does not answer")
+        _checked[url] = time.monotonic()
         return Server(url)
-    return running(home) or start(home, quiet=quiet)
+    found = running(home) or start(home, quiet=quiet)
+    return found
 
 
 def start_worker(

@@ -195,8 +195,15 @@ class Catalog:
             [workflow_id, number, json.dumps(document), digest, user.id, message, now],
         )
         self._insert_graph(con, workflow_id, number, definition)
-        stored = self.find_workflow(con, user.organization_id, definition.name)
-        assert stored is not None
+        stored = Workflow(
+            id=workflow_id, name=definition.name, description=definition.description,
+            status=Status(definition.status), configuration=dict(definition.configuration),
+            is_active=definition.status != "ARCHIVED",
+            execution_count=existing.execution_count if existing else 0,
+            last_executed_at=existing.last_executed_at if existing else None,
+            owner_id=existing.owner_id if existing else user.id, organization_id=user.organization_id,
+            created_at=existing.created_at if existing else now, updated_at=now, current_version=number,
+        )  # fmt: skip
         version = Version(workflow_id, number, definition, digest, user.id, message, now)
         return SaveResult(stored, version, created=True)
 

