@@ -209,3 +209,14 @@ def test_four_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*) FROM workflows").fetchone() == (60,)
         assert con.execute("SELECT count(*) FROM workflow_versions").fetchone() == (60,)
         assert con.execute("SELECT count(DISTINCT name) FROM users").fetchone() == (4,)
+
+
+def test_purge_removes_webhook_tokens_too(scope: Scope) -> None:
+    from weflow.catalog import auth
+
+    wf = workflows.apply(parse(SALES), scope).workflow
+    auth.create_hook(scope.catalog, wf, scope.user)
+    workflows.delete("daily_sales", scope, purge=True)
+    with duckdb.connect(str(scope.catalog.path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM webhook_tokens").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM workflows").fetchone() == (0,)

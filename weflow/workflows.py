@@ -14,7 +14,7 @@ from weflow.core.diff import DefinitionDiff
 from weflow.core.diff import diff as diff_definitions
 from weflow.core.entities import Status, User, Version, Workflow
 from weflow.core.model import Definition
-from weflow.errors import DefinitionError, NotFoundError
+from weflow.errors import ConflictError, DefinitionError, NotFoundError
 from weflow.nodes.registry import signatures
 
 
@@ -54,6 +54,28 @@ def apply(definition: Definition | dict[str, Any], scope: Scope, message: str = 
         definition = document.from_data(definition)
     check(definition)
     return scope.catalog.save(definition, scope.user, message)
+
+
+def create(definition: Definition, scope: Scope, message: str = "") -> SaveResult:
+    """Store a new workflow (version 1); ConflictError if its name is taken in the organization."""
+    check(definition)
+    with scope.catalog.transaction() as con:
+        taken = scope.catalog.find_workflow(con, scope.user.organization_id, definition.name)
+        if taken is not None:
+            raise ConflictError(f"a workflow named {definition.name!r} exists (id {taken.id})")
+        return scope.catalog.save(definition, scope.user, message, con)
+
+
+def replace(workflow: Workflow, definition: Definition, scope: Scope, message: str = "") -> SaveResult:
+    """Store ``definition`` as the next version of ``workflow`` (same name); none if unchanged."""
+    if definition.name != workflow.name:
+        raise DefinitionError([("name", f"must stay {workflow.name!r}: a workflow cannot be renamed")])
+    check(definition)
+    with scope.catalog.transaction() as con:
+        current = scope.catalog.find_workflow(con, workflow.organization_id, workflow.name)
+        if current is None or current.id != workflow.id:  # deleted (or replaced) since it was read
+            raise NotFoundError(f"no workflow with id {workflow.id}")
+        return scope.catalog.save(definition, scope.user, message, con)
 
 
 def apply_many(definitions: Sequence[Definition], scope: Scope, message: str = "") -> list[SaveResult]:

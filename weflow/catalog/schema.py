@@ -124,4 +124,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX workflows_org_name ON workflows (organization_id, name);
     CREATE INDEX executions_workflow ON workflow_executions (workflow_id);
     """,
+    # 2: API keys of users and webhook tokens of workflows, stored as sha256 hashes of their secrets
+    """
+    CREATE SEQUENCE api_keys_id START 1;
+    CREATE SEQUENCE webhook_tokens_id START 1;
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY DEFAULT nextval('api_keys_id'),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        lookup VARCHAR NOT NULL UNIQUE,
+        secret_hash VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        revoked_at TIMESTAMPTZ
+    );
+    CREATE TABLE webhook_tokens (
+        id INTEGER PRIMARY KEY DEFAULT nextval('webhook_tokens_id'),
+        workflow_id INTEGER NOT NULL REFERENCES workflows (id),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        lookup VARCHAR NOT NULL UNIQUE,
+        secret_hash VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        revoked_at TIMESTAMPTZ
+    );
+    """,
 )

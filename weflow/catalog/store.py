@@ -300,7 +300,7 @@ class Catalog:
             ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
             for table in ("contract_failures", "node_executions"):
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
-            for table in ("workflow_nodes", "workflow_node_connections"):
+            for table in ("workflow_nodes", "workflow_node_connections", "webhook_tokens"):
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
         with self.transaction() as con:
             for table in ("workflow_executions", "workflow_versions"):

@@ -316,6 +316,24 @@ def _show_execution(e: Execution, fmt: Format) -> None:
 
 
 @app.command()
+def logs(
+    execution_id: str,
+    node: Annotated[str | None, typer.Option(help="only this node's lines")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """An execution's log lines (its nodes' and weflow's), read from Prefect."""
+    from weflow import execution as service
+
+    lines = service.logs(execution_id, scope(), node)
+    if fmt is Format.json:
+        emit_json(lines)
+        return
+    for line in lines:
+        where = line.node or "flow"
+        out.print(f"{line.timestamp:%H:%M:%S.%f}"[:-3] + f" {line.level:<7} {where}: {line.message}", highlight=False)
+
+
+@app.command()
 def cancel(execution_id: str) -> None:
     """Cancel a queued or running execution (through Prefect)."""
     from weflow import execution as service
@@ -371,7 +389,7 @@ def up(
         for e in queued:
             out.print(f"queued {e.workflow}: execution {e.id}")
         for e in queued:
-            final = _wait(sc, e.id)
+            final = service.wait(e.id, sc)
             out.print(f"{final.workflow}: [bold]{final.status.value}[/bold] {final.error_message or ''}")
         out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
         if not exit_after:
@@ -386,19 +404,6 @@ def up(
             worker.wait(timeout=30)
         if existing is None:
             prefect_server.stop(home)
-
-
-def _wait(sc: Scope, execution_id: str, timeout: float = 600) -> Execution:
-    from weflow import execution as service
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sc.catalog.execution(execution_id)
-        if found.status.final:
-            return found
-        service.sync(sc)
-        time.sleep(1)
-    raise BadInput(f"execution {execution_id} did not finish within {timeout:.0f} s")
 
 
 server_app = typer.Typer(help="The local Prefect server weflow runs on.", no_args_is_help=True)
@@ -437,8 +442,19 @@ def _guard(fn: Callable[[], T]) -> T:
     except WeflowError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(1) from None
+    except Exception as exc:  # anything unforeseen: still one line (WEFLOW_DEBUG=1 for the traceback)
+        if os.environ.get("WEFLOW_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(f"error: {type(exc).__name__}: {first}\n")
+        raise SystemExit(1) from None
 
 
 def run() -> None:
     """Console-script entry point: one clear line on stderr and exit 1 for any weflow error."""
     _guard(lambda: app(standalone_mode=True))
+
+
+from weflow.cli import admin  # noqa: E402  (last: admin adds its commands to ``app``)
+
+admin.register(app)

@@ -1,0 +1,53 @@
+"""The REST API (the seed's WorkflowsController): ``create_app`` builds it over one catalog."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from weflow.api import definitions, runs
+from weflow.api.http import HANDLERS, BodyLimit
+from weflow.api.models import Health
+from weflow.catalog import Catalog
+from weflow.config import settings
+from weflow.errors import WeflowError
+
+DEFAULT_BODY_LIMIT = 1 << 20  # 1 MiB: a large definition document is a few kB
+BODY_LIMIT_ENV = "WEFLOW_API_BODY_LIMIT"
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/health", response_model=Health)
+def get_health() -> Health:
+    """Liveness; the only route that needs no API key."""
+    return Health()
+
+
+def body_limit_from_env() -> int:
+    """The body limit in bytes from WEFLOW_API_BODY_LIMIT (default 1 MiB)."""
+    text = os.environ.get(BODY_LIMIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_BODY_LIMIT
+    if not text.isdigit() or int(text) < 1:
+        raise WeflowError(f"{BODY_LIMIT_ENV}={text!r}: must be a positive number of bytes")
+    return int(text)
+
+
+def create_app(catalog_path: str | Path | None = None, body_limit: int | None = None) -> FastAPI:
+    """The API over ``catalog_path`` (default WEFLOW_CATALOG); bodies over ``body_limit`` bytes get 413."""
+    app = FastAPI(
+        title="weflow",
+        version=version("weflow"),
+        description="Workflows stored as data, run as Prefect flows. Send `Authorization: Bearer <API key>`.",
+    )
+    app.state.catalog = Catalog(catalog_path or settings().catalog)
+    for router in (health, definitions.router, runs.router, runs.webhooks):
+        app.include_router(router)
+    for exc_type, handler in HANDLERS:
+        app.add_exception_handler(exc_type, handler)
+    app.add_middleware(BodyLimit, limit=body_limit if body_limit is not None else body_limit_from_env())
+    return app
