@@ -131,3 +131,8 @@ def test_property_round_trip(d: Definition) -> None:
     assert document.from_data(json.loads(json.dumps(doc))).to_document() == doc
     assert parse(document.to_yaml(d)) == d
     assert document.content_hash(parse(document.to_yaml(d))) == document.content_hash(d)
+
+
+def test_yaml_export_keeps_characters_yaml_reads_as_line_breaks() -> None:
+    d = document.from_data({"name": "w", "description": "a\x85b\u2028c", "nodes": [{"name": "n", "type": "t"}]})
+    assert parse(document.to_yaml(d)) == d

@@ -94,8 +94,20 @@ def parse(text: str, source: str = "<document>") -> Definition:
     return from_data(load(text, source))
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes strings holding characters YAML reads as line breaks, so they survive a round trip."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def to_yaml(definition: Definition) -> str:
-    return yaml.safe_dump(definition.to_document(), sort_keys=False, allow_unicode=True)
+    return yaml.dump(definition.to_document(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def to_json(definition: Definition) -> str:
