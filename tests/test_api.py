@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from weflow.catalog import Catalog, auth
 from weflow.core import document
 
-from .conftest import REPO, RESOURCES, weflow_exe
+from .conftest import REPO, RESOURCES, render, weflow_exe
 
 pytestmark = pytest.mark.slow
 BODY_LIMIT = 64 * 1024
@@ -466,3 +466,28 @@ def test_openapi_schema_holds_for_generated_requests(api: Api) -> None:
         fixed = {k: v for k, v in existing.items() if f"{{{k}}}" in operation.path}
         if fixed and operation.label != "POST /workflows/{workflow_id}/executions":  # each 202 starts a real run
             fuzz(operation, key, examples=4, negative=False, path_parameters=fixed)
+
+
+def test_visualizer_page_shows_every_node_and_the_failure_in_a_browser(api: Api, tmp_path: Path) -> None:
+    doc = paid_orders("shown")
+    doc["nodes"][0]["contract"] = {"columns": {"amount": {"dtype": "Float64", "checks": {"le": 400}}}}
+    with api.client() as client:
+        wf_id = create(client, doc)["id"]
+        started = client.post(f"/workflows/{wf_id}/executions", json={"inputData": {"min_amount": 0}}).json()
+        final = wait_final(client, started["id"])
+        assert final["status"] == "FAILED"
+        assert client.get(f"/ui/executions/{started['id']}").status_code == 200
+    assert httpx.get(f"{api.url}/ui/executions/{started['id']}").status_code == 401
+    other = httpx.get(f"{api.url}/ui/executions/{started['id']}", params={"key": api.keys["globex"]})
+    assert other.status_code == 404
+    dom = render(f"{api.url}/ui/executions/{started['id']}?key={api.keys['acme']}", tmp_path)
+    assert "<svg" in dom, "Mermaid did not draw the graph"
+    assert 'id="status" class="state FAILED"' in dom
+    assert "less_than_or_equal_to(400)" in dom and "Contract failures" in dom
+    for node in ("orders", "paid"):
+        assert f'id="node-{node}"' in dom
+    svg = dom[dom.index("<svg") :]
+    assert "orders" in svg and "paid" in svg and "FAILED" in svg and "SKIPPED" in svg
+    assert f"/runs/flow-run/{final['flowRunId']}" in dom
+    page = render(f"{api.url}/ui/workflows/{wf_id}?key={api.keys['acme']}", tmp_path)
+    assert "<svg" in page and started["id"][:8] in page

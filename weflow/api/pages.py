@@ -1,0 +1,142 @@
+"""The execution visualizer: plain HTML pages with the Mermaid graph, node states and failures.
+
+No build step and nothing from the internet: Mermaid ships in ``static/``. A browser cannot send
+a bearer header from a link, so these pages also accept the key as ``?key=...``.
+"""
+
+from __future__ import annotations
+
+import os
+from html import escape
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from weflow.api.security import bearer, caller
+from weflow.core import mermaid
+from weflow.execution import execution_graph
+from weflow.workflows import Scope
+
+STATIC = Path(__file__).resolve().parent / "static"
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #212529; }
+h1 { font-size: 1.4rem; margin-bottom: .2rem; } .muted { color: #6c757d; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { padding: .3rem .7rem; border-bottom: 1px solid #dee2e6; text-align: left; }
+.state { font-weight: 600; } .SUCCEEDED { color: #2b8a3e; } .FAILED, .TIMED_OUT { color: #c92a2a; }
+.SKIPPED, .CANCELLED { color: #868e96; }
+.error { background: #fff5f5; border-left: 4px solid #c92a2a; padding: .5rem 1rem; }
+pre.mermaid { background: #f8f9fa; padding: 1rem; }
+"""
+
+
+def page_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    key: Annotated[str | None, Query(description="API key, for links opened in a browser")] = None,
+) -> Scope:
+    if credentials is None and key:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+    return caller(request, credentials)
+
+
+PageCaller = Annotated[Scope, Depends(page_caller)]
+
+
+def _prefect_ui() -> str:
+    api = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    return os.environ.get("PREFECT_UI_URL", api.removesuffix("/api"))
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    html = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · weflow</title>
+<style>{_STYLE}</style></head>
+<body>{body}
+<script src="/ui/static/mermaid.min.js"></script>
+<script>mermaid.initialize({{startOnLoad: true, securityLevel: "strict", flowchart: {{htmlLabels: true}}}});</script>
+</body></html>"""
+    return HTMLResponse(html)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]], row_ids: list[str] | None = None) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        rid = f' id="node-{escape(row_ids[i])}"' if row_ids else ""
+        body.append(f"<tr{rid}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+@router.get("/static/mermaid.min.js")
+def mermaid_js() -> FileResponse:
+    return FileResponse(STATIC / "mermaid.min.js", media_type="text/javascript")
+
+
+@router.get("/executions/{execution_id}", response_class=HTMLResponse)
+def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
+    """One execution: graph coloured by node state, node table, error, contract failures, Prefect link."""
+    found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    workflow = scope.catalog.workflow_by_id(scope.user.organization_id, found.workflow_id)
+    definition = scope.catalog.version(workflow, found.version).definition
+    parts = [
+        f"<h1>{escape(found.workflow)} <span class='muted'>v{found.version}</span></h1>",
+        f"<p>execution <code>{escape(found.id)}</code> · {escape(found.mode.value)} · "
+        f"<span id='status' class='state {found.status.value}'>{found.status.value}</span>"
+        f" · {_cell(round(found.duration_ms) if found.duration_ms is not None else None)} ms"
+        f" · <a href='/ui/workflows/{found.workflow_id}'>workflow</a></p>",
+    ]
+    if found.flow_run_id:
+        link = f"{_prefect_ui()}/runs/flow-run/{found.flow_run_id}"
+        parts.append(f"<p><a id='prefect-link' href='{escape(link)}'>Prefect flow run</a></p>")
+    if found.error_message:
+        parts.append(
+            f"<p class='error' id='error'><b>{_cell(found.error_type)}</b> in node "
+            f"<b>{_cell(found.error_node)}</b>: {escape(found.error_message)}</p>"
+        )
+    parts.append(f"<pre class='mermaid'>{escape(execution_graph(definition, found))}</pre>")
+    rows = [
+        [escape(n.node), f"<span class='state {n.status.value}'>{n.status.value}</span>", n.attempts,
+         _cell(n.rows_in), _cell(n.rows_out),
+         _cell(round(n.duration_ms) if n.duration_ms is not None else None), _cell(n.group), _cell(n.error)]
+        for n in found.nodes
+    ]  # fmt: skip
+    headers = ["node", "status", "attempts", "rows in", "rows out", "ms", "fused into", "error"]
+    parts.append(_table(headers, rows, [n.node for n in found.nodes]))
+    failures = scope.catalog.contract_failures(found.id)
+    if failures:
+        parts.append(f"<h2>Contract failures ({len(failures)})</h2>")
+        cases = [[_cell(f["node"]), _cell(f["column"]), _cell(f["check"]), _cell(f["failure_case"]), _cell(f["index"])]
+                 for f in failures[:200]]  # fmt: skip
+        parts.append(_table(["node", "column", "check", "failure case", "row"], cases))
+    return _page(f"{found.workflow} {found.status.value}", "\n".join(parts))
+
+
+@router.get("/workflows/{workflow_id}", response_class=HTMLResponse)
+def workflow_page(scope: PageCaller, workflow_id: int) -> HTMLResponse:
+    """A workflow: its current graph and its recent executions."""
+    workflow = scope.catalog.workflow_by_id(scope.user.organization_id, workflow_id)
+    definition = scope.catalog.version(workflow).definition
+    runs = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=50)
+    rows = [
+        [f"<a href='/ui/executions/{escape(e.id)}'>{escape(e.id[:8])}</a>", e.version, escape(e.mode.value),
+         f"<span class='state {e.status.value}'>{e.status.value}</span>", _cell(e.started_at),
+         _cell(round(e.duration_ms) if e.duration_ms is not None else None), _cell(e.error_message)]
+        for e in runs
+    ]  # fmt: skip
+    body = (
+        f"<h1>{escape(workflow.name)} <span class='muted'>v{workflow.current_version} · "
+        f"{workflow.status.value}</span></h1><p>{escape(workflow.description)}</p>"
+        f"<pre class='mermaid'>{escape(mermaid.graph(definition))}</pre>"
+        "<h2>Executions</h2>" + _table(["execution", "version", "mode", "status", "started", "ms", "error"], rows)
+    )
+    return _page(workflow.name, body)
