@@ -104,14 +104,16 @@ def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
             f"<b>{_cell(found.error_node)}</b>: {escape(found.error_message)}</p>"
         )
     parts.append(f"<pre class='mermaid'>{escape(execution_graph(definition, found))}</pre>")
+    order = {n.name: i for i, n in enumerate(definition.nodes)}
+    nodes = sorted(found.nodes, key=lambda n: order.get(n.node, len(order)))
     rows = [
         [escape(n.node), f"<span class='state {n.status.value}'>{n.status.value}</span>", n.attempts,
          _cell(n.rows_in), _cell(n.rows_out),
          _cell(round(n.duration_ms) if n.duration_ms is not None else None), _cell(n.group), _cell(n.error)]
-        for n in found.nodes
+        for n in nodes
     ]  # fmt: skip
     headers = ["node", "status", "attempts", "rows in", "rows out", "ms", "fused into", "error"]
-    parts.append(_table(headers, rows, [n.node for n in found.nodes]))
+    parts.append(_table(headers, rows, [n.node for n in nodes]))
     failures = scope.catalog.contract_failures(found.id)
     if failures:
         parts.append(f"<h2>Contract failures ({len(failures)})</h2>")
