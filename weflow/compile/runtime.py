@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from weflow import contracts
 from weflow.compile.plan import Plan, Step
 from weflow.core.entities import NodeExecution, RunState
+from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
 from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
 
@@ -167,6 +168,10 @@ class PlanRun:
             name: NodeRecord(name, step.root if step.fused else None) for step in plan.steps for name in step.nodes
         }
         self.failures: list[dict[str, Any]] = []
+        self.nodes = {n.name: n for n in plan.definition.nodes}
+        self.incoming: dict[str, list[Edge]] = {n: [] for n in self.nodes}
+        for edge in plan.edges:
+            self.incoming[edge.target].append(edge)
         self.error: BaseException | None = None
         self.error_node: str | None = None
         self.keep = spec.keep or frozenset(plan.terminals)
@@ -211,16 +216,10 @@ class PlanRun:
             self.done[step.root].set()
 
     async def _attempts(self, step: Step) -> None:
-        policy = self.plan.definition.node(step.root)
-        runner = _step_task.with_options(
-            name=step.name,
-            task_run_name=step.name,
-            retries=policy.retries,
-            retry_delay_seconds=policy.retry_delay_seconds,
-            timeout_seconds=policy.timeout_seconds,
-        )
+        policy = self.nodes[step.root]
+        runner = _task_for(policy.retries, policy.retry_delay_seconds, policy.timeout_seconds)
         try:
-            await runner(self, step)
+            await runner(self, step, step.name)
         except BaseException as exc:
             self._fail(step, exc)
             if isinstance(exc, asyncio.CancelledError):
@@ -262,10 +261,10 @@ class PlanRun:
         rows_in = sum(self.frames[e.source].height for e in step.inputs) if step.inputs else None
         out: Frame | None = None
         for name in step.nodes:
-            node = self.plan.definition.node(name)
+            node = self.nodes[name]
             node_type = self.types[node.type]
             items = []
-            for e in (e for e in self.plan.edges if e.target == name):
+            for e in self.incoming[name]:
                 frame = local[e.source]
                 contract = node.input_contracts.get(e.port)
                 if contract is not None:
@@ -286,7 +285,7 @@ class PlanRun:
                 out = out.head(self.spec.limit)
             local[name] = out
         assert out is not None
-        root = self.plan.definition.node(step.root)
+        root = self.nodes[step.root]
         try:
             frame = await collect(out) if isinstance(out, pl.LazyFrame) else out
         except (asyncio.CancelledError, NodeTimeout):
@@ -342,6 +341,20 @@ def _describe(exc: BaseException, node: str) -> str:
     return f"node {node!r}: {type(exc).__name__}: {exc}"
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-async def _step_task(run: PlanRun, step: Step) -> None:
+@task(name="weflow-step", task_run_name="{label}", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+async def _step_task(run: PlanRun, step: Step, label: str) -> None:
+    """One step; ``label`` names the task run after its node(s)."""
     await run.attempt(step)
+
+
+_tasks: dict[tuple[int, float, float | None], Task[..., Any]] = {}
+
+
+def _task_for(retries: int, retry_delay_seconds: float, timeout_seconds: float | None) -> Task[..., Any]:
+    """The step task with a node's run policy, made once per policy (making one costs ~0.5 ms)."""
+    key = (retries, retry_delay_seconds, timeout_seconds)
+    if key not in _tasks:
+        _tasks[key] = _step_task.with_options(
+            retries=retries, retry_delay_seconds=retry_delay_seconds, timeout_seconds=timeout_seconds
+        )
+    return _tasks[key]
