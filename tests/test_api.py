@@ -491,3 +491,11 @@ def test_visualizer_page_shows_every_node_and_the_failure_in_a_browser(api: Api,
     assert f"/runs/flow-run/{final['flowRunId']}" in dom
     page = render(f"{api.url}/ui/workflows/{wf_id}?key={api.keys['acme']}", tmp_path)
     assert "<svg" in page and started["id"][:8] in page
+
+
+def test_swagger_ui_works_offline_in_a_browser(api: Api, tmp_path: Path) -> None:
+    dom = render(f"{api.url}/docs", tmp_path)
+    assert "swagger-ui" in dom and "/workflows/{workflow_id}/executions" in dom
+    assert "cdn" not in httpx.get(f"{api.url}/docs").text.lower()
+    for name in ("../app.py", "app.py", "%2e%2e%2fapp.py", "nothing.js"):
+        assert httpx.get(f"{api.url}/ui/static/{name}").status_code == 404

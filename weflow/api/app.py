@@ -40,12 +40,14 @@ def body_limit_from_env() -> int:
 def create_app(catalog_path: str | Path | None = None, body_limit: int | None = None) -> FastAPI:
     """The API over ``catalog_path`` (default WEFLOW_CATALOG); bodies over ``body_limit`` bytes get 413."""
     app = FastAPI(
+        docs_url=None,  # served below from the package: the default page loads Swagger UI from a CDN
+        redoc_url=None,
         title="weflow",
         version=version("weflow"),
         description="Workflows stored as data, run as Prefect flows. Send `Authorization: Bearer <API key>`.",
     )
     app.state.catalog = Catalog(catalog_path or settings().catalog)
-    for router in (health, definitions.router, runs.router, runs.webhooks, pages.router):
+    for router in (health, definitions.router, runs.router, runs.webhooks, pages.router, pages.docs):
         app.include_router(router)
     for exc_type, handler in HANDLERS:
         app.add_exception_handler(exc_type, handler)

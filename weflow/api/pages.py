@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from weflow.api.security import bearer, caller
 from weflow.core import mermaid
+from weflow.errors import NotFoundError
 from weflow.execution import execution_graph
 from weflow.workflows import Scope
 
@@ -77,9 +79,29 @@ def _table(headers: list[str], rows: list[list[Any]], row_ids: list[str] | None 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-@router.get("/static/mermaid.min.js")
-def mermaid_js() -> FileResponse:
-    return FileResponse(STATIC / "mermaid.min.js", media_type="text/javascript")
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+docs = APIRouter(include_in_schema=False)
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    """The page assets shipped in the package (Mermaid, Swagger UI); nothing else is served."""
+    path = STATIC / name
+    if path.suffix not in _STATIC_TYPES or path.parent != STATIC or not path.is_file():
+        raise NotFoundError(f"no asset {name!r}")
+    return FileResponse(path, media_type=_STATIC_TYPES[path.suffix])
+
+
+@docs.get("/docs")
+def swagger() -> HTMLResponse:
+    """Swagger UI over /openapi.json, from assets in the package (works offline)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="weflow API",
+        swagger_js_url="/ui/static/swagger-ui-bundle.js",
+        swagger_css_url="/ui/static/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )
 
 
 @router.get("/executions/{execution_id}", response_class=HTMLResponse)
