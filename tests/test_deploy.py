@@ -40,11 +40,11 @@ def worker(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     proc.wait(timeout=30)
 
 
-def wait_for(scope: Scope, execution_id: str, seconds: float = 90) -> Execution:
+def wait_for(scope: Scope, execution_id: str, seconds: float = 180) -> Execution:
     return execution.wait(execution_id, scope, timeout=seconds)
 
 
-def eventually(check: Callable[[], object], seconds: float = 90) -> object:
+def eventually(check: Callable[[], object], seconds: float = 180) -> object:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = check()
@@ -146,7 +146,7 @@ def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object) -> None
             if e.workflow == "every_minute" and e.mode is Mode.CRON
         ]
 
-    found = eventually(cron_runs, seconds=150)
+    found = eventually(cron_runs, seconds=240)
     assert isinstance(found, list)
     assert wait_for(scope, found[0].id).status is RunState.SUCCEEDED
     workflows.apply(parse(text.replace("name: daily_sales", "name: every_minute").replace("ACTIVE", "PAUSED")), scope)
@@ -189,3 +189,19 @@ def test_prefect_ui_lists_the_weflow_deployments(scope: Scope, prefect_api: str,
         return "daily_sales" in dom and "customer_revenue" in dom
 
     assert eventually(listed, seconds=120)
+
+
+def test_prefect_deploy_from_the_root_uses_prefect_yaml(scope: Scope, prefect_api: str, cli_env) -> None:
+    deploy.deploy(scope)  # makes the work pool, as on a fresh machine
+    prefect = str(Path(__import__("sys").executable).with_name("prefect"))
+    proc = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"],
+        cwd=REPO, env={**cli_env, "PREFECT_API_URL": prefect_api, "PWD": str(REPO)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    found = deployments(prefect_api)["any_workflow"]
+    assert found["entrypoint"] == "flows/run_workflow.py:run_workflow"
+    assert found["work_queue_name"] == "workflow-executions" and found["parameters"] == {"workflow": "daily_sales"}
+    assert "any_workflow" not in {r.workflow for r in deploy.deploy(scope)}  # weflow leaves it alone
+    assert "any_workflow" in deployments(prefect_api)

@@ -282,7 +282,8 @@ def test_persisted_outputs_are_content_addressed_and_indexed(scope: Scope, setti
     second = run("daily_sales", scope, persist=True)
     paths = {n.node: n.output_path for n in scope.catalog.execution(first.execution.id).nodes}
     again = {n.node: n.output_path for n in scope.catalog.execution(second.execution.id).nodes}
-    assert paths["ranked"] and paths == again  # same content, same file
+    assert paths["ranked"] and paths["ranked"] == again["ranked"]  # same content, same file
+    assert len(set(paths.values())) == len(paths)  # one file per node output
     assert_frame_equal(pl.read_parquet(paths["ranked"]), first["ranked"])
     assert Path(paths["ranked"]).parent == settings.runs_dir
 

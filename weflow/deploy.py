@@ -141,8 +141,9 @@ async def _ensure_pool(client: PrefectClient) -> None:
 
 
 async def _existing(client: PrefectClient) -> dict[str, Any]:
+    """The deployments weflow manages: the entrypoint's, tagged with a workflow (not prefect.yaml's)."""
     found = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
-    return {d.name: d for d in found}
+    return {d.name: d for d in found if any(t.startswith("workflow:") for t in d.tags or [])}
 
 
 async def _deploy(scope: Scope) -> list[Deployed]:

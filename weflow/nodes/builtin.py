@@ -184,7 +184,7 @@ def _aggregate(config: AggregateConfig, inputs: NodeInputs, ctx: RunContext) -> 
     frame = inputs.one()
     if not config.by:
         return frame.select(aggs)
-    return frame.group_by(config.by, maintain_order=True).agg(aggs)
+    return frame.group_by(config.by).agg(aggs)  # no maintain_order: it costs; add a sort node for order
 
 
 class SortConfig(NodeConfig):
