@@ -159,10 +159,10 @@ def test_cancel_a_running_execution(scope: Scope, worker: object) -> None:
     queued = execution.submit("slow_one", scope, Mode.API, queue=True)
     eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING)
     execution.cancel(queued.id, scope)
-    done = wait_for(scope, queued.id, seconds=60)
+    done = wait_for(scope, queued.id, seconds=120)
     assert done.status is RunState.CANCELLED
     url = f"{os.environ['PREFECT_API_URL']}/flow_runs/{done.flow_run_id}"
-    eventually(lambda: httpx.get(url).json()["state_type"] == "CANCELLED", seconds=60)
+    eventually(lambda: httpx.get(url).json()["state_type"] == "CANCELLED", seconds=120)
 
 
 def test_per_workflow_concurrency_limit_queues_runs(scope: Scope, worker: object) -> None:
