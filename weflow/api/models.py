@@ -187,3 +187,12 @@ class HookCreated(HookOut):
 
 def _document(version: Version) -> dict[str, Any]:
     return version.definition.to_document()
+
+
+class LogLineOut(Body):
+    """One log line of an execution, as Prefect recorded it."""
+
+    timestamp: datetime
+    level: str
+    node: str | None  # None: the flow's own line
+    message: str

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from weflow import execution
 from weflow.api.definitions import MAX_ID, WorkflowId, find
 from weflow.api.http import StrictJSONRoute, documented
-from weflow.api.models import ExecutionIn, ExecutionOut, ExecutionPage, HookCreated, HookOut
+from weflow.api.models import ExecutionIn, ExecutionOut, ExecutionPage, HookCreated, HookOut, LogLineOut
 from weflow.api.security import Caller, CatalogDep
 from weflow.catalog import auth
 from weflow.core.entities import Mode
@@ -60,6 +60,17 @@ def get_execution(scope: Caller, execution_id: ExecutionId) -> ExecutionOut:
     """One execution with its node executions."""
     found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
     return ExecutionOut.of(found)
+
+
+@router.get("/executions/{execution_id}/logs", response_model=list[LogLineOut], tags=["executions"])
+def get_logs(
+    scope: Caller,
+    execution_id: ExecutionId,
+    node: Annotated[str | None, Query(max_length=128, description="only this node's lines")] = None,
+) -> list[LogLineOut]:
+    """The execution's log lines (its nodes' and weflow's), oldest first, read from Prefect."""
+    lines = execution.logs(_execution_id(execution_id), scope, node)
+    return [LogLineOut.model_validate(line) for line in lines]
 
 
 @router.post(
