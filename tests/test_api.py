@@ -243,6 +243,9 @@ def test_execution_started_over_the_api_runs_to_the_end(api: Api) -> None:
         assert any(line["node"] and "Completed" in line["message"] for line in lines), lines
         workflow = client.get(f"/workflows/{wf_id}").json()
         assert workflow["executionCount"] == 1 and workflow["lastExecutedAt"]
+        metrics = client.get("/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert 'weflow_executions_total{workflow="run_me",outcome="succeeded"} 1' in metrics.text
 
         ended = client.post(f"/executions/{queued['id']}/cancel")
         assert ended.status_code == 409 and "already ended SUCCEEDED" in ended.json()["detail"]
@@ -464,7 +467,7 @@ def test_openapi_schema_holds_for_generated_requests(api: Api) -> None:
         assert wait_final(client, run_id)["status"] == "SUCCEEDED"
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 18
+    assert len(operations) == 19
     for operation in operations:  # ids that exist nowhere or in no organization of the key: 404s and 422s
         fuzz(operation, key, examples=6)
     existing = {"workflow_id": wf_id, "execution_id": run_id}

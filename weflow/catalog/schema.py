@@ -146,4 +146,38 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at TIMESTAMPTZ
     );
     """,
+    # 3: metric views, queryable from DuckDB directly
+    """
+    CREATE VIEW execution_metrics AS
+    SELECT w.organization_id, w.name AS workflow, e.workflow_id, e.id AS execution_id, e.version, e.mode,
+           e.status, e.created_at, e.started_at, e.finished_at, e.duration_ms, e.error_type, e.error_node,
+           (SELECT count(*) FROM contract_failures c WHERE c.execution_id = e.id) AS contract_failures,
+           (SELECT sum(n.rows_out) FROM node_executions n WHERE n.execution_id = e.id) AS rows_out
+    FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id;
+
+    CREATE VIEW workflow_stats AS
+    SELECT organization_id, workflow,
+           count(*) AS runs,
+           count(*) FILTER (WHERE status = 'SUCCEEDED') AS succeeded,
+           count(*) FILTER (WHERE status IN ('FAILED', 'TIMED_OUT')) AS failed,
+           count(*) FILTER (WHERE status = 'SUCCEEDED') / count(*) AS success_rate,
+           quantile_cont(duration_ms, 0.5) AS p50_ms,
+           quantile_cont(duration_ms, 0.95) AS p95_ms,
+           max(duration_ms) AS max_ms,
+           sum(rows_out) AS rows_out,
+           sum(contract_failures) AS contract_failures,
+           max(started_at) AS last_started_at
+    FROM execution_metrics
+    WHERE status IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELLED')
+    GROUP BY organization_id, workflow;
+
+    CREATE VIEW node_failures AS
+    SELECT w.organization_id, w.name AS workflow, n.node, e.error_type, count(*) AS failures,
+           max(n.finished_at) AS last_failed_at
+    FROM node_executions n
+    JOIN workflow_executions e ON e.id = n.execution_id
+    JOIN workflows w ON w.id = e.workflow_id
+    WHERE n.status IN ('FAILED', 'TIMED_OUT')
+    GROUP BY ALL;
+    """,
 )

@@ -441,6 +441,42 @@ class Catalog:
         with self.transaction() as con:
             return [_execution(r) for r in con.execute(sql, [*params, limit, offset]).fetchall()]
 
+    def stats(self, organization_id: int, workflow: str | None = None, since: datetime | None = None) -> dict[str, Any]:
+        """Per-workflow metrics over finished executions (from the ``execution_metrics`` view)."""
+        where = "m.organization_id = ? AND m.status IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELLED')"
+        params: list[Any] = [organization_id]
+        if workflow is not None:
+            where += " AND m.workflow = ?"
+            params.append(workflow)
+        if since is not None:
+            where += " AND m.started_at >= ?"
+            params.append(since)
+        with self.transaction() as con:
+            runs = con.execute(
+                "SELECT workflow, count(*), count(*) FILTER (WHERE status = 'SUCCEEDED'), "
+                "count(*) FILTER (WHERE status IN ('FAILED', 'TIMED_OUT')), "
+                "quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.95), max(duration_ms), "
+                f"sum(rows_out), sum(contract_failures) FROM execution_metrics m WHERE {where} "
+                "GROUP BY workflow ORDER BY workflow",
+                params,
+            ).fetchall()
+            failures = con.execute(
+                "SELECT m.workflow, n.node, coalesce(m.error_type, n.status), count(*) FROM node_executions n "
+                f"JOIN execution_metrics m ON m.execution_id = n.execution_id WHERE {where} "
+                "AND n.status IN ('FAILED', 'TIMED_OUT') GROUP BY ALL ORDER BY 1, 4 DESC, 2",
+                params,
+            ).fetchall()
+        out: dict[str, Any] = {}
+        for name, total, ok, failed, p50, p95, top, rows, contract in runs:
+            out[name] = {
+                "runs": total, "succeeded": ok, "failed": failed, "success_rate": ok / total if total else None,
+                "duration_ms": {"p50": p50, "p95": p95, "max": top}, "rows_out": rows,
+                "contract_failures": contract, "failures_by_node": [],
+            }  # fmt: skip
+        for name, node, error_type, count in failures:
+            out[name]["failures_by_node"].append({"node": node, "error_type": error_type, "count": count})
+        return out
+
     def contract_failures(self, execution_id: str) -> list[dict[str, Any]]:
         with self.transaction() as con:
             rows = con.execute(

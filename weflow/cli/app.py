@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -331,6 +331,43 @@ def logs(
     for line in lines:
         where = line.node or "flow"
         out.print(f"{line.timestamp:%H:%M:%S.%f}"[:-3] + f" {line.level:<7} {where}: {line.message}", highlight=False)
+
+
+def parse_since(text: str) -> datetime:
+    """``7d``, ``24h``, ``30m`` ago, or an ISO date/time."""
+    units = {"d": 86400, "h": 3600, "m": 60}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"--since {text!r}: give 7d, 24h, 30m or an ISO date like 2026-11-01") from None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+@app.command()
+def stats(
+    name: Annotated[str | None, typer.Argument(help="only this workflow")] = None,
+    since: Annotated[str | None, typer.Option(help="window: 7d, 24h, 30m or an ISO date")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Metrics per workflow: runs, success rate, duration p50/p95/max, rows, failures by node."""
+    sc = scope()
+    if name:
+        workflows.get(name, sc)  # a clear error for an unknown name
+    found = sc.catalog.stats(sc.user.organization_id, name, parse_since(since) if since else None)
+    if fmt is Format.json:
+        emit_json(found)
+        return
+    rows = []
+    for w, m in found.items():
+        d = m["duration_ms"]
+        rows.append((w, m["runs"], f"{m['success_rate']:.0%}", _ms(d["p50"]), _ms(d["p95"]), _ms(d["max"]),
+                     m["rows_out"], m["contract_failures"]))  # fmt: skip
+    table(None, ["workflow", "runs", "success", "p50", "p95", "max", "rows out", "contract failures"], rows)
+    failing = [(w, f["node"], f["error_type"], f["count"]) for w, m in found.items() for f in m["failures_by_node"]]
+    if failing:
+        table("failures by node", ["workflow", "node", "error", "count"], failing)
 
 
 @app.command()
