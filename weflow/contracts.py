@@ -22,32 +22,18 @@ def _dtype(name: str) -> Any:
     return getattr(pl, name)
 
 
+_BY_NAME = frozenset({"ge", "le", "gt", "lt", "eq", "ne", "isin", "notin", "str_matches"})
+
+
 def _checks(column: Column) -> list[pa.Check]:
     out = []
     for name, arg in column.checks.items():
-        match name:
-            case "ge":
-                out.append(pa.Check.ge(arg))
-            case "le":
-                out.append(pa.Check.le(arg))
-            case "gt":
-                out.append(pa.Check.gt(arg))
-            case "lt":
-                out.append(pa.Check.lt(arg))
-            case "eq":
-                out.append(pa.Check.eq(arg))
-            case "ne":
-                out.append(pa.Check.ne(arg))
-            case "isin":
-                out.append(pa.Check.isin(arg))
-            case "notin":
-                out.append(pa.Check.notin(arg))
-            case "str_matches":
-                out.append(pa.Check.str_matches(arg))
-            case "str_length":
-                out.append(pa.Check.str_length(arg.get("min"), arg.get("max")))
-            case "between":
-                out.append(pa.Check.in_range(arg.get("min"), arg.get("max")))
+        if name in _BY_NAME:  # the same name and argument in pandera
+            out.append(getattr(pa.Check, name)(arg))
+        elif name == "str_length":
+            out.append(pa.Check.str_length(arg.get("min"), arg.get("max")))
+        elif name == "between":
+            out.append(pa.Check.in_range(arg.get("min"), arg.get("max")))
     return out
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -113,12 +113,7 @@ class NodeRecord:
     output_path: str | None = None
 
     def frozen(self, execution_id: str) -> NodeExecution:
-        return NodeExecution(
-            execution_id=execution_id, node=self.node, status=self.status, attempts=self.attempts,
-            rows_in=self.rows_in, rows_out=self.rows_out, started_at=self.started_at,
-            finished_at=self.finished_at, duration_ms=self.duration_ms, error=self.error,
-            contract=self.contract, group=self.group, output_path=self.output_path,
-        )  # fmt: skip
+        return NodeExecution(execution_id=execution_id, **asdict(self))
 
 
 @dataclass
