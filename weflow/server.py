@@ -94,6 +94,8 @@ def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, qu
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port(port)
     api_url = f"http://127.0.0.1:{port}/api"
+    if healthy(api_url, timeout=0.5):  # taken between the port check and now: never adopt another server
+        raise ServerError(f"port {port} is already served by another process")
     prefect = Path(sys.executable).with_name("prefect")
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen(
@@ -110,7 +112,7 @@ def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, qu
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"the Prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
-        if healthy(api_url, timeout=1.0):
+        if healthy(api_url, timeout=1.0) and proc.poll() is None:
             _state_file(home).write_text(json.dumps({"api_url": api_url, "pid": proc.pid}))
             return Server(api_url, proc.pid, started=True)
         time.sleep(0.3)
