@@ -1,7 +1,9 @@
 """Interface: the REST API (FastAPI). Entry point: ``create_app``; served by ``weflow serve``.
 
-Contract: every route but ``/health`` and ``/hooks/{token}`` needs a bearer API key and acts in
-the key's organization; errors are JSON ``{detail, problems}``; no input yields a 500.
+Contract: every route but ``/health``, ``/hooks/{token}`` and ``/docs`` needs a bearer API key
+(the ``/ui`` pages also take ``?key=``) and acts in the key's organization; errors are JSON
+``{detail, problems}``; no input yields a 500. Page assets ship in ``static/``: nothing loads
+from the internet.
 """
 
 from weflow.api.app import create_app
