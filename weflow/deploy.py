@@ -164,19 +164,7 @@ async def _deploy(scope: Scope) -> list[Deployed]:
                 await client.delete_deployment(current.id)
             deployment_id = await client.create_deployment(
                 flow_id=flow_id,
-                name=spec["name"],
-                version=spec["version"],
-                description=spec["description"],
-                parameters=spec["parameters"],
-                parameter_openapi_schema=spec["parameter_openapi_schema"],
-                tags=spec["tags"],
-                work_pool_name=spec["work_pool_name"],
-                work_queue_name=spec["work_queue_name"],
-                entrypoint=spec["entrypoint"],
-                path=spec["path"],
-                job_variables=spec["job_variables"],
-                paused=spec["paused"],
-                concurrency_limit=spec["concurrency_limit"],
+                **{k: v for k, v in spec.items() if k != "schedules"},  # the spec's keys are the API's names
                 concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
                 enforce_parameter_schema=False,
                 schedules=[
