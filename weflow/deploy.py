@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -19,8 +20,10 @@ from uuid import UUID
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, StateType
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -49,6 +52,62 @@ def work_pool() -> str:
 
 def execution_queue() -> str:
     return os.environ.get("WORKFLOW_EXECUTION_QUEUE", "workflow-executions")
+
+
+def heartbeat_seconds() -> int:
+    """How often a deployed run tells Prefect it is alive (Prefect's minimum is 30 s)."""
+    return max(30, int(os.environ.get("WEFLOW_HEARTBEAT_SECONDS", "30")))
+
+
+def crash_after_seconds() -> int:
+    """Silence after which a deployed run is declared CRASHED (default: three missed heartbeats)."""
+    return max(10, int(os.environ.get("WEFLOW_CRASH_AFTER_SECONDS", str(3 * heartbeat_seconds()))))
+
+
+CRASH_AUTOMATION = "weflow: crashed flow runs"
+_FINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")}
+
+
+def crash_detection() -> AutomationCore:
+    """A Prefect automation: a run of the entrypoint silent for ``crash_after_seconds`` is CRASHED.
+
+    A worker (or its flow process) killed mid-run leaves the flow run RUNNING forever: nothing is
+    left to report the end. Every deployed run sends a heartbeat event; this proactive trigger
+    fires when a run that sent one sends neither another nor a final state in time, and sets it
+    CRASHED, which ``weflow sync`` then mirrors into the catalog.
+    """
+    within = crash_after_seconds()
+    return AutomationCore(
+        name=CRASH_AUTOMATION,
+        description=f"weflow: a run_workflow flow run with no heartbeat for {within} s is marked CRASHED",
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME},  # type: ignore[dict-item]
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *_FINAL_EVENTS},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within} s: the worker or the flow process died",
+            )
+        ],
+    )
+
+
+async def _ensure_crash_detection(client: PrefectClient) -> None:
+    wanted = crash_detection()
+    found = await client.read_automations_by_name(CRASH_AUTOMATION)
+    same = [a for a in found if AutomationCore.model_validate(a, from_attributes=True) == wanted]
+    if same and len(found) == 1:
+        return
+    for stale in found:
+        await client.delete_automation(stale.id)
+    await client.create_automation(wanted)
 
 
 def deployment_name(workflow: str) -> str:
@@ -102,6 +161,7 @@ def _job_env() -> dict[str, str]:
         "WEFLOW_RUNS_DIR": str(cfg.runs_dir.resolve()),
         "WEFLOW_ORG": cfg.organization,
         "WEFLOW_USER": cfg.user,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds()),
     }
     if cfg.python_node_modules:
         env["WEFLOW_PYTHON_NODE_MODULES"] = ",".join(cfg.python_node_modules)
@@ -150,6 +210,7 @@ async def _deploy(scope: Scope) -> list[Deployed]:
     results: list[Deployed] = []
     async with get_client() as client:
         await _ensure_pool(client)
+        await _ensure_crash_detection(client)
         flow_id = await client.create_flow_from_name(FLOW_NAME)
         existing = await _existing(client)
         wanted = [w for w in list_workflows(scope) if w.status in (Status.ACTIVE, Status.PAUSED)]
