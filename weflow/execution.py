@@ -34,6 +34,7 @@ from prefect.states import Cancelled, Cancelling
 
 from weflow import deploy, server
 from weflow.compile import plan as planning
+from weflow.compile import remote
 from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
@@ -185,8 +186,11 @@ def prepare(
     persist: bool = False,
     fuse: bool | None = None,
     limit: int | None = None,
+    node_queue: bool | None = None,
+    reuse: Mapping[str, str] | None = None,
 ) -> Prepared:
     cfg = settings()
+    on_queue = definition.settings.node_queue if node_queue is None else node_queue
     types = node_types()
     params = resolve_inputs(definition, execution.input_data)
     plan = planning.build(definition, types, fuse=fuse, persist_all=persist)
@@ -196,6 +200,9 @@ def prepare(
         data_roots=cfg.data_roots,
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
+        node_queue=remote.node_queue() if on_queue else None,
+        spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
+        reuse=dict(reuse or {}),
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
     return Prepared(definition, execution, PlanRun(plan, types, spec), params, timeout)
@@ -228,6 +235,8 @@ def conclude(
     elif status is RunState.CANCELLED:
         run.mark_unfinished(RunState.CANCELLED, "execution cancelled")
     ok = status is RunState.SUCCEEDED
+    if not ok:
+        run.spill()  # what succeeded stays on disk for `weflow resume`
     final = replace(
         prepared.execution,
         status=status,
@@ -270,12 +279,13 @@ def execute(
     fuse: bool | None = None,
     limit: int | None = None,
     queued: bool = False,
+    node_queue: bool | None = None,
 ) -> RunResult:
     """Run a checked definition in this process as a Prefect flow; record it when given a scope.
 
     ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
     """
-    prepared = prepare(definition, execution, persist=persist, fuse=fuse, limit=limit)
+    prepared = prepare(definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue)
     begin(prepared, scope, queued)
     api = server.ensure()
     t0 = time.perf_counter()

@@ -172,6 +172,18 @@ def start_worker(
     )
 
 
+def start_node_worker(api_url: str, queue: str, home: Path = DEFAULT_HOME, limit: int = 10) -> subprocess.Popen[bytes]:
+    """A weflow node worker (a Prefect task worker) taking steps from the node queue ``queue``."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=api_url, WORKFLOW_NODE_QUEUE=queue)
+    log = (home / f"node-worker-{queue}.log").open("ab")
+    cmd = [str(Path(sys.executable).with_name("weflow")), "node-worker", "--limit", str(limit)]
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+
+
 def blocking(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end from sync code, also where a loop already runs (a Jupyter kernel)."""
     try:

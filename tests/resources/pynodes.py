@@ -35,3 +35,11 @@ def double(frame: pl.DataFrame, column: str = "amount") -> pl.DataFrame:
 
 def not_a_frame(frame: pl.DataFrame) -> int:
     return 42
+
+
+def whoami(frame: pl.DataFrame, seconds: float = 0.0) -> pl.DataFrame:
+    """The frame with the id of the process that ran this node (after an optional nap)."""
+    import os
+
+    time.sleep(seconds)
+    return frame.with_columns(pl.lit(os.getpid()).alias("pid"))

@@ -410,18 +410,21 @@ def up(
     """Bring up the local stack: Prefect server (UI), deployments, a worker; Ctrl-C stops it."""
     from weflow import deploy
     from weflow import execution as service
+    from weflow.compile import remote
 
     home = prefect_server.DEFAULT_HOME
     existing = prefect_server.running(home)
     api = existing or prefect_server.start(home, port=port)
     os.environ["PREFECT_API_URL"] = api.api_url
-    worker = None
+    worker = node_worker = None
     try:
         sc = scope()
         for r in deploy.deploy(sc):
             out.print(f"deployment {deploy.deployment_name(r.workflow)}: {r.action}")
         worker = prefect_server.start_worker(api.api_url, deploy.work_pool(), deploy.execution_queue(), home)
         out.print(f"worker for pool {deploy.work_pool()!r}, queue {deploy.execution_queue()!r} (pid {worker.pid})")
+        node_worker = prefect_server.start_node_worker(api.api_url, remote.node_queue(), home)
+        out.print(f"node worker for node queue {remote.node_queue()!r} (pid {node_worker.pid})")
         queued = [service.submit(name, sc, Mode.MANUAL, queue=True) for name in run or []]
         for e in queued:
             out.print(f"queued {e.workflow}: execution {e.id}")
@@ -436,11 +439,34 @@ def up(
     except KeyboardInterrupt:
         out.print("stopping ...")
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
+        for proc in (worker, node_worker):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
         if existing is None:
             prefect_server.stop(home)
+
+
+@app.command("node-worker")
+def node_worker(
+    queue: Annotated[
+        str | None, typer.Option(help="node queue (default: $WORKFLOW_NODE_QUEUE or workflow-nodes)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="steps run at once by this worker")] = 10,
+) -> None:
+    """Run steps of workflows with settings.node_queue on (a Prefect task worker); Ctrl-C stops it."""
+    import asyncio
+
+    from weflow.compile import remote
+
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_API_URL"] = prefect_server.ensure().api_url
+    name = queue or remote.node_queue()
+    out.print(f"node worker on node queue {name!r}, {limit} at a time")
+    try:
+        asyncio.run(remote.serve(name, limit))
+    except KeyboardInterrupt:
+        out.print("stopped")
 
 
 server_app = typer.Typer(help="The local Prefect server weflow runs on.", no_args_is_help=True)

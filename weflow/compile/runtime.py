@@ -14,6 +14,7 @@ import ctypes
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -143,6 +144,9 @@ class RunSpec:
     persist: Persist | None = None
     keep: frozenset[str] = frozenset()  # node outputs to return (terminals by default)
     limit: int | None = None  # preview: cap every source at this many rows
+    node_queue: str | None = None  # run every step on the Prefect task workers serving this queue
+    spill_dir: Path | None = None  # where frames go when they leave the process (node queue, resume)
+    reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
 
 
 def _now() -> datetime:
@@ -157,6 +161,7 @@ class PlanRun:
         self.types = types
         self.spec = spec
         self.frames: dict[str, pl.DataFrame] = {}
+        self.paths: dict[str, str] = {}  # step root -> its output as Parquet (node queue, reuse, spill)
         self.done: dict[str, asyncio.Event] = {}
         self.succeeded: set[str] = set()
         self.records = {
@@ -206,9 +211,33 @@ class PlanRun:
                 for node in step.nodes:
                     self.records[node].status = RunState.SKIPPED
                 return
+            if step.root in self.spec.reuse:
+                await self._reuse(step, self.spec.reuse[step.root])
+                return
             await self._attempts(step)
         finally:
             self.done[step.root].set()
+
+    async def _reuse(self, step: Step, path: str) -> None:
+        """Take a step's output from an earlier execution (resume) instead of running it."""
+        frame = await in_thread(pl.read_parquet, path)
+        self.paths[step.root] = path
+        self.frames[step.root] = frame
+        for name in step.nodes:
+            self.records[name].status = RunState.REUSED
+        rec = self.records[step.root]
+        rec.output_path, rec.rows_out = path, frame.height
+        self.succeeded.add(step.root)
+
+    def spill(self) -> None:
+        """Write the in-memory output of every succeeded step to ``spill_dir`` (so a resume can reuse it)."""
+        if self.spec.spill_dir is None:
+            return
+        for root in sorted(self.succeeded):
+            if root in self.paths or root not in self.frames:
+                continue
+            self.paths[root] = str(write_parquet(self.frames[root], self.spec.spill_dir / f"{root}.parquet"))
+            self.records[root].output_path = self.paths[root]
 
     async def _attempts(self, step: Step) -> None:
         policy = self.nodes[step.root]
@@ -241,6 +270,11 @@ class PlanRun:
 
     async def attempt(self, step: Step) -> None:
         """One attempt of a step: build its nodes' plans, collect once, check, persist."""
+        if self.spec.node_queue is not None:
+            from weflow.compile import remote
+
+            await remote.dispatch(self, step, self.spec.node_queue)
+            return
         started = _now()
         t0 = time.perf_counter()
         for name in step.nodes:
@@ -318,6 +352,15 @@ class PlanRun:
         get_run_logger().warning(message)
         result = outcome.frame
         return result.collect() if isinstance(result, pl.LazyFrame) else result
+
+
+def write_parquet(frame: pl.DataFrame, target: Path) -> Path:
+    """Write ``frame`` to ``target`` atomically (temp file + rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    frame.write_parquet(tmp)
+    tmp.replace(target)
+    return target
 
 
 async def _publish_failures(node: str, failures: list[dict[str, Any]], message: str) -> None:

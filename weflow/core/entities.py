@@ -32,6 +32,7 @@ class RunState(StrEnum):
     TIMED_OUT = "TIMED_OUT"
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"
+    REUSED = "REUSED"  # a resumed execution took this node's output from the execution it resumes
 
     @property
     def final(self) -> bool:

@@ -152,6 +152,7 @@ class Settings(_Frozen):
     persist_outputs: bool = False
     fuse: bool = True
     max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
+    node_queue: bool = False  # run each step on the node queue's task workers (WORKFLOW_NODE_QUEUE)
 
 
 class Definition(_Frozen):

@@ -1,0 +1,207 @@
+"""The node queue (``WORKFLOW_NODE_QUEUE``): steps run on Prefect task workers, not in the flow process.
+
+With ``settings.node_queue: true`` a run's flow keeps one task per step (its retries and timeout
+stay Prefect's), but that task only hands the step to a task worker: ``apply_async`` on the node
+task, whose task key names the queue, so every ``weflow node-worker`` serving that queue takes
+steps from it and adding workers adds capacity. Frames cross processes as Parquet files in the
+execution's spill folder (shared storage when workers are on other hosts); parameters carry the
+definition snapshot itself, so a node worker never needs the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import re
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import Task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import PrefectDistributedFuture
+from prefect.states import Cancelled
+
+from weflow.compile import plan as planning
+from weflow.compile.plan import Step
+from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec, write_parquet
+from weflow.config import settings
+from weflow.core.document import from_data
+from weflow.core.entities import RunState
+from weflow.errors import ContractError, NodeError
+from weflow.nodes.registry import node_types
+
+DEFAULT_QUEUE = "workflow-nodes"
+
+
+def node_queue() -> str:
+    """The queue name node steps go to: ``WORKFLOW_NODE_QUEUE``, or ``workflow-nodes``."""
+    return os.environ.get("WORKFLOW_NODE_QUEUE", DEFAULT_QUEUE)
+
+
+@dataclass
+class Outcome:
+    """What a node worker sends back: the step's records, its output file, or why it failed."""
+
+    records: dict[str, NodeRecord]
+    path: str | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    error_node: str | None = None
+    kind: str | None = None  # "contract", "timeout" or "node" when it failed
+
+
+async def run_step(
+    document: dict[str, Any],
+    nodes: list[str],
+    params: dict[str, Any],
+    inputs: dict[str, str],
+    output: str,
+    attempt: str = "",
+) -> Outcome:
+    """On a node worker: rebuild the step from the definition snapshot, run it, write its output.
+
+    ``nodes`` are the step's nodes in order, the last its root (the flow decided the fusion);
+    ``attempt`` is unique per attempt, so the cache policy Prefect gives task workers never
+    answers a retry with an earlier result.
+    """
+    definition = from_data(document)
+    types = node_types()
+    plan = planning.build(definition, types, fuse=False, persist_all=True)  # every edge, one node a step
+    members = set(nodes)
+    edges_in = tuple(e for e in plan.edges if e.target in members and e.source not in members)
+    root = nodes[-1]
+    step = Step(root, tuple(nodes), tuple(sorted(edges_in, key=lambda e: e.index)))
+    cfg = settings()  # data roots and the python allow-list are the node worker's own
+    run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=cfg.data_roots))
+    for source, path in inputs.items():
+        run.frames[source] = pl.read_parquet(path)
+    records = {n: run.records[n] for n in step.nodes}
+    try:
+        await run.attempt(step)
+    except BaseException as exc:  # the flow side turns this back into the step's failure
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            raise
+        kind = "contract" if isinstance(exc, ContractError) else "node"
+        if isinstance(exc, TimeoutError):
+            kind = "timeout"
+        failing = getattr(exc, "node", None) or root
+        message = str(exc) if isinstance(exc, ContractError | NodeError) else f"{type(exc).__name__}: {exc}"
+        return Outcome(records, None, run.failures, message, failing, kind)
+    written = write_parquet(run.frames[root], Path(output))
+    return Outcome(records, str(written), run.failures)
+
+
+_tasks: dict[str, Task[..., Any]] = {}
+
+
+def node_task(queue: str) -> Task[..., Any]:
+    """The task node workers serve for ``queue``.
+
+    Prefect routes a deferred task run to the task workers serving its task key, which it
+    derives from the function's name and code (and recomputes in ``with_options``), so each
+    queue gets a function of its own name: same queue and same weflow code, same key.
+    """
+    if queue not in _tasks:
+
+        async def on_queue(
+            document: dict[str, Any],
+            nodes: list[str],
+            params: dict[str, Any],
+            inputs: dict[str, str],
+            output: str,
+            attempt: str = "",
+        ) -> Outcome:
+            return await run_step(document, nodes, params, inputs, output, attempt)
+
+        on_queue.__name__ = on_queue.__qualname__ = "weflow_node_" + re.sub(r"\W", "_", queue)
+        _tasks[queue] = Task(on_queue, name=f"weflow-node/{queue}", cache_policy=NO_CACHE, log_prints=True)
+    return _tasks[queue]
+
+
+async def dispatch(run: PlanRun, step: Step, queue: str) -> None:
+    """In the flow: send ``step`` to the node queue, wait for it, take its records and output back."""
+    spill = run.spec.spill_dir
+    if spill is None:
+        raise NodeError(step.root, "the node queue needs a spill folder for frames (RunSpec.spill_dir)")
+    inputs = {}
+    for e in step.inputs:
+        if e.source not in run.paths:
+            run.paths[e.source] = str(write_parquet(run.frames[e.source], spill / f"{e.source}.parquet"))
+        inputs[e.source] = run.paths[e.source]
+    for name in step.nodes:
+        run.records[name].status = RunState.RUNNING
+        run.records[name].attempts += 1
+    kwargs = {
+        "document": run.plan.definition.model_dump(mode="json", by_alias=True),
+        "nodes": list(step.nodes),
+        "params": dict(run.spec.params),
+        "inputs": inputs,
+        "output": str(spill / f"{step.root}.parquet"),
+        "attempt": uuid.uuid4().hex,
+    }
+    future = await _submit(node_task(queue), kwargs)
+    try:
+        outcome: Outcome = await future.result_async()
+    except asyncio.CancelledError:
+        await _cancel(future.task_run_id)
+        raise
+    for name, rec in outcome.records.items():
+        mine = run.records[name]
+        attempts, group = mine.attempts, mine.group
+        for key, value in vars(rec).items():
+            setattr(mine, key, value)
+        mine.attempts, mine.group = attempts, group
+    run.failures.extend(outcome.failures)
+    if outcome.error is not None:
+        failing = outcome.error_node or step.root
+        if outcome.kind == "contract":
+            raise ContractError(outcome.error, workflow=run.spec.workflow, node=failing)
+        if outcome.kind == "timeout":
+            raise TimeoutError(outcome.error)
+        raise NodeError(failing, outcome.error)
+    assert outcome.path is not None
+    run.paths[step.root] = outcome.path
+    run.records[step.root].output_path = outcome.path
+    if step.root in run.keep:
+        run.frames[step.root] = await asyncio.to_thread(pl.read_parquet, outcome.path)
+
+
+async def _submit(node: Task[..., Any], kwargs: dict[str, Any]) -> PrefectDistributedFuture[Outcome]:
+    """``apply_async`` without the flow's run context in the stored parameters.
+
+    Prefect stores the caller's serialized run context with a deferred task's parameters; ours
+    holds the step task's arguments and the compiled flow, which hold live event-loop objects.
+    The task run is still created in this flow run, under this step's task run.
+    """
+    flow_ctx, task_ctx = FlowRunContext.get(), TaskRunContext.get()
+    detached = contextvars.copy_context()
+    detached.run(FlowRunContext.__var__.set, None)  # type: ignore[arg-type]
+    detached.run(TaskRunContext.__var__.set, None)  # type: ignore[arg-type]
+    created = asyncio.get_running_loop().create_task(
+        node.create_run(parameters=kwargs, flow_run_context=flow_ctx, parent_task_run_context=task_ctx, deferred=True),
+        context=detached,
+    )
+    task_run = await created
+    return PrefectDistributedFuture(task_run_id=task_run.id)
+
+
+async def _cancel(task_run_id: Any) -> None:
+    try:
+        async with get_client() as client:
+            await client.set_task_run_state(task_run_id, Cancelled(), force=True)
+    except Exception:  # best effort: the flow is going away anyway
+        traceback.print_exc()
+
+
+async def serve(queue: str | None = None, limit: int | None = 10) -> None:
+    """Be a node worker: take steps from ``queue`` (``WORKFLOW_NODE_QUEUE``) until stopped."""
+    from prefect.task_worker import serve as prefect_serve
+
+    await prefect_serve(node_task(queue or node_queue()), limit=limit)  # type: ignore[misc]
