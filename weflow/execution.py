@@ -39,8 +39,8 @@ from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
 from weflow.core import mermaid
-from weflow.core.entities import Execution, Mode, RunState
-from weflow.core.graph import upstream
+from weflow.core.entities import Compensation, Execution, Mode, RunState
+from weflow.core.graph import downstream, upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError, DefinitionError, ExecutionTimeout
 from weflow.nodes.registry import node_types
@@ -208,7 +208,9 @@ def prepare(
     return Prepared(definition, execution, PlanRun(plan, types, spec), params, timeout)
 
 
-def begin(prepared: Prepared, scope: Scope | None, queued: bool, flow_run_id: str | None = None) -> None:
+def begin(
+    prepared: Prepared, scope: Scope | None, queued: bool, flow_run_id: str | None = None, from_node: str | None = None
+) -> None:
     """Record the execution RUNNING (insert it, or move a QUEUED record on)."""
     started = datetime.now(UTC)
     prepared.execution = replace(
@@ -222,7 +224,7 @@ def begin(prepared: Prepared, scope: Scope | None, queued: bool, flow_run_id: st
             fields["flow_run_id"] = flow_run_id
         scope.catalog.update_execution(prepared.execution.id, **fields)
     else:
-        scope.catalog.insert_execution(prepared.execution)
+        scope.catalog.insert_execution(prepared.execution, from_node)
 
 
 def conclude(
@@ -235,8 +237,10 @@ def conclude(
     elif status is RunState.CANCELLED:
         run.mark_unfinished(RunState.CANCELLED, "execution cancelled")
     ok = status is RunState.SUCCEEDED
+    compensations: tuple[Compensation, ...] = ()
     if not ok:
         run.spill()  # what succeeded stays on disk for `weflow resume`
+        compensations = tuple(run.compensate())
     final = replace(
         prepared.execution,
         status=status,
@@ -247,6 +251,7 @@ def conclude(
         error_message=None if ok else _error_message(run.error, status, timeout),
         error_node=None if ok else run.error_node,
         output={n: {"rows": f.height, "columns": f.columns} for n, f in run.frames.items() if n in run.keep},
+        compensations=compensations,
     )
     nodes = [rec.frozen(final.id) for rec in run.records.values()]
     if scope is not None:
@@ -280,13 +285,17 @@ def execute(
     limit: int | None = None,
     queued: bool = False,
     node_queue: bool | None = None,
+    reuse: Mapping[str, str] | None = None,
+    from_node: str | None = None,
 ) -> RunResult:
     """Run a checked definition in this process as a Prefect flow; record it when given a scope.
 
     ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
     """
-    prepared = prepare(definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue)
-    begin(prepared, scope, queued)
+    prepared = prepare(
+        definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue, reuse=reuse
+    )
+    begin(prepared, scope, queued, from_node=from_node)
     api = server.ensure()
     t0 = time.perf_counter()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
@@ -361,6 +370,60 @@ def run(
     )
     resolve_inputs(definition, input_data)  # refuse bad input before anything is recorded
     return execute(definition, execution, scope=scope, persist=persist, fuse=fuse)
+
+
+def resume(execution_id: str, scope: Scope, *, from_node: str | None = None, latest_version: bool = False) -> RunResult:
+    """Run a failed (or any ended) execution again, reusing the outputs of the steps that succeeded.
+
+    The new execution is linked to the old one, on the old one's pinned version unless
+    ``latest_version``; it re-runs the failed steps, ``from_node`` and everything downstream of
+    it, and any step whose output is not on disk. On the latest version a step is reused only
+    if it and everything upstream of it are unchanged.
+    """
+    old = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if not old.status.final:
+        raise ConflictError(f"execution {execution_id} is still {old.status.value}: wait for it or cancel it")
+    if old.status is RunState.SUCCEEDED and from_node is None:
+        raise ConflictError(f"execution {execution_id} succeeded: nothing to resume (name a node with --from)")
+    before = check(version(old.workflow, scope, old.version).definition)
+    pinned = version(old.workflow, scope, None if latest_version else old.version)
+    definition = check(pinned.definition)
+    names = {n.name for n in definition.nodes}
+    if from_node is not None and from_node not in names:
+        raise DefinitionError(
+            [("from", f"no node {from_node!r} in {old.workflow} v{pinned.number} (nodes: {', '.join(sorted(names))})")],
+            workflow=old.workflow,
+        )
+    rerun = downstream(definition, from_node) if from_node is not None else set()
+    previous = {n.node: n for n in old.nodes}
+    reuse: dict[str, str] = {}
+    for step in planning.build(definition, node_types()).steps:
+        records = [previous.get(n) for n in step.nodes]
+        path = previous[step.root].output_path if step.root in previous else None
+        if rerun.intersection(step.nodes) or path is None or not Path(path).is_file():
+            continue
+        if not all(r is not None and r.status in (RunState.SUCCEEDED, RunState.REUSED) for r in records):
+            continue
+        if pinned.number != old.version and not _same_lineage(before, definition, step.root):
+            continue
+        reuse[step.root] = path
+    wf = get(old.workflow, scope)
+    execution = Execution(
+        id=str(uuid.uuid4()), workflow_id=wf.id, workflow=wf.name, version=pinned.number, mode=Mode.MANUAL,
+        user_id=scope.user.id, status=RunState.QUEUED, input_data=old.input_data, created_at=datetime.now(UTC),
+        timeout_seconds=old.timeout_seconds, resumed_from=old.id,
+    )  # fmt: skip
+    return execute(definition, execution, scope=scope, reuse=reuse, from_node=from_node)
+
+
+def _same_lineage(before: Definition, after: Definition, node: str) -> bool:
+    """``node`` and everything upstream of it are the same in both definitions."""
+    lineage = upstream(after, node)
+    if node not in {n.name for n in before.nodes} or upstream(before, node) != lineage:
+        return False
+    same_nodes = all(before.node(n) == after.node(n) for n in lineage)
+    wires = {(c.from_, c.to) for c in after.connections if c.to.node in lineage}
+    return same_nodes and wires == {(c.from_, c.to) for c in before.connections if c.to.node in lineage}
 
 
 _background: list[threading.Thread] = []

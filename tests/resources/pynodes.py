@@ -43,3 +43,17 @@ def whoami(frame: pl.DataFrame, seconds: float = 0.0) -> pl.DataFrame:
 
     time.sleep(seconds)
     return frame.with_columns(pl.lit(os.getpid()).alias("pid"))
+
+
+def counted(frame: pl.DataFrame, counter: str) -> pl.DataFrame:
+    """Pass the frame on, counting calls in the file ``counter`` (to prove a node did or did not run)."""
+    path = Path(counter)
+    path.write_text(str((int(path.read_text()) if path.exists() else 0) + 1))
+    return frame
+
+
+def fail_if_exists(frame: pl.DataFrame, marker: str) -> pl.DataFrame:
+    """Fail while the file ``marker`` exists (a fault the test can switch off)."""
+    if Path(marker).exists():
+        raise RuntimeError(f"failing on purpose while {marker} exists")
+    return frame

@@ -180,4 +180,36 @@ MIGRATIONS: tuple[str, ...] = (
     WHERE n.status IN ('FAILED', 'TIMED_OUT')
     GROUP BY ALL;
     """,
+    # 4: error recovery and alerts: resumed executions, compensations run, alert deliveries
+    """
+    CREATE TABLE execution_resumes (
+        execution_id VARCHAR PRIMARY KEY REFERENCES workflow_executions (id),
+        resumed_from VARCHAR NOT NULL REFERENCES workflow_executions (id),
+        from_node VARCHAR
+    );
+    CREATE TABLE compensations (
+        execution_id VARCHAR NOT NULL REFERENCES workflow_executions (id),
+        seq INTEGER NOT NULL,
+        node VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        detail VARCHAR,
+        done_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    );
+    CREATE TABLE alert_deliveries (
+        workflow_id INTEGER NOT NULL REFERENCES workflows (id),
+        subject VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error VARCHAR,
+        payload JSON NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        delivered_at TIMESTAMPTZ,
+        PRIMARY KEY (subject, rule)
+    );
+    """,
 )

@@ -16,6 +16,8 @@ import pyarrow as pa
 from weflow.catalog.session import session
 from weflow.core.document import content_hash, from_data
 from weflow.core.entities import (
+    AlertDelivery,
+    Compensation,
     Execution,
     Mode,
     NodeExecution,
@@ -36,7 +38,11 @@ _WORKFLOW_COLUMNS = (
 _EXECUTION_COLUMNS = (
     "e.id, e.workflow_id, w.name, e.version, e.mode, e.user_id, e.status, e.input_data, e.flow_run_id, "
     "e.created_at, e.started_at, e.finished_at, e.duration_ms, e.error_type, e.error_message, "
-    "e.error_node, e.output, e.timeout_seconds"
+    "e.error_node, e.output, e.timeout_seconds, r.resumed_from"
+)
+_EXECUTION_FROM = (
+    "workflow_executions e JOIN workflows w ON w.id = e.workflow_id "
+    "LEFT JOIN execution_resumes r ON r.execution_id = e.id"
 )
 _NODE_EXECUTION_COLUMNS = (
     "execution_id, node, status, attempts, rows_in, rows_out, started_at, finished_at, duration_ms, "
@@ -57,7 +63,9 @@ def _workflow(row: Sequence[Any]) -> Workflow:
     )  # fmt: skip
 
 
-def _execution(row: Sequence[Any], nodes: tuple[NodeExecution, ...] = ()) -> Execution:
+def _execution(
+    row: Sequence[Any], nodes: tuple[NodeExecution, ...] = (), compensations: tuple[Compensation, ...] = ()
+) -> Execution:
     return Execution(
         id=row[0], workflow_id=row[1], workflow=row[2], version=row[3], mode=Mode(row[4]),
         user_id=row[5], status=RunState(row[6]),
@@ -65,7 +73,7 @@ def _execution(row: Sequence[Any], nodes: tuple[NodeExecution, ...] = ()) -> Exe
         created_at=row[9], started_at=row[10], finished_at=row[11], duration_ms=row[12],
         error_type=row[13], error_message=row[14], error_node=row[15],
         output=json.loads(row[16]) if row[16] is not None else None, timeout_seconds=row[17],
-        nodes=nodes,
+        resumed_from=row[18], nodes=nodes, compensations=compensations,
     )  # fmt: skip
 
 
@@ -298,9 +306,9 @@ class Catalog:
             if not purge:
                 return
             ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
-            for table in ("contract_failures", "node_executions"):
+            for table in ("contract_failures", "node_executions", "compensations", "execution_resumes"):
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
-            for table in ("workflow_nodes", "workflow_node_connections", "webhook_tokens"):
+            for table in ("workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries"):
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
         with self.transaction() as con:
             for table in ("workflow_executions", "workflow_versions"):
@@ -310,7 +318,8 @@ class Catalog:
 
     # --- executions -------------------------------------------------------------
 
-    def insert_execution(self, execution: Execution) -> None:
+    def insert_execution(self, execution: Execution, from_node: str | None = None) -> None:
+        """A new execution; one that resumes another is linked to it (``from_node``: where it restarts)."""
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO workflow_executions (id, workflow_id, version, mode, user_id, status, "
@@ -322,6 +331,10 @@ class Catalog:
                  execution.flow_run_id, execution.created_at or _now(), execution.started_at,
                  execution.timeout_seconds],
             )  # fmt: skip
+            if execution.resumed_from is not None:
+                con.execute(
+                    "INSERT INTO execution_resumes VALUES (?, ?, ?)", [execution.id, execution.resumed_from, from_node]
+                )
 
     def update_execution(self, execution_id: str, **fields: Any) -> None:
         """Set some columns of an execution (json-encodes dict values)."""
@@ -399,6 +412,13 @@ class Catalog:
                 con.register("_weflow_failures", table)
                 con.execute("INSERT INTO contract_failures SELECT * FROM _weflow_failures")
                 con.unregister("_weflow_failures")
+            if execution.compensations:
+                con.execute("DELETE FROM compensations WHERE execution_id = ?", [execution.id])
+                for seq, c in enumerate(execution.compensations):
+                    con.execute(
+                        "INSERT INTO compensations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [execution.id, seq, c.node, c.action, c.status, c.detail, c.at or _now()],
+                    )
             if execution.status.final:
                 con.execute(
                     "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
@@ -408,10 +428,7 @@ class Catalog:
 
     def execution(self, execution_id: str, organization_id: int | None = None) -> Execution:
         with self.transaction() as con:
-            sql = (
-                f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions e "
-                "JOIN workflows w ON w.id = e.workflow_id WHERE e.id = ?"
-            )
+            sql = f"SELECT {_EXECUTION_COLUMNS} FROM {_EXECUTION_FROM} WHERE e.id = ?"
             params: list[Any] = [execution_id]
             if organization_id is not None:
                 sql += " AND w.organization_id = ?"
@@ -424,15 +441,16 @@ class Catalog:
                 "ORDER BY started_at NULLS LAST, node",
                 [execution_id],
             ).fetchall()
-        return _execution(row, tuple(_node_execution(n) for n in nodes))
+            undone = con.execute(
+                "SELECT node, action, status, detail, done_at FROM compensations WHERE execution_id = ? ORDER BY seq",
+                [execution_id],
+            ).fetchall()
+        return _execution(row, tuple(_node_execution(n) for n in nodes), tuple(Compensation(*c) for c in undone))
 
     def executions(
         self, organization_id: int, workflow_id: int | None = None, limit: int = 100, offset: int = 0
     ) -> list[Execution]:
-        sql = (
-            f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions e "
-            "JOIN workflows w ON w.id = e.workflow_id WHERE w.organization_id = ?"
-        )
+        sql = f"SELECT {_EXECUTION_COLUMNS} FROM {_EXECUTION_FROM} WHERE w.organization_id = ?"
         params: list[Any] = [organization_id]
         if workflow_id is not None:
             sql += " AND e.workflow_id = ?"
@@ -486,3 +504,57 @@ class Catalog:
             ).fetchall()
         keys = ("node", "column", "check", "failure_case", "index")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # --- alerts -------------------------------------------------------------------
+
+    def claim_alert(self, delivery: AlertDelivery) -> bool:
+        """Record an alert about to be sent; False if this rule already fired for this subject."""
+        with self.transaction() as con:
+            inserted = con.execute(
+                "INSERT INTO alert_deliveries (workflow_id, subject, rule, kind, target, status, attempts, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING RETURNING subject",
+                [delivery.workflow_id, delivery.subject, delivery.rule, delivery.kind, delivery.target,
+                 delivery.status, json.dumps(delivery.payload, default=str)],
+            ).fetchall()  # fmt: skip
+        return bool(inserted)
+
+    def update_alert(self, subject: str, rule: str, **fields: Any) -> None:
+        allowed = {"status", "attempts", "last_error", "delivered_at"}
+        if set(fields) - allowed:
+            raise CatalogError(f"cannot set {sorted(set(fields) - allowed)} on an alert delivery")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as con:
+            con.execute(
+                f"UPDATE alert_deliveries SET {cols} WHERE subject = ? AND rule = ?", [*fields.values(), subject, rule]
+            )
+
+    def alert_deliveries(self, workflow_id: int | None = None, subject: str | None = None) -> list[AlertDelivery]:
+        sql = (
+            "SELECT workflow_id, subject, rule, kind, target, status, attempts, payload, last_error, created_at, "
+            "delivered_at FROM alert_deliveries WHERE true"
+        )
+        params: list[Any] = []
+        if workflow_id is not None:
+            sql += " AND workflow_id = ?"
+            params.append(workflow_id)
+        if subject is not None:
+            sql += " AND subject = ?"
+            params.append(subject)
+        with self.transaction() as con:
+            rows = con.execute(sql + " ORDER BY created_at, rule", params).fetchall()
+        return [
+            AlertDelivery(
+                workflow_id=r[0],
+                subject=r[1],
+                rule=r[2],
+                kind=r[3],
+                target=r[4],
+                status=r[5],
+                attempts=r[6],
+                payload=json.loads(r[7]),
+                last_error=r[8],
+                created_at=r[9],
+                delivered_at=r[10],
+            )
+            for r in rows
+        ]

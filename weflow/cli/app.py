@@ -308,11 +308,16 @@ def _show_execution(e: Execution, fmt: Format) -> None:
         return
     out.print(f"execution {e.id}")
     out.print(f"{e.workflow} v{e.version} {e.mode.value}: [bold]{e.status.value}[/bold] in {_ms(e.duration_ms)}")
+    if e.resumed_from:
+        out.print(f"resumes execution {e.resumed_from}")
     if e.error_message:
         out.print(f"error ({e.error_type}, node {e.error_node}): {e.error_message}", highlight=False)
     table(None, ["node", "status", "attempts", "rows in", "rows out", "duration", "fused into", "error"],
           [(n.node, n.status.value, n.attempts, n.rows_in, n.rows_out, _ms(n.duration_ms), n.group or "",
             (n.error or "")[:200]) for n in e.nodes])  # fmt: skip
+    if e.compensations:
+        table("compensations (newest first)", ["node", "action", "status", "detail"],
+              [(c.node, c.action, c.status, c.detail or "") for c in e.compensations])  # fmt: skip
 
 
 @app.command()
@@ -377,6 +382,22 @@ def cancel(execution_id: str) -> None:
 
     found = service.cancel(execution_id, scope())
     out.print(f"execution {found.id}: {found.status.value} (cancellation requested)")
+
+
+@app.command()
+def resume(
+    execution_id: str,
+    from_node: Annotated[str | None, typer.Option("--from", help="re-run this node and all after it")] = None,
+    latest_version: Annotated[bool, typer.Option("--latest-version", help="run the current version")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Run an ended execution again, reusing the outputs of the steps that succeeded."""
+    from weflow import execution as service
+
+    result = service.resume(execution_id, scope(), from_node=from_node, latest_version=latest_version)
+    _show_execution(result.execution, fmt)
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @app.command()

@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from weflow import contracts
 from weflow.compile.plan import Plan, Step
-from weflow.core.entities import NodeExecution, RunState
+from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
 from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
@@ -175,6 +175,8 @@ class PlanRun:
         self.error: BaseException | None = None
         self.error_node: str | None = None
         self.keep = spec.keep or frozenset(plan.terminals)
+        self.undo: list[tuple[str, str, Callable[[], str]]] = []  # (node, action, run), first per node
+        self.effected: set[str] = set()  # nodes whose run returned: their effect happened
 
     async def run(self) -> PlanResult:
         self.done = {s.root: asyncio.Event() for s in self.plan.steps}
@@ -228,6 +230,27 @@ class PlanRun:
         rec = self.records[step.root]
         rec.output_path, rec.rows_out = path, frame.height
         self.succeeded.add(step.root)
+
+    def _registrar(self, node: str) -> Callable[[str, Callable[[], str]], None]:
+        def register(action: str, run: Callable[[], str]) -> None:
+            if all(n != node for n, _, _ in self.undo):  # the first state seen is the one to restore
+                self.undo.append((node, action, run))
+
+        return register
+
+    def compensate(self) -> list[Compensation]:
+        """After a failure: undo what completed nodes did, newest first; every outcome is returned."""
+        done = []
+        for node, action, run in reversed(self.undo):
+            if node not in self.effected:
+                continue
+            try:
+                outcome = Compensation(node, action, "DONE", run(), _now())
+            except Exception as exc:
+                outcome = Compensation(node, action, "FAILED", f"{type(exc).__name__}: {exc}", _now())
+            done.append(outcome)
+        self.undo.clear()
+        return done
 
     def spill(self) -> None:
         """Write the in-memory output of every succeeded step to ``spill_dir`` (so a resume can reuse it)."""
@@ -299,7 +322,10 @@ class PlanRun:
                 if contract is not None:
                     frame = await self._check(name, contract, frame, f"input {e.port!r}")
                 items.append(Input(e.source, e.port, frame.lazy()))
-            ctx = RunContext(self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger)
+            ctx = RunContext(
+                self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger,
+                work_dir=self.spec.spill_dir, undo=self._registrar(name) if node.compensate else None,
+            )  # fmt: skip
             config = node_type.config.model_validate(node.config)
             try:
                 if node_type.lazy:
@@ -310,6 +336,7 @@ class PlanRun:
                 raise
             except Exception as exc:
                 raise NodeError(name, f"{type(exc).__name__}: {exc}") from exc
+            self.effected.add(name)
             if self.spec.limit is not None and node_type.kind == "source":
                 out = out.head(self.spec.limit)
             local[name] = out

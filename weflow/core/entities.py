@@ -101,6 +101,34 @@ class NodeExecution:
 
 
 @dataclass(frozen=True)
+class Compensation:
+    """A compensating action run after a failure, undoing what a completed node did."""
+
+    node: str
+    action: str
+    status: str  # DONE or FAILED
+    detail: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    """One alert sent (or tried) for one subject: an execution id, or a missed schedule slot."""
+
+    workflow_id: int
+    subject: str
+    rule: str
+    kind: str
+    target: str
+    status: str  # PENDING, DELIVERED or FAILED
+    attempts: int
+    payload: dict[str, Any]
+    last_error: str | None = None
+    created_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Execution:
     id: str
     workflow_id: int
@@ -121,3 +149,5 @@ class Execution:
     output: dict[str, Any] | None = None
     timeout_seconds: float | None = None
     nodes: tuple[NodeExecution, ...] = field(default=())
+    resumed_from: str | None = None
+    compensations: tuple[Compensation, ...] = field(default=())

@@ -222,3 +222,17 @@ def upstream(definition: Definition, target: str) -> set[str]:
             seen.add(name)
             todo.extend(parents.get(name, []))
     return seen
+
+
+def downstream(definition: Definition, source: str) -> set[str]:
+    """The node and everything that depends on it."""
+    children: dict[str, list[str]] = {}
+    for conn in definition.connections:
+        children.setdefault(conn.from_.node, []).append(conn.to.node)
+    seen, todo = set(), [source]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(children.get(name, []))
+    return seen

@@ -99,6 +99,7 @@ class Node(_Frozen):
     contract: Contract | None = None
     input_contracts: dict[str, Contract] = Field(default_factory=dict)
     persist: bool = False
+    compensate: bool = True  # undo this node's effect (a sink restores what it replaced) if a later node fails
     position: Position | None = None
 
 

@@ -66,6 +66,13 @@ class RunContext:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger("weflow.nodes")
     )
+    work_dir: Path | None = None  # this run's own folder (backups for compensation)
+    undo: Callable[[str, Callable[[], str]], None] | None = None  # register a compensating action
+
+    def compensation(self, action: str, run: Callable[[], str]) -> None:
+        """Register what undoes this node's effect if a later node fails: ``run()`` returns what it did."""
+        if self.undo is not None:
+            self.undo(action, run)
 
 
 @dataclass(frozen=True)

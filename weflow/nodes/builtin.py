@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -289,15 +290,44 @@ def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _keep_previous_file(target: Path, ctx: RunContext) -> None:
+    """Before a sink replaces ``target``: register the compensation that puts the old file back."""
+    if ctx.undo is None:
+        return
+    if not target.exists():
+
+        def remove() -> str:
+            target.unlink(missing_ok=True)
+            return f"removed {target} (it did not exist before)"
+
+        ctx.compensation(f"remove {target.name}", remove)
+        return
+    if ctx.work_dir is None:
+        return
+    backup = ctx.work_dir / "undo" / f"{ctx.node}{target.suffix}"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(target, backup)
+
+    def restore() -> str:
+        os.replace(backup, target)
+        return f"restored the previous {target}"
+
+    ctx.compensation(f"restore {target.name}", restore)
+
+
 def _write_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     frame = inputs.one().collect()
-    _atomic_write(resolve_path(config.path, ctx.data_roots), frame.write_parquet)
+    target = resolve_path(config.path, ctx.data_roots)
+    _keep_previous_file(target, ctx)
+    _atomic_write(target, frame.write_parquet)
     return frame
 
 
 def _write_csv(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     frame = inputs.one().collect()
-    _atomic_write(resolve_path(config.path, ctx.data_roots), frame.write_csv)
+    target = resolve_path(config.path, ctx.data_roots)
+    _keep_previous_file(target, ctx)
+    _atomic_write(target, frame.write_csv)
     return frame
 
 
@@ -313,6 +343,7 @@ def _write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
+        _keep_previous_table(con, path, config.table, ctx)
         con.register("_weflow_frame", frame.to_arrow())
         con.execute("BEGIN")
         try:
@@ -328,6 +359,38 @@ def _write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext
     finally:
         con.close()
     return frame
+
+
+def _keep_previous_table(con: duckdb.DuckDBPyConnection, database: Path, table: str, ctx: RunContext) -> None:
+    """Before a sink changes ``table``: save it as Parquet and register the compensation restoring it."""
+    if ctx.undo is None:
+        return
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [table]
+    ).fetchone()
+    if not exists or not exists[0]:
+
+        def drop() -> str:
+            with duckdb.connect(str(database)) as undo:
+                undo.execute(f'DROP TABLE IF EXISTS "{table}"')
+            return f"dropped {table} in {database.name} (it did not exist before)"
+
+        ctx.compensation(f"drop table {table}", drop)
+        return
+    if ctx.work_dir is None:
+        return
+    backup = ctx.work_dir / "undo" / f"{ctx.node}.parquet"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    quoted = str(backup).replace("'", "''")
+    con.execute(f"COPY \"{table}\" TO '{quoted}' (FORMAT parquet)")
+
+    def restore() -> str:
+        with duckdb.connect(str(database)) as undo:
+            undo.execute(f"CREATE OR REPLACE TABLE \"{table}\" AS SELECT * FROM read_parquet('{quoted}')")
+        backup.unlink(missing_ok=True)
+        return f"restored the previous table {table} in {database.name}"
+
+    ctx.compensation(f"restore table {table}", restore)
 
 
 def _check_sql(config: Any) -> None:
