@@ -32,7 +32,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Cancelling
 
-from weflow import deploy, server
+from weflow import deploy, monitor, server
 from weflow.compile import plan as planning
 from weflow.compile import remote
 from weflow.compile.flow import compile_flow
@@ -256,6 +256,7 @@ def conclude(
     nodes = [rec.frozen(final.id) for rec in run.records.values()]
     if scope is not None:
         scope.catalog.finish_execution(final, nodes, run.failures)
+        monitor.alert(final, prepared.definition, scope)
     outputs = {n: f for n, f in run.frames.items() if n in run.keep}
     return RunResult(replace(final, nodes=tuple(nodes)), outputs, prepared.definition, list(run.failures))
 
@@ -563,6 +564,7 @@ def sync(scope: Scope) -> list[Execution]:
         ]
         if scope.catalog.finish_execution(fixed, nodes, only_if_unfinished=True):
             repaired.append(fixed)
+            monitor.alert(fixed, version(e.workflow, scope, e.version).definition, scope)
     return repaired
 
 

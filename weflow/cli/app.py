@@ -429,7 +429,7 @@ def up(
     port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
 ) -> None:
     """Bring up the local stack: Prefect server (UI), deployments, a worker; Ctrl-C stops it."""
-    from weflow import deploy
+    from weflow import deploy, monitor
     from weflow import execution as service
     from weflow.compile import remote
 
@@ -455,7 +455,12 @@ def up(
         out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
         if not exit_after:
             out.print("running; Ctrl-C stops the worker" + ("" if existing else " and the server"))
+            checked = 0.0
             while worker.poll() is None:
+                if time.monotonic() - checked > 60:  # missed-schedule alerts, once a minute
+                    checked = time.monotonic()
+                    for sent in monitor.missed_schedules(sc):
+                        out.print(f"alert {sent.rule} ({sent.workflow_id}): {sent.status}")
                 time.sleep(1)
     except KeyboardInterrupt:
         out.print("stopping ...")
@@ -488,6 +493,39 @@ def node_worker(
         asyncio.run(remote.serve(name, limit))
     except KeyboardInterrupt:
         out.print("stopped")
+
+
+alerts_app = typer.Typer(help="Alert deliveries and the missed-schedule check.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    name: Annotated[str | None, typer.Argument(help="only this workflow")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Alerts sent (or that failed to send), oldest first."""
+    sc = scope()
+    wf_id = workflows.get(name, sc).id if name else None
+    mine = {w.id: w.name for w in workflows.list_workflows(sc)}
+    found = [d for d in sc.catalog.alert_deliveries(wf_id) if d.workflow_id in mine]
+    if fmt is Format.json:
+        emit_json(found)
+        return
+    table(None, ["when", "workflow", "alert", "kind", "subject", "status", "attempts", "error"],
+          [(_when(d.created_at), mine[d.workflow_id], d.rule, d.kind, d.subject, d.status, d.attempts,
+            d.last_error or "") for d in found])  # fmt: skip
+
+
+@alerts_app.command("check")
+def alerts_check() -> None:
+    """Send missed-schedule alerts for cron slots that passed with no run (``weflow up`` does it every minute)."""
+    from weflow import monitor
+
+    sent = monitor.missed_schedules(scope())
+    for d in sent:
+        out.print(f"{d.rule}: {d.payload.get('message')} -> {d.status}")
+    out.print(f"{len(sent)} alert(s) sent")
 
 
 server_app = typer.Typer(help="The local Prefect server weflow runs on.", no_args_is_help=True)

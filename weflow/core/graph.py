@@ -134,6 +134,18 @@ def check(definition: Definition, signatures: Mapping[str, NodeSignature]) -> No
                 what = "an input" if len(sig.inputs) == 1 else f"one input on port {port!r}"
                 problems.append((f"nodes[{i}]", f"{node.type} {name!r} takes {what}, got {got}"))
 
+    rule_names: dict[str, int] = {}
+    for i, rule in enumerate(definition.alerts):
+        if rule.name in rule_names:
+            problems.append(
+                (f"alerts[{i}].name", f"duplicate alert name {rule.name!r} (also alerts[{rule_names[rule.name]}])")
+            )
+        rule_names.setdefault(rule.name, i)
+        if rule.node is not None and rule.node not in index:
+            problems.append((f"alerts[{i}].node", f"unknown node {rule.node!r}"))
+        if rule.on == "missed_schedule" and not definition.schedule:
+            problems.append((f"alerts[{i}].on", "a missed_schedule alert needs the workflow to have a schedule"))
+
     if not problems:
         cycle = find_cycle(definition)
         if cycle:

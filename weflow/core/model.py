@@ -156,6 +156,47 @@ class Settings(_Frozen):
     node_queue: bool = False  # run each step on the node queue's task workers (WORKFLOW_NODE_QUEUE)
 
 
+AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]
+
+
+class AlertRule(_Frozen):
+    """When to alert and where: a JSON POST to ``webhook``, at most once per execution (or missed slot).
+
+    - ``failure``: the execution FAILED or TIMED_OUT;
+    - ``duration``: it took over ``max_seconds``, or over ``p95_factor`` x the p95 of recent runs;
+    - ``rows``: ``node``'s output rows outside ``min_rows``..``max_rows``, or over ``median_factor``
+      x (or under 1/``median_factor`` of) the median of recent runs;
+    - ``missed_schedule``: a cron slot passed ``grace_seconds`` ago with no run started for it.
+    "Recent runs" are the last ``history`` successful ones; no comparison before ``min_history``.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    on: AlertKind
+    webhook: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    max_seconds: float | None = Field(default=None, gt=0)
+    p95_factor: float | None = Field(default=None, gt=1)
+    node: str | None = None
+    min_rows: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    median_factor: float | None = Field(default=None, gt=1)
+    history: int = Field(default=20, ge=1, le=1000)
+    min_history: int = Field(default=5, ge=1, le=1000)
+    grace_seconds: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertRule:
+        if self.on == "duration" and self.max_seconds is None and self.p95_factor is None:
+            raise ValueError("a duration alert needs max_seconds or p95_factor")
+        if self.on == "rows":
+            if self.node is None:
+                raise ValueError("a rows alert needs the node whose output it watches")
+            if self.min_rows is None and self.max_rows is None and self.median_factor is None:
+                raise ValueError("a rows alert needs min_rows, max_rows or median_factor")
+        if self.min_rows is not None and self.max_rows is not None and self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows {self.min_rows} is over max_rows {self.max_rows}")
+        return self
+
+
 class Definition(_Frozen):
     """A workflow definition document: the canonical, storable form of a workflow."""
 
@@ -166,6 +207,7 @@ class Definition(_Frozen):
     configuration: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Input] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
+    alerts: tuple[AlertRule, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     connections: tuple[Connection, ...] = ()
 
@@ -228,7 +270,7 @@ class Definition(_Frozen):
             doc["schedule"] = self.schedule[0]
         if self.connections:
             doc["connections"] = [c.model_dump(by_alias=True) for c in self.connections]
-        order = ["name", "description", "status", "schedule", "configuration", "inputs", "settings"]
+        order = ["name", "description", "status", "schedule", "configuration", "inputs", "settings", "alerts"]
         ordered = {k: doc[k] for k in order if k in doc}
         ordered.update({k: v for k, v in doc.items() if k not in ordered})
         return ordered
