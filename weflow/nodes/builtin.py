@@ -365,10 +365,10 @@ def _keep_previous_table(con: duckdb.DuckDBPyConnection, database: Path, table: 
     """Before a sink changes ``table``: save it as Parquet and register the compensation restoring it."""
     if ctx.undo is None:
         return
-    exists = con.execute(
+    [(exists,)] = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [table]
-    ).fetchone()
-    if not exists or not exists[0]:
+    ).fetchall()
+    if not exists:
 
         def drop() -> str:
             with duckdb.connect(str(database)) as undo:
