@@ -188,6 +188,7 @@ def prepare(
     limit: int | None = None,
     node_queue: bool | None = None,
     reuse: Mapping[str, str] | None = None,
+    dask: str | None = None,
 ) -> Prepared:
     cfg = settings()
     on_queue = definition.settings.node_queue if node_queue is None else node_queue
@@ -201,6 +202,7 @@ def prepare(
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
         node_queue=remote.node_queue() if on_queue else None,
+        dask=None if on_queue else (dask or definition.settings.dask),
         spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
         reuse=dict(reuse or {}),
     )
@@ -288,13 +290,14 @@ def execute(
     node_queue: bool | None = None,
     reuse: Mapping[str, str] | None = None,
     from_node: str | None = None,
+    dask: str | None = None,
 ) -> RunResult:
     """Run a checked definition in this process as a Prefect flow; record it when given a scope.
 
     ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
     """
     prepared = prepare(
-        definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue, reuse=reuse
+        definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue, reuse=reuse, dask=dask
     )
     begin(prepared, scope, queued, from_node=from_node)
     api = server.ensure()

@@ -23,7 +23,13 @@ def compile_flow(run: PlanRun, timeout_seconds: float, name: str | None = None) 
             raise RunFailed(str(result.error) if result.error else result.status.value)
         return result
 
+    extra: dict[str, Any] = {}
+    if run.spec.dask is not None:
+        from weflow.compile.remote import dask_runner
+
+        extra["task_runner"] = dask_runner(run.spec.dask)
     decorate = flow(
+        **extra,
         name=name or run.plan.definition.name,
         timeout_seconds=timeout_seconds,
         persist_result=False,

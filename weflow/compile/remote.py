@@ -28,6 +28,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectDistributedFuture
 from prefect.states import Cancelled
 
+from weflow import config
 from weflow.compile import plan as planning
 from weflow.compile.plan import Step
 from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec, write_parquet
@@ -64,8 +65,12 @@ async def run_step(
     inputs: dict[str, str],
     output: str,
     attempt: str = "",
+    trusted: dict[str, Any] | None = None,
 ) -> Outcome:
     """On a node worker: rebuild the step from the definition snapshot, run it, write its output.
+
+    ``trusted``: data roots and python allow-list of the flow's own settings, sent only to the
+    flow's own Dask workers; a node worker of the node queue always applies its own settings.
 
     ``nodes`` are the step's nodes in order, the last its root (the flow decided the fusion);
     ``attempt`` is unique per attempt, so the cache policy Prefect gives task workers never
@@ -78,6 +83,12 @@ async def run_step(
     edges_in = tuple(e for e in plan.edges if e.target in members and e.source not in members)
     root = nodes[-1]
     step = Step(root, tuple(nodes), tuple(sorted(edges_in, key=lambda e: e.index)))
+    if trusted is not None:
+        with config.using(
+            data_roots=tuple(Path(p) for p in trusted["data_roots"]),
+            python_node_modules=tuple(trusted["python_node_modules"]),
+        ):
+            return await run_step(document, nodes, params, inputs, output, attempt)
     cfg = settings()  # data roots and the python allow-list are the node worker's own
     run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=cfg.data_roots))
     for source, path in inputs.items():
@@ -125,8 +136,12 @@ def node_task(queue: str) -> Task[..., Any]:
     return _tasks[queue]
 
 
-async def dispatch(run: PlanRun, step: Step, queue: str) -> None:
-    """In the flow: send ``step`` to the node queue, wait for it, take its records and output back."""
+_dask_task: Task[..., Any] = Task(run_step, name="weflow-step/dask", cache_policy=NO_CACHE, persist_result=False)
+
+
+async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
+    """In the flow: send ``step`` to the node queue (or, without one, to the flow's Dask task
+    runner), wait for it, take its records and output back."""
     spill = run.spec.spill_dir
     if spill is None:
         raise NodeError(step.root, "the node queue needs a spill folder for frames (RunSpec.spill_dir)")
@@ -146,12 +161,18 @@ async def dispatch(run: PlanRun, step: Step, queue: str) -> None:
         "output": str(spill / f"{step.root}.parquet"),
         "attempt": uuid.uuid4().hex,
     }
-    future = await _submit(node_task(queue), kwargs)
-    try:
-        outcome: Outcome = await future.result_async()
-    except asyncio.CancelledError:
-        await _cancel(future.task_run_id)
-        raise
+    if queue is None:  # Dask: the flow's task runner ships the step to a Dask worker
+        cfg = settings()
+        trusted = {"data_roots": [str(r) for r in cfg.data_roots], "python_node_modules": list(cfg.python_node_modules)}
+        submitted = _dask_task.submit(**kwargs, trusted=trusted)
+        outcome: Outcome = await asyncio.to_thread(submitted.result)
+    else:
+        future = await _submit(node_task(queue), kwargs)
+        try:
+            outcome = await future.result_async()
+        except asyncio.CancelledError:
+            await _cancel(future.task_run_id)
+            raise
     for name, rec in outcome.records.items():
         mine = run.records[name]
         attempts, group = mine.attempts, mine.group
@@ -198,6 +219,18 @@ async def _cancel(task_run_id: Any) -> None:
             await client.set_task_run_state(task_run_id, Cancelled(), force=True)
     except Exception:  # best effort: the flow is going away anyway
         traceback.print_exc()
+
+
+def dask_runner(address: str) -> Any:
+    """A prefect-dask task runner: on the cluster at ``address``, or ``local`` for a local cluster
+    of ``WEFLOW_DASK_WORKERS`` (default 2) single-threaded worker processes."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    if address == "local":
+        workers = int(os.environ.get("WEFLOW_DASK_WORKERS", "2"))
+        cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+        return DaskTaskRunner(cluster_kwargs={**cluster, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    return DaskTaskRunner(address=address)
 
 
 async def serve(queue: str | None = None, limit: int | None = 10) -> None:

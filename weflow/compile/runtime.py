@@ -145,6 +145,7 @@ class RunSpec:
     keep: frozenset[str] = frozenset()  # node outputs to return (terminals by default)
     limit: int | None = None  # preview: cap every source at this many rows
     node_queue: str | None = None  # run every step on the Prefect task workers serving this queue
+    dask: str | None = None  # run every step on Dask: a scheduler address, or "local" for a local cluster
     spill_dir: Path | None = None  # where frames go when they leave the process (node queue, resume)
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
 
@@ -177,6 +178,11 @@ class PlanRun:
         self.keep = spec.keep or frozenset(plan.terminals)
         self.undo: list[tuple[str, str, Callable[[], str]]] = []  # (node, action, run), first per node
         self.effected: set[str] = set()  # nodes whose run returned: their effect happened
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Prefect serializes a run's context for remote task runs (Dask, task workers); the live
+        state of a run (frames, events) never leaves its process: it travels as a label."""
+        return (str, (f"<run of {self.spec.workflow}>",))
 
     async def run(self) -> PlanResult:
         self.done = {s.root: asyncio.Event() for s in self.plan.steps}
@@ -293,7 +299,7 @@ class PlanRun:
 
     async def attempt(self, step: Step) -> None:
         """One attempt of a step: build its nodes' plans, collect once, check, persist."""
-        if self.spec.node_queue is not None:
+        if self.spec.node_queue is not None or self.spec.dask is not None:
             from weflow.compile import remote
 
             await remote.dispatch(self, step, self.spec.node_queue)

@@ -154,6 +154,7 @@ class Settings(_Frozen):
     fuse: bool = True
     max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
     node_queue: bool = False  # run each step on the node queue's task workers (WORKFLOW_NODE_QUEUE)
+    dask: str | None = Field(default=None, pattern=r"^(local|tcp://[A-Za-z0-9_.\-]+:\d+)$")  # steps on Dask
 
 
 AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]
