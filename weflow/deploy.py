@@ -152,8 +152,14 @@ def parameter_schema(definition: Definition) -> dict[str, Any]:
     }
 
 
-def _job_env() -> dict[str, str]:
-    """What the flow process needs to find the catalog and data, as absolute paths."""
+def _job_env(api_url: str | None = None) -> dict[str, str]:
+    """What the flow process needs to find the catalog and data, as absolute paths.
+
+    With ``api_url`` the runs report to the weflow API instead: the job names no catalog, data
+    roots or allow-list, so each worker applies its own (and holds its own API key).
+    """
+    if api_url:
+        return {"WEFLOW_API_URL": api_url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds())}
     cfg = settings()
     env = {
         "WEFLOW_CATALOG": str(cfg.catalog.resolve()),
@@ -168,7 +174,9 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def _spec(workflow: Workflow, definition: Definition, version_number: int) -> dict[str, Any]:
+def _spec(
+    workflow: Workflow, definition: Definition, version_number: int, api_url: str | None = None
+) -> dict[str, Any]:
     active = workflow.status is Status.ACTIVE
     spec: dict[str, Any] = {
         "name": workflow.name,
@@ -180,7 +188,7 @@ def _spec(workflow: Workflow, definition: Definition, version_number: int) -> di
         "work_queue_name": execution_queue(),
         "entrypoint": ENTRYPOINT,
         "path": str(ROOT),
-        "job_variables": {"working_dir": str(ROOT), "env": _job_env()},
+        "job_variables": {"working_dir": str(ROOT), "env": _job_env(api_url)},
         "paused": not active,
         "concurrency_limit": definition.settings.max_concurrent_runs,
         "schedules": [{"cron": c, "active": active} for c in definition.schedule],
@@ -206,7 +214,7 @@ async def _existing(client: PrefectClient) -> dict[str, Any]:
     return {d.name: d for d in found if any(t.startswith("workflow:") for t in d.tags or [])}
 
 
-async def _deploy(scope: Scope) -> list[Deployed]:
+async def _deploy(scope: Scope, api_url: str | None) -> list[Deployed]:
     results: list[Deployed] = []
     async with get_client() as client:
         await _ensure_pool(client)
@@ -216,7 +224,7 @@ async def _deploy(scope: Scope) -> list[Deployed]:
         wanted = [w for w in list_workflows(scope) if w.status in (Status.ACTIVE, Status.PAUSED)]
         for wf in wanted:
             ver = version(wf.name, scope)
-            spec = _spec(wf, ver.definition, ver.number)
+            spec = _spec(wf, ver.definition, ver.number, api_url)
             current = existing.pop(wf.name, None)
             if current is not None and current.version == spec["version"]:
                 results.append(Deployed(wf.name, "unchanged", current.id, spec["paused"]))
@@ -241,11 +249,15 @@ async def _deploy(scope: Scope) -> list[Deployed]:
     return results
 
 
-def deploy(scope: Scope) -> list[Deployed]:
-    """Bring Prefect's deployments in line with the catalog; idempotent."""
+def deploy(scope: Scope, api_url: str | None = None) -> list[Deployed]:
+    """Bring Prefect's deployments in line with the catalog; idempotent.
+
+    ``api_url``: runs load definitions from, and report to, the weflow API there (workers on
+    other machines, with ``WEFLOW_API_KEY``); by default they use the catalog file directly.
+    """
     api = server.ensure()
     with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
-        return server.blocking(_deploy(scope))
+        return server.blocking(_deploy(scope, api_url))
 
 
 async def find_deployment(client: PrefectClient, workflow: str) -> UUID:

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,13 +33,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Cancelling
 
 from weflow import deploy, monitor, server
+from weflow.client import WeflowApi
 from weflow.compile import plan as planning
 from weflow.compile import remote
 from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
 from weflow.core import mermaid
-from weflow.core.entities import Compensation, Execution, Mode, RunState
+from weflow.core.entities import Compensation, Execution, Mode, NodeExecution, RunState
 from weflow.core.graph import downstream, upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError, DefinitionError, ExecutionTimeout
@@ -177,6 +178,7 @@ class Prepared:
     run: PlanRun
     params: dict[str, Any]
     timeout: float
+    report: Callable[[Execution, list[NodeExecution], list[dict[str, Any]]], None] | None = None  # remote worker
 
 
 def prepare(
@@ -259,6 +261,8 @@ def conclude(
     if scope is not None:
         scope.catalog.finish_execution(final, nodes, run.failures)
         monitor.alert(final, prepared.definition, scope)
+    elif prepared.report is not None:
+        prepared.report(final, nodes, run.failures)
     outputs = {n: f for n, f in run.frames.items() if n in run.keep}
     return RunResult(replace(final, nodes=tuple(nodes)), outputs, prepared.definition, list(run.failures))
 
@@ -497,8 +501,11 @@ async def run_deployed(
     execution_id: str | None,
 ) -> RunResult:
     """The body of the deployment entrypoint: find or make the record, run, record the end."""
-    scope = Scope.current()
     flow_run_id = str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None
+    remote = WeflowApi.from_env()
+    if remote is not None:
+        return await _run_reporting(remote, workflow, input_data, version_number, execution_id, flow_run_id)
+    scope = Scope.current()
     if execution_id is not None:
         execution = scope.catalog.execution(execution_id, scope.user.organization_id)
         definition = check(version(workflow, scope, execution.version).definition)
@@ -512,6 +519,34 @@ async def run_deployed(
     prepared = prepare(definition, execution)
     begin(prepared, scope, queued, flow_run_id)
     result = await run_in_flow(prepared, scope, flow_run_id)
+    if not result.ok:
+        raise RuntimeError(result.execution.error_message or result.execution.status.value)
+    return result
+
+
+async def _run_reporting(
+    remote: WeflowApi,
+    workflow: str,
+    input_data: dict[str, Any] | None,
+    version_number: int | None,
+    execution_id: str | None,
+    flow_run_id: str | None,
+) -> RunResult:
+    """The entrypoint on a remote worker: definition from the weflow API, records reported to it."""
+    if execution_id is not None:
+        execution = remote.execution(execution_id)
+        definition, _ = remote.definition(workflow, execution.version)
+        queued = True
+    else:
+        mode = Mode.CRON if await _auto_scheduled(flow_run_id) else Mode.MANUAL
+        definition, number = remote.definition(workflow, version_number)
+        execution = remote.create_execution(workflow, number, mode, input_data, flow_run_id)
+        queued = False
+    prepared = prepare(check(definition), execution)
+    prepared.report = remote.finish
+    begin(prepared, None, queued, flow_run_id)
+    remote.running(execution.id, flow_run_id)
+    result = await run_in_flow(prepared, None, flow_run_id)
     if not result.ok:
         raise RuntimeError(result.execution.error_message or result.execution.status.value)
     return result

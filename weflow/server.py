@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,11 +156,17 @@ def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
 
 
 def start_worker(
-    api_url: str, pool: str, queue: str, home: Path = DEFAULT_HOME, name: str | None = None
+    api_url: str,
+    pool: str,
+    queue: str,
+    home: Path = DEFAULT_HOME,
+    name: str | None = None,
+    env_extra: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """A Prefect process worker for ``pool``/``queue``, polling every second, logging to ``home``."""
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.update(env_extra or {})
     env.update(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_RUNNER_POLL_FREQUENCY="1")
     log = (home / f"worker-{name or queue}.log").open("ab")
     cmd = [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool, "--type", "process",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
-from weflow.api import definitions, metrics, pages, runs
+from weflow.api import definitions, metrics, pages, runner, runs
 from weflow.api.http import HANDLERS, BodyLimit
 from weflow.api.models import Health
 from weflow.catalog import Catalog
@@ -47,7 +47,16 @@ def create_app(catalog_path: str | Path | None = None, body_limit: int | None = 
         description="Workflows stored as data, run as Prefect flows. Send `Authorization: Bearer <API key>`.",
     )
     app.state.catalog = Catalog(catalog_path or settings().catalog)
-    for router in (health, definitions.router, runs.router, runs.webhooks, metrics.router, pages.router, pages.docs):
+    for router in (
+        health,
+        definitions.router,
+        runs.router,
+        runs.webhooks,
+        runner.router,
+        metrics.router,
+        pages.router,
+        pages.docs,
+    ):
         app.include_router(router)
     for exc_type, handler in HANDLERS:
         app.add_exception_handler(exc_type, handler)

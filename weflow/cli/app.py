@@ -412,11 +412,17 @@ def sync() -> None:
 
 
 @app.command("deploy")
-def deploy_() -> None:
+def deploy_(
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="runs report to the weflow API there (remote workers)")
+    ] = None,
+) -> None:
     """Create or update one Prefect deployment per ACTIVE/PAUSED workflow; remove the others'."""
     from weflow import deploy
 
-    results = deploy.deploy(scope())
+    if api_url is not None and not api_url.startswith(("http://", "https://")):
+        raise BadInput(f"--api-url {api_url!r}: expected http(s)://HOST:PORT")
+    results = deploy.deploy(scope(), api_url)
     table(None, ["workflow", "deployment", "action", "schedules"],
           [(r.workflow, deploy.deployment_name(r.workflow), r.action, "paused" if r.paused else "active")
            for r in results])  # fmt: skip

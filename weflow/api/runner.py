@@ -1,0 +1,115 @@
+"""Routes for remote workers (DESIGN decision 8): the API owns the catalog, workers report to it.
+
+A worker configured with ``WEFLOW_API_URL`` and an API key loads the pinned definition and
+records its execution here, so it never needs the catalog file. Every route acts in the key's
+organization, like the rest of the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+from pydantic import Field
+
+from weflow import execution, monitor
+from weflow.api.http import StrictJSONRoute, documented
+from weflow.api.models import Body as Model
+from weflow.api.models import ExecutionOut, NodeExecutionOut
+from weflow.api.runs import ExecutionId, _execution_id
+from weflow.api.security import Caller
+from weflow.core.entities import Mode, NodeExecution, RunState
+from weflow.errors import ConflictError
+from weflow.workflows import check, version
+
+router = APIRouter(
+    prefix="/runner", route_class=StrictJSONRoute, tags=["runner"], responses=documented(400, 401, 404, 409, 413, 422)
+)
+WorkflowName = Annotated[str, Path(max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+
+
+class DefinitionOut(Model):
+    workflow: str
+    version: int
+    document: dict[str, Any]
+
+
+class NewExecution(Model):
+    workflow: str
+    version: int | None = None
+    mode: Mode = Mode.MANUAL
+    input_data: dict[str, Any] | None = None
+    flow_run_id: str | None = None
+
+
+class Running(Model):
+    flow_run_id: str | None = None
+
+
+class Finished(Model):
+    status: RunState
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_node: str | None = None
+    output: dict[str, Any] | None = None
+    flow_run_id: str | None = None
+    nodes: list[NodeExecutionOut] = Field(default_factory=list)
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@router.get("/workflows/{name}/definition", response_model=DefinitionOut)
+def get_definition(
+    scope: Caller, name: WorkflowName, number: Annotated[int | None, Query(alias="version", ge=1)] = None
+) -> DefinitionOut:
+    """The definition document of a version (the current one by default)."""
+    found = version(name, scope, number)
+    return DefinitionOut(workflow=name, version=found.number, document=found.definition.to_document())
+
+
+@router.post("/executions", status_code=201, response_model=ExecutionOut)
+def create_execution(scope: Caller, body: Annotated[NewExecution, Body()]) -> ExecutionOut:
+    """Record a run a worker started without weflow (the Prefect UI, a schedule): QUEUED, pinned."""
+    definition, new = execution.new_execution(
+        scope, body.workflow, mode=body.mode, input_data=body.input_data, timeout=None, version_number=body.version
+    )
+    execution.resolve_inputs(definition, body.input_data)
+    new = replace(new, flow_run_id=body.flow_run_id)
+    scope.catalog.insert_execution(new)
+    return ExecutionOut.of(new)
+
+
+@router.post("/executions/{execution_id}/running", response_model=ExecutionOut)
+def mark_running(scope: Caller, execution_id: ExecutionId, body: Annotated[Running, Body()]) -> ExecutionOut:
+    """The worker started the run."""
+    found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
+    if found.status.final:
+        raise ConflictError(f"execution {found.id} already ended {found.status.value}")
+    fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": datetime.now(UTC)}
+    if body.flow_run_id:
+        fields["flow_run_id"] = body.flow_run_id
+    scope.catalog.update_execution(found.id, **fields)
+    return ExecutionOut.of(scope.catalog.execution(found.id))
+
+
+@router.post("/executions/{execution_id}/finish", response_model=ExecutionOut)
+def finish(scope: Caller, execution_id: ExecutionId, body: Annotated[Finished, Body()]) -> ExecutionOut:
+    """The run ended: its final state, node records and contract failures; alerts go out from here."""
+    found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
+    if not body.status.final:
+        raise ConflictError(f"{body.status.value} is not a final state")
+    final = replace(
+        found,
+        **body.model_dump(exclude={"nodes", "failures", "flow_run_id"}),
+        flow_run_id=body.flow_run_id or found.flow_run_id,
+    )
+    nodes = [NodeExecution(execution_id=found.id, **n.model_dump()) for n in body.nodes]
+    failures = [{**f, "node": str(f.get("node", ""))} for f in body.failures]
+    if not scope.catalog.finish_execution(final, nodes, failures, only_if_unfinished=True):
+        raise ConflictError(f"execution {found.id} already ended")
+    monitor.alert(final, check(version(found.workflow, scope, found.version).definition), scope)
+    return ExecutionOut.of(scope.catalog.execution(found.id))
