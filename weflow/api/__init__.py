@@ -3,7 +3,8 @@
 Contract: every route but ``/health``, ``/hooks/{token}`` and ``/docs`` needs a bearer API key
 (the ``/ui`` pages also take ``?key=``) and acts in the key's organization; errors are JSON
 ``{detail, problems}``; no input yields a 500. Page assets ship in ``static/``: nothing loads
-from the internet.
+from the internet. ``/runner/...`` is what remote workers use to load definitions and record
+executions (``weflow.client``), with a key of the organization they run for.
 """
 
 from weflow.api.app import create_app
