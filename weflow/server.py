@@ -65,15 +65,35 @@ def _state_file(home: Path) -> Path:
     return home / "weflow-server.json"
 
 
-def running(home: Path = DEFAULT_HOME) -> Server | None:
-    """The server weflow started earlier in ``home``, if it still answers."""
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(home: Path = DEFAULT_HOME, patience: float = 60.0) -> Server | None:
+    """The server weflow started earlier in ``home``, if it still answers.
+
+    A busy server can miss a 2 s health check; while its process is alive it is waited for (up
+    to ``patience`` seconds) rather than replaced by a second server on the same database.
+    """
     state = _state_file(home)
     if not state.exists():
         return None
     data = json.loads(state.read_text())
-    if healthy(data["api_url"]):
-        return Server(data["api_url"], data.get("pid"))
-    return None
+    deadline = time.monotonic() + patience
+    while True:
+        if healthy(data["api_url"]):
+            return Server(data["api_url"], data.get("pid"))
+        if not _alive(data.get("pid")) or time.monotonic() > deadline:
+            return None
+        time.sleep(1)
 
 
 def server_env(home: Path, port: int) -> dict[str, str]:
