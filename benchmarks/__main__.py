@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import catalog, dataframe, overhead
+from benchmarks import catalog, coldstart, dataframe, overhead, queued, tpch
 from benchmarks.harness import QUIET, Section, document, log, machine, prefect_api
 
 BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "catalog": catalog.run,
     "overhead": overhead.run,
     "dataframe": dataframe.run,
+    "queued": queued.run,
+    "tpch": tpch.run,
+    "coldstart": coldstart.run,
 }
 
 

@@ -4,16 +4,30 @@ The baselines store the same JSON documents weflow stores (``Definition.to_docum
 plain two-column table of a fresh DuckDB file, opened and closed like weflow opens and closes
 its catalog, so the ratio is weflow's overhead over raw storage: checks, version rows, the
 node and connection tables, locks, the schema check and building model objects on the way out.
+
+Two more comparisons on weflow's own catalog file: listing 10,000 workflows with
+``workflows.list_workflows`` against a raw ``SELECT`` of the same columns from the same file;
+and recording 1,000 executions from 4 processes at once (``Catalog.insert_execution`` then
+``Catalog.finish_execution`` with two node records, as ``weflow.execution`` does) against the
+same calls from one process, serially (raw DuckDB writes from 4 processes, opening the file
+per step and retrying while another process holds it, proved unworkable: see the notes).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from multiprocessing import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +37,8 @@ import pyarrow as pa
 from benchmarks.harness import REPO, Row, Section, Stat, clock, interleave, log
 from weflow import config, workflows
 from weflow.catalog import Catalog
-from weflow.core.document import from_data
+from weflow.core.document import content_hash, from_data
+from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import Definition
 from weflow.workflows import Scope
 
@@ -31,6 +46,13 @@ SAMPLE = "data/samples/orders.csv"
 ROWS = "duckdb: INSERT per document"
 BULK = "duckdb: one Arrow insert"
 DOCS_TABLE = "CREATE TABLE docs (name VARCHAR PRIMARY KEY, definition JSON NOT NULL)"
+WORKERS = 4
+LOCK_TIMEOUT = 900.0  # weflow's default is 60 s: see the notes on waits in the recording rows
+APPLIED = 20  # of the many listed workflows, applied with weflow; the rest are SQL copies of these rows
+WORKFLOW_COLUMNS = (  # what `Catalog.workflows` selects
+    "id, name, description, status, configuration, is_active, execution_count, last_executed_at, "
+    "owner_id, organization_id, created_at, updated_at, current_version, deleted_at"
+)
 
 
 def chain_document(name: str, nodes: int, offset: int = 0) -> dict[str, Any]:
@@ -126,6 +148,267 @@ def raw_show(path: Path, name: str) -> Any:
     return json.loads(row[0])
 
 
+# --- many workflows: the list path ------------------------------------------------------
+
+
+def many_workflows(path: Path, count: int) -> Scope:
+    """A fresh catalog holding ``count`` one-node workflows (not timed).
+
+    The first ``APPLIED`` are stored with ``workflows.apply_many``; the others are copies of the
+    first one's rows (workflow, version with its own document and content hash, node) inserted
+    with SQL, because applying 10,000 workflows one by one takes minutes. Listing reads only the
+    ``workflows`` table, whose rows are the same either way.
+    """
+    scope = _fresh_scope(path)
+    workflows.apply_many([from_data(chain_document(f"wf_{i:05d}", 1)) for i in range(min(count, APPLIED))], scope)
+    copies = [from_data(chain_document(f"wf_{i:05d}", 1)) for i in range(APPLIED, count)]
+    if not copies:
+        return scope
+    table = pa.table(
+        {
+            "name": [d.name for d in copies],
+            "definition": [json.dumps(d.to_document()) for d in copies],
+            "content_hash": [content_hash(d) for d in copies],
+        }
+    )
+    template = "(SELECT id FROM workflows WHERE name = 'wf_00000')"
+    copied = "_copies c JOIN workflows n ON n.name = c.name"
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN")
+        con.register("_copies", table)
+        con.execute(
+            "INSERT INTO workflows (organization_id, name, description, status, configuration, is_active, "
+            "owner_id, created_at, updated_at, current_version) "
+            "SELECT w.organization_id, c.name, w.description, w.status, w.configuration, w.is_active, "
+            "w.owner_id, w.created_at, w.updated_at, w.current_version "
+            f"FROM _copies c, workflows w WHERE w.id = {template}"
+        )
+        con.execute(
+            "INSERT INTO workflow_versions SELECT v.* REPLACE (n.id AS workflow_id, c.definition AS definition, "
+            f"c.content_hash AS content_hash) FROM {copied}, workflow_versions v WHERE v.workflow_id = {template}"
+        )
+        con.execute(
+            f"INSERT INTO workflow_nodes SELECT x.* REPLACE (n.id AS workflow_id) FROM {copied}, workflow_nodes x "
+            f"WHERE x.workflow_id = {template}"
+        )
+        con.unregister("_copies")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return scope
+
+
+def raw_list_workflows(path: Path, organization_id: int) -> list[tuple[Any, ...]]:
+    """The floor of ``list_workflows``: open, the same query, rows as tuples, close."""
+    con = duckdb.connect(str(path))
+    try:
+        return con.execute(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE organization_id = ? AND deleted_at IS NULL ORDER BY name",
+            [organization_id],
+        ).fetchall()
+    finally:
+        con.close()
+
+
+# --- executions recorded from several processes ------------------------------------------
+
+
+def _node_records(execution_id: str, at: datetime) -> list[NodeExecution]:
+    return [
+        NodeExecution(execution_id=execution_id, node="orders", status=RunState.SUCCEEDED, attempts=1,
+                      rows_out=500, started_at=at, finished_at=at, duration_ms=3.0),
+        NodeExecution(execution_id=execution_id, node="f1", status=RunState.SUCCEEDED, attempts=1, rows_in=500,
+                      rows_out=250, started_at=at, finished_at=at, duration_ms=2.0, group="f1"),
+    ]  # fmt: skip
+
+
+def weflow_recorder(
+    path: str, workflow_id: int, user_id: int, count: int, start: Barrier, end: Barrier, out: Queue[list[float]]
+) -> None:
+    """In a worker process: record ``count`` executions as ``weflow.execution`` does (RUNNING, then the end).
+
+    Puts the seconds each catalog call took (waiting for the lock included) on ``out``.
+    """
+    catalog = Catalog(path, lock_timeout=LOCK_TIMEOUT)
+    catalog.organizations()  # the process's first session (schema check, DuckDB loaded) before the clock
+    calls: list[float] = []
+    start.wait(timeout=300)
+    for _ in range(count):
+        at = datetime.now(UTC)
+        running = Execution(
+            id=str(uuid.uuid4()), workflow_id=workflow_id, workflow="wf_00000", version=1, mode=Mode.MANUAL,
+            user_id=user_id, status=RunState.RUNNING, created_at=at, started_at=at,
+        )  # fmt: skip
+        calls.append(clock(catalog.insert_execution, running))
+        done = replace(
+            running, status=RunState.SUCCEEDED, finished_at=datetime.now(UTC), duration_ms=5.0,
+            output={"f1": {"rows": 250, "columns": ["order_id", "amount"]}},
+        )  # fmt: skip
+        calls.append(clock(catalog.finish_execution, done, _node_records(running.id, at)))
+    out.put(calls)
+    end.wait(timeout=LOCK_TIMEOUT)
+
+
+def from_processes(
+    target: Callable[..., None], args: tuple[Any, ...], total: int, workers: int
+) -> tuple[float, list[float]]:
+    """Seconds from releasing ``workers`` spawned processes (imports and first session done) until all
+    finished, and the seconds of every catalog call they made."""
+    ctx = multiprocessing.get_context("spawn")
+    start, end = ctx.Barrier(workers + 1), ctx.Barrier(workers + 1)
+    out: Queue[list[float]] = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, total // workers, start, end, out)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    ok = False
+    calls: list[float] = []
+    try:
+        start.wait(timeout=300)
+        t0 = time.perf_counter()
+        end.wait(timeout=LOCK_TIMEOUT * 2)
+        seconds = time.perf_counter() - t0
+        for _ in procs:
+            calls += out.get(timeout=60)
+        ok = True
+    finally:
+        if not ok:
+            start.abort()
+            end.abort()
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    codes = [proc.exitcode for proc in procs]
+    if any(code != 0 for code in codes):
+        raise RuntimeError(f"a recording process failed (exit codes {codes})")
+    return seconds, calls
+
+
+def _check_none_lost(path: Path, total: int) -> None:
+    """Every execution SUCCEEDED with its 2 node rows, and the workflow counted every run."""
+    con = duckdb.connect(str(path))
+    try:
+        row = con.execute(
+            "SELECT (SELECT count(*) FROM workflow_executions WHERE status = 'SUCCEEDED'), "
+            "(SELECT count(*) FROM node_executions), (SELECT sum(execution_count) FROM workflows)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    done, recorded, counted = row
+    if done != total or recorded != 2 * total or counted != total:
+        raise RuntimeError(
+            f"{path.name}: {done} of {total} executions, {recorded} of {2 * total} node records "
+            f"and a run count of {counted} arrived"
+        )
+
+
+def _waits_text(label: str, calls: list[float]) -> str:
+    if not calls:
+        return f"{label}: no calls"
+    ranked = sorted(calls)
+    p99 = ranked[min(len(ranked) - 1, int(0.99 * len(ranked)))]
+    slow = sum(c > 60 for c in calls)
+    return (
+        f"{label}: median {statistics.median(calls) * 1000:.0f} ms, p99 {p99:.2f} s, max {ranked[-1]:.1f} s, "
+        f"{slow} of {len(calls)} over 60 s"
+    )
+
+
+def many_workflows_count(quick: bool) -> int:
+    return 200 if quick else 10_000
+
+
+def executions_count(quick: bool) -> int:
+    return 40 if quick else 1000
+
+
+def listing_and_recording(section: Section, files: Files, quick: bool) -> None:
+    """The many-workflows list and the several-processes recording rows (appended to ``section``)."""
+    many = many_workflows_count(quick)
+    total = executions_count(quick)
+    repeats = 3 if quick else 7
+    record_repeats = 1 if quick else 2
+
+    t0 = time.perf_counter()
+    path = files.new("many")
+    scope = many_workflows(path, many)
+    setup = time.perf_counter() - t0
+    org = scope.user.organization_id
+    listed, raw = workflows.list_workflows(scope), raw_list_workflows(path, org)
+    assert len(listed) == len(raw) == many and [w.name for w in listed] == [r[1] for r in raw]
+    lists = interleave(
+        {"weflow": lambda: clock(workflows.list_workflows, scope), "raw": lambda: clock(raw_list_workflows, path, org)},
+        repeats,
+        max_settle=0.5 if quick else 1.0,
+        progress=f"catalog: list {many:,} workflows",
+    )
+    ls = {k: Stat(tuple(v)) for k, v in lists.items()}
+    section.rows += [
+        Row(f"list {many:,} workflows (raw: `SELECT` of the same columns, same file)", ls["weflow"],
+            {ROWS: ls["raw"], BULK: None}),
+        Row(f"list {many:,}, per workflow", ls["weflow"].per(many), {ROWS: ls["raw"].per(many), BULK: None}),
+    ]  # fmt: skip
+
+    waits: dict[int, list[float]] = {WORKERS: [], 1: []}
+
+    def recording(workers: int) -> Callable[[], float]:
+        def measure() -> float:
+            target = files.new("recorded")
+            own = _fresh_scope(target)
+            wf = workflows.apply(from_data(chain_document("wf_00000", 2)), own).workflow
+            seconds, calls = from_processes(weflow_recorder, (str(target), wf.id, own.user.id), total, workers)
+            _check_none_lost(target, total)
+            waits[workers] += calls
+            return seconds
+
+        return measure
+
+    recorded = interleave(
+        {"processes": recording(WORKERS), "serial": recording(1)},
+        record_repeats,
+        warmup=0,  # every round spawns new processes, warmed up before their clock starts
+        max_settle=0.5 if quick else 1.0,
+        progress=f"catalog: record {total:,} executions",
+    )
+    rs = {k: Stat(tuple(v)) for k, v in recorded.items()}
+    section.rows += [
+        Row(f"record {total:,} executions from {WORKERS} processes (baseline: the same weflow calls from 1 "
+            "process, serially)", rs["processes"], {ROWS: rs["serial"], BULK: None}),
+        Row(f"record, per execution ({WORKERS} processes vs 1 process)", rs["processes"].per(total),
+            {ROWS: rs["serial"].per(total), BULK: None}),
+    ]  # fmt: skip
+    section.notes += [
+        f"The {many:,} listed workflows: {min(many, APPLIED)} applied with `workflows.apply_many`, the rest "
+        f"copies of the first one's rows made with SQL (each with its own name, document and hash; "
+        f"{setup:.1f} s of setup, untimed). `list_workflows` takes the file lock, opens the file, runs the "
+        "same query in a transaction and builds a `Workflow` per row (parsing its configuration JSON); the "
+        "raw side returns tuples.",
+        f"Recording: each of the {WORKERS} processes records {total // WORKERS:,} executions, or one process "
+        f"records all {total:,}; one execution is weflow's two catalog sessions (`insert_execution` RUNNING, "
+        "then `finish_execution` with the final state, 2 node rows and the workflow's counters). The clock "
+        "starts when every process has imported weflow and opened the catalog once, and stops when the last "
+        "one is done; afterwards the rows are counted and a missing one is an error (none was missing). "
+        "weflow's processes queue on an advisory lock file (`weflow/catalog/session.py`), then open the "
+        "DuckDB file, so only one writes at a time: more processes add no throughput.",
+        "How long one catalog call took, waiting for the lock included (all rounds): "
+        + "; ".join(_waits_text(f"{n} process{'es' if n > 1 else ''}", waits[n]) for n in (WORKERS, 1))
+        + f". The processes are given `Catalog(path, lock_timeout={LOCK_TIMEOUT:.0f})`: with weflow's default "
+        "of 60 s every call over 60 s fails with `CatalogError: catalog ... is busy: another process held it "
+        "for over 60 s` (in a trial run at the default, 3 of the 4 processes did). The lock is polled "
+        "(non-blocking `flock`, sleeping 2 ms doubling to 50 ms, times 1-2) and free only for the instant "
+        "between two sessions of the process holding it, so that process usually takes it again and the "
+        "others can wait for its whole share.",
+        "Why no raw DuckDB baseline for recording: 4 processes doing the same writes with a plain "
+        "`duckdb.connect` / write / `close` per step, retrying on DuckDB's lock error (2 ms backoff doubling "
+        "to 50 ms), failed in 1 of 5 trial rounds of 200 executions on this machine (duckdb 2.0.1) with "
+        "`IO Error: Could not read enough bytes from file`: without weflow's own lock the file is not safe "
+        "to share this way, so that baseline would time a race rather than a method.",
+    ]
+
+
 def run(quick: bool) -> Section:
     count = 20 if quick else 1000
     nodes, big_nodes = 20, 100
@@ -144,7 +427,13 @@ workflow is saved with `workflows.apply`. Baselines: the same JSON documents in 
 per document (**{ROWS}**) or one Arrow insert (**{BULK}**, the floor); list = `SELECT name ...
 ORDER BY name`, show = select one document and `json.loads` it, save = insert one document.
 Every baseline opens and closes the file, as weflow does for every operation. Per-workflow rows
-divide the same measurements by {count}.""",
+divide the same measurements by {count}.
+
+The last rows work on weflow's own catalog files: `workflows.list_workflows` of
+{many_workflows_count(quick):,} workflows against a raw `SELECT` of the same columns from the same file
+(in the **{ROWS}** column), and {executions_count(quick):,} executions recorded from {WORKERS} processes at
+once, each as `weflow.execution` records a run (`insert_execution`, then `finish_execution` with
+two node records), against the same calls from one process, serially (also in that column).""",
         baselines=(ROWS, BULK),
     )
     with _workdir() as root, config.using(catalog=root / "unused.duckdb", data_roots=(REPO,)):
@@ -242,6 +531,7 @@ divide the same measurements by {count}.""",
 
         size = state["catalog"].stat().st_size / 2**20
         raw_size = state["rows"].stat().st_size / 2**20
+        listing_and_recording(section, files, quick)
     section.notes += [
         f"Outside the timings: building the {count} `Definition` objects from their documents took "
         f"{parse_seconds * 1000:.0f} ms, and `workflows.check` of all of them {check_seconds * 1000:.0f} ms "

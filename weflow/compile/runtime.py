@@ -42,22 +42,30 @@ class NodeTimeout(TimeoutError):
 
 
 async def collect(frame: pl.LazyFrame) -> pl.DataFrame:
-    """Collect on Polars' pool without blocking the event loop; cancel the query if cancelled.
+    """Collect on Polars' streaming engine without blocking the event loop; stop it if cancelled.
 
-    The streaming engine is asked for by name: in the background Polars would otherwise pick the
-    in-memory engine (measured: 1.5x the time and 3x the memory of a plain ``collect()``).
+    Polars 2.1 ignores the engine of ``collect(background=True)`` and always runs the in-memory
+    engine (measured on TPC-H SF 1, Q1: 1.5 GB and 3.6 s against 0.4 GB and 1.1 s streaming), so
+    the streaming engine is driven batch by batch in a thread (``collect_batches``, in order);
+    a cancelled or timed-out step stops it at the next batch and drops the query.
     """
-    query = frame.collect(background=True, engine="streaming")
-    delay = 0.0002
+    stop = threading.Event()
+
+    def drain() -> pl.DataFrame:
+        batches = frame.collect_batches(engine="streaming", maintain_order=True)
+        parts = []
+        for part in batches:
+            if stop.is_set():
+                raise NodeTimeout("query stopped")
+            parts.append(part)
+        if not parts:
+            return pl.DataFrame(schema=frame.collect_schema())
+        return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
+
     try:
-        while True:
-            result = query.fetch()
-            if result is not None:
-                return result
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        return await asyncio.to_thread(drain)
     except BaseException:
-        query.cancel()
+        stop.set()
         raise
 
 
