@@ -304,73 +304,74 @@ round(s){"" if quick else AGAIN}.
         section.rows += phase_rows(kept["weflow"], kept[RAW], SERVED_PHASES)
         split = {k: [r.phases for r in v if r.phases is not None] for k, v in kept.items()}
 
-        # --- without a running server ------------------------------------------------------
-        fresh: dict[str, Path] = {}
-        counter = [0]
-
-        def place() -> Path:
-            counter[0] += 1
-            where = root / f"fresh-{counter[0]}"
-            where.mkdir()
-            return where
-
-        cold: dict[str, list[Exited]] = {}
-
-        def unserved(name: str, cmd: Sequence[str | Path], where: Path, output: Path) -> float:
-            done = launch(cmd, where, {**env, "PREFECT_HOME": str(where / "prefect-home")}, output)
-            cold.setdefault(name, []).append(done)
-            return done.seconds
-
-        def weflow_first() -> float:
-            where = fresh["weflow"] = place()
-            homes.append(where / "data" / "prefect")
-            return unserved("weflow", weflow_cmd, where, report)
-
-        def weflow_again() -> float:
-            where = fresh["weflow"]
-            home = where / "data" / "prefect"
-            try:
-                found = weflow_server.running(home)
-                assert found is not None, "weflow's first run left no server behind"
-                watch_server(found.api_url)  # wait for that server to finish recording the first run
-                settle(2.0 if quick else 30.0)
-                watch_server(api)
-                return unserved("weflow again", weflow_cmd, where, report)
-            finally:
-                _stop(home)
-
-        def raw_first() -> float:
-            where = fresh["raw"] = place()
-            return unserved(RAW, raw_cmd(raw_report), where, raw_report)
-
-        def raw_again() -> float:
-            return unserved("raw again", raw_cmd(raw_report), fresh["raw"], raw_report)
-
-        def weflow_only_first() -> float:
-            try:
-                return weflow_first()
-            finally:
-                _stop(homes[-1])
-
-        variants: dict[str, Callable[[], float]] = (
-            {"weflow": weflow_only_first, RAW: raw_first}
-            if quick
-            else {"weflow": weflow_first, "weflow again": weflow_again, RAW: raw_first, "raw again": raw_again}
-        )
-        unserved_samples = interleave(
-            variants, fresh_repeats, warmup=0, max_settle=2.0 if quick else 30.0, progress="coldstart: no server"
-        )
-        us = {k: Stat(tuple(v)) for k, v in unserved_samples.items()}
-        section.rows.append(
-            Row("no server, first run: weflow starts its server / Prefect's ephemeral server", us["weflow"],
-                {RAW: us[RAW]})
-        )  # fmt: skip
-        section.rows += phase_rows(cold["weflow"], cold[RAW], COLD_PHASES)
+        # --- without a running server (not in the smoke run: it starts a server per side) ---
         if not quick:
+            fresh: dict[str, Path] = {}
+            counter = [0]
+
+            def place() -> Path:
+                counter[0] += 1
+                where = root / f"fresh-{counter[0]}"
+                where.mkdir()
+                return where
+
+            cold: dict[str, list[Exited]] = {}
+
+            def unserved(name: str, cmd: Sequence[str | Path], where: Path, output: Path) -> float:
+                done = launch(cmd, where, {**env, "PREFECT_HOME": str(where / "prefect-home")}, output)
+                cold.setdefault(name, []).append(done)
+                return done.seconds
+
+            def weflow_first() -> float:
+                where = fresh["weflow"] = place()
+                homes.append(where / "data" / "prefect")
+                return unserved("weflow", weflow_cmd, where, report)
+
+            def weflow_again() -> float:
+                where = fresh["weflow"]
+                home = where / "data" / "prefect"
+                try:
+                    found = weflow_server.running(home)
+                    assert found is not None, "weflow's first run left no server behind"
+                    watch_server(found.api_url)  # wait for that server to finish recording the first run
+                    settle(2.0 if quick else 30.0)
+                    watch_server(api)
+                    return unserved("weflow again", weflow_cmd, where, report)
+                finally:
+                    _stop(home)
+
+            def raw_first() -> float:
+                where = fresh["raw"] = place()
+                return unserved(RAW, raw_cmd(raw_report), where, raw_report)
+
+            def raw_again() -> float:
+                return unserved("raw again", raw_cmd(raw_report), fresh["raw"], raw_report)
+
+            def weflow_only_first() -> float:
+                try:
+                    return weflow_first()
+                finally:
+                    _stop(homes[-1])
+
+            variants: dict[str, Callable[[], float]] = (
+                {"weflow": weflow_only_first, RAW: raw_first}
+                if quick
+                else {"weflow": weflow_first, "weflow again": weflow_again, RAW: raw_first, "raw again": raw_again}
+            )
+            unserved_samples = interleave(
+                variants, fresh_repeats, warmup=0, max_settle=2.0 if quick else 30.0, progress="coldstart: no server"
+            )
+            us = {k: Stat(tuple(v)) for k, v in unserved_samples.items()}
             section.rows.append(
-                Row("no server, second run: weflow reuses its server / ephemeral again", us["weflow again"],
-                    {RAW: us["raw again"]})
+                Row("no server, first run: weflow starts its server / Prefect's ephemeral server", us["weflow"],
+                    {RAW: us[RAW]})
             )  # fmt: skip
+            section.rows += phase_rows(cold["weflow"], cold[RAW], COLD_PHASES)
+            if not quick:
+                section.rows.append(
+                    Row("no server, second run: weflow reuses its server / ephemeral again", us["weflow again"],
+                        {RAW: us["raw again"]})
+                )  # fmt: skip
 
         # --- imports ---------------------------------------------------------------------------
         def importing(modules: str) -> Callable[[], float]:

@@ -1,0 +1,16 @@
+"""Smoke run of the benchmarks that start processes (a worker, new `weflow run` processes), apart from the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .test_benchmarks import PROCESS_BENCHMARKS, smoke
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+@pytest.mark.timeout(600)
+def test_quick_run_of_the_process_benchmarks(tmp_path: Path) -> None:
+    smoke(PROCESS_BENCHMARKS, tmp_path / "BENCHMARKS.md")
