@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint bench clean browser
+.PHONY: install run test lint bench clean system
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,11 +28,14 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Debian's chromium for the tests that look at pages in a real browser.
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+# Debian's packages the tests start for real: chromium (pages in a real browser) and PostgreSQL's
+# server (the scale-out tests run Prefect's server on it); one apt-get update, only if one is missing.
+SYSTEM_PACKAGES := $(if $(shell command -v chromium),,chromium) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/postgres),,postgresql)
+system:
+	@$(if $(strip $(SYSTEM_PACKAGES)),apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null,true)
 
-test: lint browser
+test: lint system
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: install

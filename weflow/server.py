@@ -109,8 +109,17 @@ def server_env(home: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, quiet: bool = False) -> Server:
-    """Start ``prefect server start`` on 127.0.0.1 in the background and wait until it answers."""
+def start(
+    home: Path = DEFAULT_HOME,
+    port: int = 4200,
+    timeout: float = 90.0,
+    quiet: bool = False,
+    env_extra: Mapping[str, str] | None = None,
+) -> Server:
+    """Start ``prefect server start`` on 127.0.0.1 in the background and wait until it answers.
+
+    ``env_extra`` adds server settings, e.g. ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port(port)
     api_url = f"http://127.0.0.1:{port}/api"
@@ -120,7 +129,7 @@ def start(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 90.0, qu
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(home, port),
+        env={**server_env(home, port), **(env_extra or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,253 @@
+"""The production topology on one machine: Prefect on PostgreSQL, the API owning the catalog, catalog-less workers.
+
+Real parts: PostgreSQL from Debian's packages on a free loopback port (tests/postgres.py), a
+Prefect server whose database is that PostgreSQL (checked in its tables), `weflow serve` owning
+the catalog file, and Prefect process workers in their own folders whose ``WEFLOW_CATALOG``
+points at an empty folder: they know only the Prefect API URL, the weflow API URL (in the
+deployments) and an API key. One worker is killed mid-run with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from weflow import deploy, execution, parse, server, workflows
+from weflow.catalog import auth
+from weflow.config import Settings
+from weflow.core.entities import Execution, Mode, RunState
+from weflow.workflows import Scope
+
+from . import postgres
+from .conftest import REPO, descendants, eventually, weflow_exe
+from .test_api import _free_port, _wait_healthy
+
+pytestmark = pytest.mark.postgres
+
+NAPPING = """
+name: NAME
+status: ACTIVE
+settings: {max_concurrent_runs: 4}
+nodes:
+  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
+  - {name: paid, type: filter, config: {condition: "status = 'paid'"}}
+  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:whoami", kwargs: {seconds: 1}}}
+connections:
+  - {from: orders, to: paid}
+  - {from: paid, to: nap}
+"""
+
+BROKEN = f"""
+name: broken
+status: ACTIVE
+settings: {{max_concurrent_runs: 4}}
+nodes:
+  - {{name: orders, type: read_csv, config: {{path: data/samples/orders.csv}}}}
+  - {{name: boom, type: python, config: {{callable: "tests.resources.pynodes:fail_if_exists",
+      kwargs: {{marker: "{REPO / "pyproject.toml"}"}}}}}}
+connections:
+  - {{from: orders, to: boom}}
+"""
+
+DOOMED = """
+name: doomed
+status: ACTIVE
+nodes:
+  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: 600}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    with postgres.running() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def prefect_on_postgres(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("prefect-on-postgres")
+    found = server.start(
+        home, port=0, timeout=180, quiet=True, env_extra={"PREFECT_API_DATABASE_CONNECTION_URL": database}
+    )
+    yield found.api_url
+    server.stop(home)
+
+
+@pytest.fixture
+def prefect(prefect_on_postgres: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PREFECT_API_URL", prefect_on_postgres)
+    return prefect_on_postgres
+
+
+@pytest.fixture
+def api_url(settings: Settings, prefect: str, tmp_path: Path) -> Iterator[str]:
+    """`weflow serve`, the one process that opens the catalog file."""
+    env = {
+        **os.environ, "WEFLOW_CATALOG": str(settings.catalog), "PREFECT_API_URL": prefect,
+        "WEFLOW_DATA_ROOTS": str(REPO), "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
+        "PYTHONPATH": str(REPO),
+    }  # fmt: skip
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [weflow_exe(), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def start_workers(count: int, prefect: str, key: str, tmp_path: Path, nowhere: Path) -> list[subprocess.Popen[bytes]]:
+    """Process workers in folders of their own, configured only with URLs and a key; no catalog."""
+    workers = []
+    for i in range(count):
+        home = tmp_path / f"worker-{i}"
+        env = {
+            "WEFLOW_API_KEY": key,
+            "WEFLOW_CATALOG": str(nowhere / "weflow.duckdb"),
+            "WEFLOW_DATA_ROOTS": str(REPO),
+            "WEFLOW_RUNS_DIR": str(home / "runs"),
+            "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
+            "PYTHONPATH": str(REPO),
+        }
+        workers.append(
+            server.start_worker(prefect, deploy.work_pool(), deploy.execution_queue(), home, f"remote-{i}", env)
+        )
+    return workers
+
+
+def stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for w in workers:
+        if w.poll() is None:
+            os.killpg(w.pid, signal.SIGTERM)
+    for w in workers:
+        w.wait(timeout=30)
+
+
+def psql(database: str, sql: str) -> str:
+    """A query answered by the PostgreSQL that Prefect's server writes to."""
+    url = urlparse(database.replace("+asyncpg", ""))
+    bins = postgres.bin_dir()
+    assert bins is not None
+    psql_exe = bins / "psql"
+    found = subprocess.run(
+        [str(psql_exe), "-h", url.hostname or "", "-p", str(url.port), "-U", "postgres", "-d", url.path.lstrip("/"),
+         "-At", "-c", sql],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return found.stdout.strip()
+
+
+def test_two_catalogless_workers_record_every_concurrent_run_once(
+    scope: Scope, api_url: str, prefect: str, database: str, tmp_path: Path
+) -> None:
+    key = auth.create_key(scope.catalog, scope.user)[1]
+    for name in ("remote_a", "remote_b"):
+        workflows.apply(parse(NAPPING.replace("NAME", name)), scope)
+    workflows.apply(parse(BROKEN), scope)
+    deploy.deploy(scope, api_url=api_url)
+
+    nowhere = tmp_path / "no-catalog-here"
+    nowhere.mkdir()
+    workers = start_workers(2, prefect, key, tmp_path, nowhere)
+    try:
+        names = ["remote_a", "remote_b", "broken"] * 2
+        queued = [execution.submit(name, scope, Mode.API, queue=True) for name in names]
+        started = subprocess.run(  # one started on the Prefect side, as the UI would: the API makes its record
+            [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "run_workflow/remote_a"],
+            env={**os.environ, "PREFECT_API_URL": prefect}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        ended = [execution.wait(e.id, scope, timeout=180) for e in queued]
+        expected = [RunState.FAILED if n == "broken" else RunState.SUCCEEDED for n in names]
+        assert [e.status for e in ended] == expected, [e.error_message for e in ended]
+        for name, e in zip(names, ended, strict=True):
+            nodes = {n.node: n for n in scope.catalog.execution(e.id).nodes}
+            assert e.flow_run_id and e.started_at and e.finished_at
+            if name == "broken":
+                assert "failing on purpose" in (e.error_message or "")
+                assert nodes["boom"].status is RunState.FAILED and nodes["orders"].status is RunState.SUCCEEDED
+            else:
+                assert nodes["nap"].status is RunState.SUCCEEDED and nodes["paid"].rows_out
+
+        mine = {e.id for e in queued}
+
+        def from_prefect() -> Execution | None:
+            found = scope.catalog.executions(scope.user.organization_id, limit=50)
+            return next((e for e in found if e.id not in mine and e.status.final), None)
+
+        outside = eventually(from_prefect, 60)
+        assert isinstance(outside, Execution)
+        assert outside.status is RunState.SUCCEEDED and outside.mode is Mode.MANUAL
+    finally:
+        stop(workers)
+
+    every = scope.catalog.executions(scope.user.organization_id, limit=100)
+    assert len(every) == 7 and len({e.id for e in every}) == 7  # each recorded once
+    assert {e.flow_run_id for e in every} == {e.flow_run_id for e in [*ended, outside]}
+    # Prefect's own record is in PostgreSQL: the same seven flow runs, in the same final states
+    rows = psql(database, "SELECT id, state_type FROM flow_run WHERE state_type IS NOT NULL").splitlines()
+    in_postgres = dict(line.split("|") for line in rows)
+    for e in every:
+        assert in_postgres[str(e.flow_run_id)] == ("COMPLETED" if e.status is RunState.SUCCEEDED else "FAILED")
+    assert not any(nowhere.iterdir()), "a worker touched the catalog location it was given"
+    logs = [p.read_text() for p in tmp_path.glob("worker-*/worker-*.log")]
+    assert len(logs) == 2 and all("Submitting flow run" in text or "Worker" in text for text in logs)
+
+
+def test_a_killed_worker_leaves_the_run_crashed_not_running(
+    scope: Scope, api_url: str, prefect: str, tmp_path: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "45")  # 30 s heartbeats (Prefect's minimum) + slack
+    key = auth.create_key(scope.catalog, scope.user)[1]
+    workflows.apply(parse(DOOMED), scope)
+    deploy.deploy(scope, api_url=api_url)
+    automations = httpx.post(f"{prefect}/automations/filter", json={}).json()
+    assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [45.0]
+
+    nowhere = tmp_path / "no-catalog-here"
+    nowhere.mkdir()
+    [worker] = start_workers(1, prefect, key, tmp_path, nowhere)
+    try:
+        queued = execution.submit("doomed", scope, Mode.API, queue=True)
+        eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 180)
+        time.sleep(2)  # the first heartbeat goes out as the flow starts
+    finally:
+        victims = {worker.pid, *descendants(worker.pid)}
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        worker.wait(timeout=30)
+    assert len(victims) >= 2, "the flow run should have had its own process under the worker"
+    assert scope.catalog.execution(queued.id).status is RunState.RUNNING  # nothing left alive to say otherwise
+
+    url = f"{prefect}/flow_runs/{queued.flow_run_id}"
+    eventually(lambda: httpx.get(url).json()["state_type"] == "CRASHED", seconds=150)
+    assert "no heartbeat" in httpx.get(url).json()["state"]["message"]
+
+    ended = execution.wait(queued.id, scope, timeout=60)  # syncs the catalog mirror from Prefect
+    assert ended.status is RunState.FAILED
+    assert ended.error_type == "PrefectCrashed"
+    assert all(n.status is RunState.FAILED for n in ended.nodes), ended.nodes
+    listed = subprocess.run(
+        [weflow_exe(), "executions", "doomed", "--format", "json"], capture_output=True, text=True,
+        env={**cli_env, "PREFECT_API_URL": prefect, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert '"FAILED"' in listed.stdout and '"RUNNING"' not in listed.stdout
