@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import catalog, coldstart, dataframe, overhead, queued, tpch
+from benchmarks import catalog, coldstart, dataframe, overhead, queued, throughput, tpch
 from benchmarks.harness import QUIET, Section, document, log, machine, prefect_api
 
 BENCHMARKS: dict[str, Callable[[bool], Section]] = {
@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "queued": queued.run,
     "tpch": tpch.run,
     "coldstart": coldstart.run,
+    "throughput": throughput.run,
 }
 
 

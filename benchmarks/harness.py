@@ -26,7 +26,7 @@ from typing import Any, Literal
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("prefect", "polars", "duckdb", "pandera", "weflow")
 
-Unit = Literal["s", "MB"]
+Unit = Literal["s", "MB", "/min"]  # seconds, megabytes, or a rate (more is better)
 DASH = "\u2013"  # en dash, for min-max ranges
 
 
@@ -64,6 +64,8 @@ class Stat:
         """``median (min-max)`` in one unit chosen from the median."""
         if self.unit == "MB":
             return f"{self.median:.0f} MB ({self.low:.0f}{DASH}{self.high:.0f})"
+        if self.unit == "/min":
+            return f"{self.median:.1f}/min ({self.low:.1f}{DASH}{self.high:.1f})"
         scale, suffix = _time_scale(self.median)
         med, low, high = (v * scale for v in (self.median, self.low, self.high))
         digits = _digits(med)

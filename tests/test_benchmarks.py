@@ -25,7 +25,11 @@ def tables(markdown: str) -> dict[str, list[dict[str, str]]]:
     return found
 
 
-PROCESS_BENCHMARKS = ("queued", "coldstart")  # in tests/test_benchmarks_processes.py: xdist runs the two files apart
+PROCESS_BENCHMARKS = (
+    "queued",
+    "coldstart",
+    "throughput",
+)  # in tests/test_benchmarks_processes.py: xdist runs the two files apart
 
 
 def smoke(names: tuple[str, ...], out: Path) -> None:

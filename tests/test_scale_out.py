@@ -193,6 +193,14 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
         outside = eventually(from_prefect, 60)
         assert isinstance(outside, Execution)
         assert outside.status is RunState.SUCCEEDED and outside.mode is Mode.MANUAL
+
+        # the catalog record ends before the flow process reports its final state: wait for Prefect
+        # before stopping the workers (stopping them kills their flow processes)
+        def prefect_final() -> bool:
+            states = [httpx.get(f"{prefect}/flow_runs/{e.flow_run_id}").json()["state_type"] for e in [*ended, outside]]
+            return all(s in ("COMPLETED", "FAILED") for s in states)
+
+        eventually(prefect_final, 60)
     finally:
         stop(workers)
 

@@ -191,8 +191,12 @@ def start_worker(
     home: Path = DEFAULT_HOME,
     name: str | None = None,
     env_extra: Mapping[str, str] | None = None,
+    limit: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A Prefect process worker for ``pool``/``queue``, polling every second, logging to ``home``."""
+    """A Prefect process worker for ``pool``/``queue``, polling every second, logging to ``home``.
+
+    ``limit``: the most flow runs this worker runs at once (``prefect worker start --limit``).
+    """
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(env_extra or {})
@@ -202,6 +206,8 @@ def start_worker(
            "--work-queue", queue]  # fmt: skip
     if name:
         cmd += ["--name", name]
+    if limit:
+        cmd += ["--limit", str(limit)]
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
