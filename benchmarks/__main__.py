@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,28 +35,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     facts = machine()
-    sections = []
+    sections: list[Section] = []
+    failed: list[str] = []
     started = time.perf_counter()
+    command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    command += "".join(f" --only {n}" for n in args.only or ())
+
+    def write() -> None:
+        """The report so far: written after every benchmark, so a failure late in a long run loses nothing."""
+        shown = dict(facts)
+        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+        shown["load average at end"] = " / ".join(f"{x:.2f}" for x in load) + " (1 / 5 / 15 min)"
+        shown["wall time"] = f"{time.perf_counter() - started:.0f} s for " + ", ".join(s.name for s in sections)
+        if failed:
+            shown["failed"] = "; ".join(failed)
+        if prefect_api.cache_info().currsize:
+            shown["Prefect server"] = f"{prefect_api()} (from `weflow.server.ensure()`), on this machine"
+        if QUIET.calls:
+            shown["waiting for an idle Prefect server"] = (
+                f"{QUIET.waited:.0f} s before {QUIET.calls} measurements; gave up waiting {QUIET.gave_up} times"
+            )
+        args.out.write_text(document(sections, shown, args.quick, command))
+
     for name in names:
         log(f"{name}: start ({'quick' if args.quick else 'full'})")
         t0 = time.perf_counter()
-        section = BENCHMARKS[name](args.quick)
+        try:
+            section = BENCHMARKS[name](args.quick)
+        except Exception as exc:  # one benchmark's failure (a server's 503, say) must not lose the others
+            log(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            failed.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            write()
+            continue
         section.seconds = time.perf_counter() - t0
         sections.append(section)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    facts["load average at end"] = " / ".join(f"{x:.2f}" for x in load) + " (1 / 5 / 15 min)"
-    facts["wall time"] = f"{time.perf_counter() - started:.0f} s for " + ", ".join(names)
-    if prefect_api.cache_info().currsize:
-        facts["Prefect server"] = f"{prefect_api()} (from `weflow.server.ensure()`), on this machine"
-    if QUIET.calls:
-        facts["waiting for an idle Prefect server"] = (
-            f"{QUIET.waited:.0f} s before {QUIET.calls} measurements; gave up waiting {QUIET.gave_up} times"
-        )
-    command = "python -m benchmarks" + (" --quick" if args.quick else "")
-    command += "".join(f" --only {n}" for n in args.only or ())
-    args.out.write_text(document(sections, facts, args.quick, command))
+        write()
     log(f"wrote {args.out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

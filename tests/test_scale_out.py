@@ -220,12 +220,12 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
 def test_a_killed_worker_leaves_the_run_crashed_not_running(
     scope: Scope, api_url: str, prefect: str, tmp_path: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "45")  # 30 s heartbeats (Prefect's minimum) + slack
+    monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "36")  # 30 s heartbeats (Prefect's minimum) + slack
     key = auth.create_key(scope.catalog, scope.user)[1]
     workflows.apply(parse(DOOMED), scope)
     deploy.deploy(scope, api_url=api_url)
     automations = httpx.post(f"{prefect}/automations/filter", json={}).json()
-    assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [45.0]
+    assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [36.0]
 
     nowhere = tmp_path / "no-catalog-here"
     nowhere.mkdir()
