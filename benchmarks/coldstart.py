@@ -199,6 +199,12 @@ def import_groups(stderr: str) -> tuple[float, list[tuple[str, float]]]:
     return sum(groups.values()), ranked
 
 
+def importtime(cmd: Sequence[str | Path]) -> list[str | Path]:
+    """``cmd`` (a script, or the interpreter and a script) run by ``python -X importtime``."""
+    script = list(cmd[1:]) if str(cmd[0]) == sys.executable else list(cmd)
+    return [sys.executable, "-X", "importtime", *script]
+
+
 def _groups_text(total: float, ranked: list[tuple[str, float]], top: int = 10) -> str:
     shown = ", ".join(f"{name} {sec:.2f}" for name, sec in ranked[:top])
     return f"{total:.2f} s ({shown}, other {total - sum(s for _, s in ranked[:top]):.2f})"
@@ -404,9 +410,8 @@ round(s){"" if quick else AGAIN}.
         # --- where the time goes (full mode: three more processes, untimed) --------------------
         if not quick:
             log("coldstart: import profile and step probe")
-            importtime: list[str | Path] = [sys.executable, "-X", "importtime"]
-            weflow_imports = import_groups(launch([*importtime, *weflow_cmd], root, served).stderr)
-            raw_imports = import_groups(launch([*importtime, *raw_cmd(raw_report)], root, served).stderr)
+            weflow_imports = import_groups(launch(importtime(weflow_cmd), root, served).stderr)
+            raw_imports = import_groups(launch(importtime(raw_cmd(raw_report)), root, served).stderr)
             probe = subprocess.run(
                 [sys.executable, "-c", PROBE, str(SAMPLE)], cwd=root, env=served, capture_output=True, text=True,
                 timeout=600, check=True,
