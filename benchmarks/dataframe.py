@@ -277,12 +277,10 @@ Prefect for weflow, Polars only for the baseline).""",
         f"the answer has {want.height} rows.",
         'The "of which inside" rows are weflow\'s own node records of the same runs (`duration_ms` of each '
         "step task: building the plan, collecting it, recording); the rest of a run is the Prefect flow run "
-        "around the tasks and weflow's preparation. weflow collects with `collect(background=True)` "
-        "(`weflow.compile.runtime.collect`); with polars 2.1 that runs the in-memory engine, while the "
-        "baseline's `collect()` lets Polars pick its streaming engine for this query: that is most of the "
-        "gap in the step task and in peak memory (a one-off check while writing this benchmark, polars 2.1.0, "
-        "same plan in a fresh process: `collect(background=True)` took ~1.5x the time and ~3x the working "
-        "memory of `collect()`; `collect_async()` behaved like `collect()`).",
+        "around the tasks and weflow's preparation. weflow collects on Polars' streaming engine, batch by "
+        'batch in a thread it can stop (`weflow.compile.runtime.collect`: `collect_batches(engine="streaming")`; '
+        "`collect(background=True)`, used before, silently ran the in-memory engine at ~1.5x the time and "
+        "~3x the working memory). Peak memory of a fresh process includes the imports (the last row).",
         "A fresh process pays first-run costs (Prefect client set-up, the first flow run; imports are "
         "not counted) that the in-process timings above do not: its run took "
         + ", ".join(f"{name} {statistics.median([r['seconds'] for r in found]):.2f} s" for name, found in rss.items())
