@@ -435,7 +435,7 @@ PHASES: Mapping[str, str] = {
 
 def run(quick: bool) -> Section:
     repeats = 1 if quick else 5
-    batch = 3 if quick else 50
+    batch = 2 if quick else 50
     batch_repeats = 1  # a batch of 50 takes minutes per side on 2 cores
     warmup = 0 if quick else 1  # quick: the first run also pays the worker's and the server's cold start
     settle = 1.5 if quick else 30.0

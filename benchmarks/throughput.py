@@ -192,7 +192,7 @@ def fanout_times(root: Path, rows: int, width: int, repeats: int, settle: float,
 
 
 def run(quick: bool) -> Section:
-    batch = 2 if quick else 16
+    batch = 1 if quick else 16
     repeats = 1 if quick else 3
     rows, width = (20_000, 3) if quick else (4_000_000, 8)
     settle = 1.5 if quick else 20.0

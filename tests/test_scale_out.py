@@ -165,7 +165,7 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
     nowhere.mkdir()
     workers = start_workers(2, prefect, key, tmp_path, nowhere)
     try:
-        names = ["remote_a", "remote_b", "broken"] * 2
+        names = ["remote_a", "remote_b", "broken", "remote_a"]
         queued = [execution.submit(name, scope, Mode.API, queue=True) for name in names]
         started = subprocess.run(  # one started on the Prefect side, as the UI would: the API makes its record
             [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "run_workflow/remote_a"],
@@ -205,9 +205,9 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
         stop(workers)
 
     every = scope.catalog.executions(scope.user.organization_id, limit=100)
-    assert len(every) == 7 and len({e.id for e in every}) == 7  # each recorded once
+    assert len(every) == 5 and len({e.id for e in every}) == 5  # each recorded once
     assert {e.flow_run_id for e in every} == {e.flow_run_id for e in [*ended, outside]}
-    # Prefect's own record is in PostgreSQL: the same seven flow runs, in the same final states
+    # Prefect's own record is in PostgreSQL: the same five flow runs, in the same final states
     rows = psql(database, "SELECT id, state_type FROM flow_run WHERE state_type IS NOT NULL").splitlines()
     in_postgres = dict(line.split("|") for line in rows)
     for e in every:
