@@ -29,7 +29,7 @@ PROCESS_BENCHMARKS = (
     "queued",
     "coldstart",
     "throughput",
-)  # in tests/test_benchmarks_processes.py: xdist runs the two files apart
+)  # run apart by tests/test_benchmarks_processes.py and tests/test_benchmarks_throughput.py (xdist balances files)
 
 
 def smoke(names: tuple[str, ...], out: Path) -> None:
