@@ -157,18 +157,22 @@ async def _limit_pool(limit: int) -> None:
         await client.update_work_pool(POOL, WorkPoolUpdate(concurrency_limit=limit))
 
 
-async def _wait_for_worker(pool: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+async def _wait_for_worker(
+    pool: str, procs: Sequence[subprocess.Popen[bytes]], count: int = 1, timeout: float = 120.0
+) -> None:
+    """Until ``count`` workers have registered on ``pool`` (an error if one of ``procs`` exits first)."""
     deadline = time.monotonic() + timeout
     async with get_client() as client:
-        while not await client.read_workers_for_work_pool(pool):
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        while len(await client.read_workers_for_work_pool(pool)) < count:
+            dead = [p.returncode for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a worker exited with code {dead[0]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no worker registered on pool {pool!r} within {timeout:.0f} s")
+                raise RuntimeError(f"fewer than {count} workers on pool {pool!r} after {timeout:.0f} s")
             await asyncio.sleep(0.3)
 
 
-async def _cleanup(deployment_ids: Sequence[UUID]) -> None:
+async def _cleanup(deployment_ids: Sequence[UUID], pool: str = POOL) -> None:
     """Remove what the benchmark made on the server (its flow runs stay in the history)."""
     async with get_client() as client:
         for deployment_id in deployment_ids:
@@ -177,7 +181,7 @@ async def _cleanup(deployment_ids: Sequence[UUID]) -> None:
             except ObjectNotFound:
                 pass
         try:
-            await client.delete_work_pool(POOL)
+            await client.delete_work_pool(pool)
         except ObjectNotFound:
             pass
 
@@ -485,7 +489,7 @@ of each phase, so they need not add up exactly.""",
                 server.blocking(_limit_pool(POOL_LIMIT))
                 worker = server.start_worker(api, POOL, deploy.execution_queue(), root / "worker")
                 try:
-                    server.blocking(_wait_for_worker(POOL, worker))
+                    server.blocking(_wait_for_worker(POOL, [worker]))
                     log(f"queued: worker {worker.pid} on pool {POOL!r}")
                     latency = interleave(
                         {

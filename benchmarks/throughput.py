@@ -16,7 +16,6 @@ each runner (frames pickled to the Dask workers).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -29,8 +28,6 @@ from typing import Any
 from uuid import UUID
 
 import polars as pl
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -68,31 +65,6 @@ def fanout_data(path: Path, rows: int, width: int) -> None:
     pl.DataFrame([*keys, ((n.hash(seed=99) % 1_000_000) / 1_000_000).alias("v")]).write_parquet(path)
 
 
-async def _workers_on(pool: str, count: int, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while len(await client.read_workers_for_work_pool(pool)) < count:
-            dead = [p.returncode for p in procs if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"a worker exited with code {dead[0]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fewer than {count} workers on pool {pool!r} after {timeout:.0f} s")
-            await asyncio.sleep(0.3)
-
-
-async def _cleanup(deployment_ids: list[UUID]) -> None:
-    async with get_client() as client:
-        for deployment_id in deployment_ids:
-            try:
-                await client.delete_deployment(deployment_id)
-            except ObjectNotFound:
-                pass
-        try:
-            await client.delete_work_pool(POOL)
-        except ObjectNotFound:
-            pass
-
-
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         os.killpg(p.pid, signal.SIGTERM)
@@ -123,7 +95,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
                 ]
                 first = procs[0].pid  # its process tree is what the batch helpers watch
                 try:
-                    server.blocking(_workers_on(POOL, count, procs))
+                    server.blocking(queued._wait_for_worker(POOL, procs, count))
                     seconds = interleave(
                         {
                             "weflow": lambda: queued.weflow_batch(scope, RUNS, batch, first).seconds,  # noqa: B023
@@ -138,7 +110,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
                 finally:
                     _stop(procs)
         finally:
-            server.blocking(_cleanup(deployments))
+            server.blocking(queued._cleanup(deployments, POOL))
     return found
 
 

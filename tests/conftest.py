@@ -96,7 +96,7 @@ def render(url: str, tmp_path: Path, budget_ms: int = 15000) -> str:
     return proc.stdout
 
 
-def eventually(check: Callable[[], object], seconds: float) -> object:
+def eventually(check: Callable[[], object], seconds: float = 180) -> object:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = check()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from weflow import deploy, execution, parse, server, workflows
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.workflows import Scope
 
-from .conftest import REPO, render
+from .conftest import REPO, eventually, render
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -42,16 +41,6 @@ def worker(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def wait_for(scope: Scope, execution_id: str, seconds: float = 180) -> Execution:
     return execution.wait(execution_id, scope, timeout=seconds)
-
-
-def eventually(check: Callable[[], object], seconds: float = 180) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError("condition not met in time")
 
 
 def deployments(api: str) -> dict[str, dict]:
