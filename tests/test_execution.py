@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from prefect.settings import Settings
 
 from weflow import DefinitionError, parse, workflows
 from weflow.core.entities import RunState
@@ -287,6 +290,33 @@ def test_persisted_outputs_are_content_addressed_and_indexed(scope: Scope, setti
     assert len(set(paths.values())) == len(paths)  # one file per node output
     assert_frame_equal(pl.read_parquet(paths["ranked"]), first["ranked"])
     assert Path(paths["ranked"]).parent == settings.runs_dir
+
+
+def test_repeat_runs_in_one_process_rebuild_no_prefect_settings_or_tls_context(
+    scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook runs workflows again and again: Prefect's settings (~85 ms to rebuild here) and the
+    SSL context each new Prefect client loads from the CA bundle (~45 ms) are made once per process."""
+    apply(scope, "name: again\nnodes:\n  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}\n")
+    assert run("again", scope).ok  # the first run in this process builds them
+    made: list[str] = []
+    real_tls = ssl.create_default_context
+    real_copy = Settings.copy_with_update
+
+    def tls(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append("ssl context")
+        return real_tls(*args, **kwargs)
+
+    def copy(self: Settings, *args: Any, **kwargs: Any) -> Settings:
+        made.append("settings")
+        return real_copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", tls)
+    monkeypatch.setattr(Settings, "copy_with_update", copy)
+    result = run("again", scope)
+    assert result.ok and result.execution.flow_run_id  # a real flow run on the server
+    assert result["orders"].height == pl.read_csv(REPO / "data/samples/orders.csv").height
+    assert made == []
 
 
 def test_preview_runs_only_upstream_on_a_sample(scope: Scope, tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from weflow import server
 from weflow.config import settings
@@ -256,7 +255,7 @@ def deploy(scope: Scope, api_url: str | None = None) -> list[Deployed]:
     other machines, with ``WEFLOW_API_KEY``); by default they use the catalog file directly.
     """
     api = server.ensure()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+    with server.pointed_at(api.api_url):
         return server.blocking(_deploy(scope, api_url))
 
 

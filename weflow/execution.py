@@ -29,13 +29,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import State
 from prefect.client.schemas.sorting import LogSort
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Cancelling
 
 from weflow import deploy, monitor, server
 from weflow.client import WeflowApi
 from weflow.compile import plan as planning
 from weflow.compile import remote
+from weflow.compile.flow import call as call_flow
 from weflow.compile.flow import compile_flow
 from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
@@ -306,11 +306,11 @@ def execute(
     begin(prepared, scope, queued, from_node=from_node)
     api = server.ensure()
     t0 = time.perf_counter()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+    with server.pointed_at(api.api_url):
         flow = compile_flow(prepared.run, prepared.timeout).with_options(
             flow_run_name=f"{definition.name}-{execution.id[:8]}"
         )
-        state: State[Any] = server.blocking(flow(execution.id, prepared.params, return_state=True))  # type: ignore[arg-type]
+        state = server.blocking(call_flow(flow, execution.id, prepared.params))
     status = _state_to_run_state(state, run_status(prepared.run))
     flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
     return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
@@ -455,7 +455,7 @@ def submit(
     resolve_inputs(definition, input_data)
     if queue is not False:
         api = server.ensure()
-        with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+        with server.pointed_at(api.api_url):
             flow_run_id = server.blocking(_create_flow_run(execution, required=bool(queue)))
         if flow_run_id is not None:
             execution = replace(execution, flow_run_id=flow_run_id)
@@ -578,7 +578,7 @@ def sync(scope: Scope) -> list[Execution]:
     if not pending:
         return []
     api = server.ensure()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+    with server.pointed_at(api.api_url):
         states = server.blocking(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))
     repaired = []
     for e in pending:
@@ -630,7 +630,7 @@ def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 
     if execution.flow_run_id is None:
         return []
     api = server.ensure()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+    with server.pointed_at(api.api_url):
         lines = server.blocking(_read_logs(execution.flow_run_id, limit))
     if node is not None:
         lines = [line for line in lines if line.node == node or (line.node or "").startswith(f"{node} (+")]
@@ -686,7 +686,7 @@ def cancel(execution_id: str, scope: Scope) -> Execution:
     if execution.flow_run_id is None:
         raise ConflictError(f"execution {execution_id} runs in a process weflow cannot reach; it cannot be cancelled")
     api = server.ensure()
-    with temporary_settings(updates={PREFECT_API_URL: api.api_url}):
+    with server.pointed_at(api.api_url):
         server.blocking(_cancel_flow_run(execution.flow_run_id))
     if execution.status is RunState.QUEUED:
         scope.catalog.update_execution(execution.id, status=RunState.CANCELLED, finished_at=datetime.now(UTC))

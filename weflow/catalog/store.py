@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,16 @@ from weflow.core.entities import (
 from weflow.core.model import Definition
 from weflow.errors import CatalogError, NotFoundError
 
+# Timestamps are read as epoch microseconds (`_when`, `_at`): DuckDB's conversion of a TIMESTAMPTZ to a Python
+# datetime goes through the session time zone per value and was 4/5 of listing 10,000 workflows.
 _WORKFLOW_COLUMNS = (
-    "id, name, description, status, configuration, is_active, execution_count, last_executed_at, "
-    "owner_id, organization_id, created_at, updated_at, current_version, deleted_at"
+    "id, name, description, status, configuration, is_active, execution_count, epoch_us(last_executed_at), "
+    "owner_id, organization_id, epoch_us(created_at), epoch_us(updated_at), current_version, epoch_us(deleted_at)"
 )
 _EXECUTION_COLUMNS = (
     "e.id, e.workflow_id, w.name, e.version, e.mode, e.user_id, e.status, e.input_data, e.flow_run_id, "
-    "e.created_at, e.started_at, e.finished_at, e.duration_ms, e.error_type, e.error_message, "
-    "e.error_node, e.output, e.timeout_seconds, r.resumed_from"
+    "epoch_us(e.created_at), epoch_us(e.started_at), epoch_us(e.finished_at), e.duration_ms, e.error_type, "
+    "e.error_message, e.error_node, e.output, e.timeout_seconds, r.resumed_from"
 )
 _EXECUTION_FROM = (
     "workflow_executions e JOIN workflows w ON w.id = e.workflow_id "
@@ -54,12 +56,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _when(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
+def _at(microseconds: int | None) -> datetime | None:
+    return None if microseconds is None else _when(microseconds)
+
+
 def _workflow(row: Sequence[Any]) -> Workflow:
     return Workflow(
         id=row[0], name=row[1], description=row[2], status=Status(row[3]),
         configuration=json.loads(row[4]), is_active=row[5], execution_count=row[6],
-        last_executed_at=row[7], owner_id=row[8], organization_id=row[9], created_at=row[10],
-        updated_at=row[11], current_version=row[12], deleted_at=row[13],
+        last_executed_at=_at(row[7]), owner_id=row[8], organization_id=row[9], created_at=_when(row[10]),
+        updated_at=_when(row[11]), current_version=row[12], deleted_at=_at(row[13]),
     )  # fmt: skip
 
 
@@ -70,7 +83,7 @@ def _execution(
         id=row[0], workflow_id=row[1], workflow=row[2], version=row[3], mode=Mode(row[4]),
         user_id=row[5], status=RunState(row[6]),
         input_data=json.loads(row[7]) if row[7] is not None else None, flow_run_id=row[8],
-        created_at=row[9], started_at=row[10], finished_at=row[11], duration_ms=row[12],
+        created_at=_when(row[9]), started_at=_at(row[10]), finished_at=_at(row[11]), duration_ms=row[12],
         error_type=row[13], error_message=row[14], error_node=row[15],
         output=json.loads(row[16]) if row[16] is not None else None, timeout_seconds=row[17],
         resumed_from=row[18], nodes=nodes, compensations=compensations,
