@@ -1,15 +1,20 @@
-"""``python -m benchmarks [--quick] [--only NAME] [--out BENCHMARKS.md]`` from the repository root."""
+"""``python -m benchmarks [--quick] [--only NAME] [--out BENCHMARKS.md]`` from the repository root.
+
+With ``--only``, the sections of the other benchmarks already in the ``--out`` file are kept, each
+marked with the date and commit of the run that measured it (full runs only: a quick run keeps nothing).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import catalog, coldstart, dataframe, overhead, queued, throughput, tpch
+from benchmarks import catalog, coldstart, dataframe, overhead, profiles, queued, throughput, tpch
 from benchmarks.harness import QUIET, Section, document, log, machine, prefect_api
 
 BENCHMARKS: dict[str, Callable[[bool], Section]] = {
@@ -20,7 +25,30 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "tpch": tpch.run,
     "coldstart": coldstart.run,
     "throughput": throughput.run,
+    "profiles": profiles.run,
 }
+EARLIER = "_Measured in an earlier run"
+
+
+def kept_sections(path: Path, rerun: Sequence[str]) -> dict[str, str]:
+    """The sections of the report at ``path`` for benchmarks not in ``rerun``, marked with their run's facts."""
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    if "| mode | full |" not in text:
+        return {}
+    facts = dict(re.findall(r"^\| (date|commit|load average at start) \| (.+) \|$", text, flags=re.MULTILINE))
+    mark = f"{EARLIER}: " + "; ".join(f"{k} {v}" for k, v in facts.items()) + "._"
+    kept = {}
+    for part in re.split(r"^(?=## )", text, flags=re.MULTILINE)[1:]:
+        found = re.match(r"## (\w+): .*\n", part)
+        if not found or found[1] in rerun or found[1] not in BENCHMARKS:
+            continue
+        body = part.rstrip() + "\n"
+        if EARLIER not in body and "_Separate run" not in body:
+            body = found[0] + "\n" + mark + "\n" + body[found.end() :]
+        kept[found[1]] = body
+    return kept
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    kept = kept_sections(args.out, names) if args.only and not args.quick else {}
     facts = machine()
     sections: list[Section] = []
     failed: list[str] = []
@@ -55,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown["waiting for an idle Prefect server"] = (
                 f"{QUIET.waited:.0f} s before {QUIET.calls} measurements; gave up waiting {QUIET.gave_up} times"
             )
-        args.out.write_text(document(sections, shown, args.quick, command))
+        if kept:
+            shown["kept"] = ", ".join(kept) + " (from the earlier report, marked in each section)"
+        new = {section.name: section.to_markdown() for section in sections}
+        blocks = [new.get(name) or kept[name] for name in BENCHMARKS if name in new or name in kept]
+        args.out.write_text(document(blocks, shown, args.quick, command))
 
     for name in names:
         log(f"{name}: start ({'quick' if args.quick else 'full'})")

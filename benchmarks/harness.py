@@ -117,6 +117,7 @@ class Section:
     baselines: Sequence[str]
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # markdown blocks after the notes (profiles)
     seconds: float = 0.0  # wall time of the whole benchmark, filled in by the runner
 
     def to_markdown(self) -> str:
@@ -132,6 +133,8 @@ class Section:
         if self.notes:
             lines.append("")
             lines += [f"- {note}" for note in self.notes]
+        for block in self.details:
+            lines += ["", block]
         lines += ["", f"_This benchmark took {self.seconds:.0f} s of wall time._", ""]
         return "\n".join(lines)
 
@@ -396,7 +399,8 @@ How to read the tables:
 """
 
 
-def document(sections: Sequence[Section], facts: Mapping[str, str], quick: bool, command: str) -> str:
+def document(blocks: Sequence[str], facts: Mapping[str, str], quick: bool, command: str) -> str:
+    """The report: the facts, how to read it, then each section's markdown (``Section.to_markdown``)."""
     lines = [
         "# Benchmarks",
         "",
@@ -409,6 +413,5 @@ def document(sections: Sequence[Section], facts: Mapping[str, str], quick: bool,
         "",
         METHOD,
     ]
-    for section in sections:
-        lines.append(section.to_markdown())
+    lines += blocks
     return "\n".join(lines).rstrip() + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -17,7 +18,11 @@ def tables(markdown: str) -> dict[str, list[dict[str, str]]]:
     found: dict[str, list[dict[str, str]]] = {}
     for part in re.split(r"^## ", markdown, flags=re.MULTILINE)[1:]:
         name = part.split(":", 1)[0]
-        lines = [line for line in part.splitlines() if line.startswith("|")]
+        text = part.splitlines()
+        start = next(i for i, line in enumerate(text) if line.startswith("|"))
+        lines = list(
+            itertools.takewhile(lambda line: line.startswith("|"), text[start:])
+        )  # the table, not what follows
         header = [c.strip() for c in lines[0].strip("|").split("|")]
         found[name] = [
             dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]
@@ -29,7 +34,8 @@ PROCESS_BENCHMARKS = (
     "queued",
     "coldstart",
     "throughput",
-)  # run apart by tests/test_benchmarks_processes.py and tests/test_benchmarks_throughput.py (xdist balances files)
+    "profiles",
+)  # run apart by tests/test_benchmarks_processes.py, _throughput.py and _profiles.py (xdist balances files)
 
 
 def smoke(names: tuple[str, ...], out: Path) -> None:
