@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "dataframe": dataframe.run,
     "queued": queued.run,
     "tpch": tpch.run,
+    "tpch10": lambda quick: tpch.run(quick, scale=10, name="tpch10"),
     "coldstart": coldstart.run,
     "throughput": throughput.run,
     "profiles": profiles.run,

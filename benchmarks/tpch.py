@@ -11,8 +11,8 @@ anything is timed (a mismatch fails the benchmark). Peak memory: each engine run
 once in a fresh process (``python -m benchmarks.tpch child ENGINE QUERY DIR``) that reports its
 own ``VmHWM``.
 
-Full mode runs scale factor 1, or ``WEFLOW_TPCH_SF`` (e.g. ``WEFLOW_TPCH_SF=10``); quick mode
-runs scale factor 0.01 once.
+Full mode runs scale factor 1 (``WEFLOW_TPCH_SF`` picks another) as benchmark ``tpch`` and scale
+factor 10 as ``tpch10`` (3 repeats); quick mode runs scale factor 0.01 once for both.
 """
 
 from __future__ import annotations
@@ -399,22 +399,22 @@ def child_result(engine: str, query: str, proc: subprocess.Popen[str]) -> dict[s
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def run(quick: bool, scale: float | None = None) -> Section:
+def run(quick: bool, scale: float | None = None, name: str = "tpch") -> Section:
     sf = scale_factor(quick, scale)
     queries = ("q01", "q06") if quick else QUERIES  # the smoke run: two single-table queries
-    repeats = 1 if quick else 5
+    repeats = 1 if quick else 5 if sf <= 1 else 3
     t0 = time.perf_counter()
     reused = (CACHE / f"sf{sf:g}" / COMPLETE).exists()
     root = generate(sf)
     generated = time.perf_counter() - t0
     size_mb = sum(p.stat().st_size for p in root.glob("*.parquet")) / 2**20
     section = Section(
-        name="tpch",
+        name=name,
         title=f"TPC-H queries 1, 3, 5, 6, 10, 12 at scale factor {sf:g}",
         description=f"""\
 TPC-H data at scale factor {sf:g} ({size_mb:.0f} MiB of Parquet, lineitem and orders as one file
-each), generated once by `tpchgen-cli` into `data/tpch/sf{sf:g}/` (`WEFLOW_TPCH_SF` picks another
-scale factor for the full run). **weflow** runs each query as a definition
+each), generated once by `tpchgen-cli` into `data/tpch/sf{sf:g}/` (benchmark `tpch` runs scale factor 1
+or `WEFLOW_TPCH_SF`, `tpch10` scale factor 10). **weflow** runs each query as a definition
 (`benchmarks/tpch/qNN.yaml`: read_parquet, filter, join, aggregate, sort, limit and select nodes,
 no `sql` node) with `execute()` on the local Prefect server, default fusion, no catalog writes.
 **{POLARS}** is the same query as `scan_parquet(...)...collect()`; **{DUCKDB}** is the standard

@@ -344,8 +344,7 @@ def new_execution(
     scope: Scope, name: str, *, mode: Mode, input_data: Mapping[str, Any] | None, timeout: float | None,
     version_number: int | None = None,
 ) -> tuple[Definition, Execution]:  # fmt: skip
-    wf = get(name, scope)
-    ver = version(name, scope, version_number)
+    wf, ver = scope.catalog.workflow_version(scope.user.organization_id, name, version_number)  # one session
     execution = Execution(
         id=str(uuid.uuid4()),
         workflow_id=wf.id,

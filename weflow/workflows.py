@@ -91,10 +91,7 @@ def get(name: str, scope: Scope) -> Workflow:
 
 
 def version(name: str, scope: Scope, number: int | None = None) -> Version:
-    workflow = get(name, scope)
-    if number is not None and not 1 <= number <= workflow.current_version:
-        raise NotFoundError(f"workflow {name!r} has no version {number} (versions 1-{workflow.current_version})")
-    return scope.catalog.version(workflow, number)
+    return scope.catalog.workflow_version(scope.user.organization_id, name, number)[1]
 
 
 def list_workflows(scope: Scope, status: Status | str | None = None) -> list[Workflow]:

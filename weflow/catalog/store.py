@@ -281,6 +281,16 @@ class Catalog:
         with self.transaction() as con:
             return self._version(con, workflow.id, number or workflow.current_version)
 
+    def workflow_version(self, organization_id: int, name: str, number: int | None = None) -> tuple[Workflow, Version]:
+        """A workflow and one of its versions (the current one by default), in one session."""
+        with self.transaction() as con:
+            found = self.find_workflow(con, organization_id, name)
+            if found is None:
+                raise NotFoundError(f"no workflow named {name!r}")
+            if number is not None and not 1 <= number <= found.current_version:
+                raise NotFoundError(f"workflow {name!r} has no version {number} (versions 1-{found.current_version})")
+            return found, self._version(con, found.id, number or found.current_version)
+
     def versions(self, workflow: Workflow) -> list[Version]:
         with self.transaction() as con:
             rows = con.execute(
