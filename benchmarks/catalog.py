@@ -49,7 +49,7 @@ DOCS_TABLE = "CREATE TABLE docs (name VARCHAR PRIMARY KEY, definition JSON NOT N
 WORKERS = 4
 LOCK_TIMEOUT = 900.0  # weflow's default is 60 s: see the notes on waits in the recording rows
 APPLIED = 20  # of the many listed workflows, applied with weflow; the rest are SQL copies of these rows
-WORKFLOW_COLUMNS = (  # what `Catalog.workflows` selects
+WORKFLOW_COLUMNS = (  # the columns `Catalog.workflows` selects, timestamps as DuckDB returns them
     "id, name, description, status, configuration, is_active, execution_count, last_executed_at, "
     "owner_id, organization_id, created_at, updated_at, current_version, deleted_at"
 )
@@ -390,8 +390,8 @@ def listing_and_recording(section: Section, files: Files, quick: bool) -> None:
         f"The {many:,} listed workflows: {min(many, APPLIED)} applied with `workflows.apply_many`, the rest "
         f"copies of the first one's rows made with SQL (each with its own name, document and hash; "
         f"{setup:.1f} s of setup, untimed). `list_workflows` takes the file lock, opens the file, runs the "
-        "same query in a transaction and builds a `Workflow` per row (parsing its configuration JSON); the "
-        "raw side returns tuples.",
+        "query in a transaction (timestamps read as epoch microseconds) and builds a `Workflow` per row "
+        "(parsing its configuration JSON); the raw side returns tuples, timestamps converted by DuckDB.",
         f"Recording: each of the {WORKERS} processes records {total // WORKERS:,} executions, or one process "
         f"records all {total:,}; one execution is weflow's two catalog sessions (`insert_execution` RUNNING, "
         "then `finish_execution` with the final state, 2 node rows and the workflow's counters). The clock "
@@ -551,8 +551,9 @@ two node records), against the same calls from one process, serially (also in th
         "timing), so nearly all of apply's time is the catalog writes.",
         f"After one round the catalog file was {size:.1f} MiB (versions, nodes and connections tables) "
         f"and the raw table {raw_size:.1f} MiB.",
-        "`show` in weflow is two catalog sessions (look the workflow up, then read its version) and "
-        "validates the document into a `Definition`; the baseline is one query and `json.loads`.",
+        "`show` in weflow is one catalog session (the workflow and its version, "
+        "`Catalog.workflow_version`) and validates the document into a `Definition`; the baseline is one "
+        "query and `json.loads`.",
     ]
     log("catalog: done")
     return section

@@ -9,7 +9,9 @@ every other benchmark), then profiled once more with pyinstrument (1 ms sampling
 - a chain of 100 trivial nodes with ``fuse=False`` (one Prefect task per node) against the raw
   Prefect chain of ``benchmarks/overhead.py``: what a task costs;
 - a new ``weflow run daily_sales`` process against ``benchmarks/raw_cold.py`` (both on the running
-  server): imports and start-up.
+  server): imports and start-up;
+- ``workflows.list_workflows`` of 10,000 workflows against a raw ``SELECT`` of the same rows
+  (``benchmarks/catalog.py``; the baseline column is then plain DuckDB, not Prefect).
 
 The profile trees keep Prefect's engine and client frames, weflow's and Polars' (others are
 folded into them) and drop frames under 4 % of the total.
@@ -33,12 +35,15 @@ from pyinstrument import Profiler
 from pyinstrument.renderers import ConsoleRenderer
 from pyinstrument.session import Session
 
-from benchmarks import coldstart, overhead, tpch
+from benchmarks import catalog, coldstart, overhead, tpch
 from benchmarks.harness import Row, Section, Stat, interleave, log, prefect_api, timed
-from weflow import config
+from weflow import config, workflows
 
 RAW = "raw Prefect"
-SHOWN = r".*(weflow|benchmarks|prefect/(flow|task)_engine|prefect/client|prefect/results|prefect/context|ssl|polars).*"
+SHOWN = (
+    r".*(weflow|benchmarks|prefect/(flow|task)_engine|prefect/client|prefect/results|prefect/context"
+    r"|ssl|polars|duckdb).*"
+)
 THRESHOLD = 0.04
 
 
@@ -102,11 +107,14 @@ same run (interleaved, {repeats} round(s){"" if quick else " after a warm-up"}; 
 Prefect flow whose one task runs the hand-written Polars query; **a chain of {chain} nodes**
 with `fuse=False` (one Prefect task per node) against `benchmarks/overhead.py`'s raw Prefect
 chain; **a new `weflow run daily_sales` process** against `benchmarks/raw_cold.py`, both on
-the running server. Then each weflow scene once more under pyinstrument (1 ms sampling,
-async-aware; {profiled_runs} run(s) of the in-process scenes, one process): the trees below keep
-weflow's, Polars' and Prefect's engine, client and result-store frames (others are folded into
-their callers) and drop frames under {THRESHOLD:.0%} of the total. Profiling slows Python code
-down, so read the trees for shares, the table for times.""",
+the running server; **listing {catalog.many_workflows_count(quick):,} workflows** with
+`workflows.list_workflows` against `benchmarks/catalog.py`'s raw `SELECT` (open, query, tuples,
+close: plain DuckDB, in the baseline column). Then each weflow scene once more under
+pyinstrument (1 ms sampling, async-aware; {profiled_runs} run(s) of the in-process scenes, one
+process, {profiled_runs * 4} listings): the trees below keep weflow's, Polars', DuckDB's and
+Prefect's engine, client and result-store frames (others are folded into their callers) and
+drop frames under {THRESHOLD:.0%} of the total. Profiling slows Python code down, so read the
+trees for shares, the table for times.""",
         baselines=(RAW,),
     )
     api = prefect_api()
@@ -128,6 +136,9 @@ down, so read the trees for shares, the table for times.""",
     def process(cmd: list[str], output: Path) -> float:
         return coldstart.launch(cmd, cold_root, env, output).seconds  # a failed run or no output is an error
 
+    listed = catalog.many_workflows(work / "listed.duckdb", catalog.many_workflows_count(quick))
+    organization = listed.user.organization_id
+
     with config.using(data_roots=(work, root, coldstart.REPO)):
         definition = overhead.chain_definition(csv, chain)
         scenes = {
@@ -138,6 +149,10 @@ down, so read the trees for shares, the table for times.""",
             "chain": {
                 "weflow": lambda: overhead.run_weflow(definition, False),
                 RAW: lambda: overhead.run_prefect(csv, chain),
+            },
+            "list": {
+                "weflow": lambda: workflows.list_workflows(listed),
+                RAW: lambda: catalog.raw_list_workflows(listed.catalog.path, organization),
             },
         }
         samples: dict[str, dict[str, list[float]]] = {}
@@ -158,6 +173,7 @@ down, so read the trees for shares, the table for times.""",
             "q06": f"TPC-H Q6 (SF {tpch.scale_factor(quick):g}), one in-process run: `execute()` vs a raw Prefect flow",
             "chain": f"chain of {chain} trivial nodes, one Prefect task per node (`fuse=False`)",
             "cold": "`weflow run daily_sales` process vs `benchmarks/raw_cold.py`, server running: start to exit",
+            "list": f"list {catalog.many_workflows_count(quick):,} workflows vs a raw `SELECT` (here: plain DuckDB)",
         }
         for name, label in labels.items():
             section.rows.append(Row(label, Stat(samples[name]["weflow"]), {RAW: Stat(samples[name][RAW])}))
@@ -171,6 +187,7 @@ down, so read the trees for shares, the table for times.""",
             "q06": render(profiled(scenes["q06"]["weflow"], profiled_runs)),
             "q06-raw": render(profiled(scenes["q06"][RAW], profiled_runs)),
             "chain": render(profiled(scenes["chain"]["weflow"], 1)),
+            "list": render(profiled(scenes["list"]["weflow"], profiled_runs * 4)),
         }
     session_file = work / "cold.pyisession"
     pyinstrument = Path(sys.executable).with_name("pyinstrument")
@@ -184,6 +201,7 @@ down, so read the trees for shares, the table for times.""",
         "q06-raw": f"raw Prefect: the same query in a one-task flow, {profiled_runs} run(s)",
         "chain": f"weflow: one run of the {chain}-node chain, `fuse=False`",
         "cold": "weflow: one `weflow run daily_sales` process (imports included)",
+        "list": f"weflow: {profiled_runs * 4} listings of {catalog.many_workflows_count(quick):,} workflows",
     }
     section.details = [details(titles[k], tree) for k, tree in trees.items()]
     return section

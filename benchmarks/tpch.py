@@ -476,6 +476,14 @@ Prefect for weflow, Polars or DuckDB only for the baselines).""",
 
         section.rows.append(Row(f"{query.upper()}, peak RSS of a fresh process", peak("weflow"),
                                 {POLARS: peak("polars"), DUCKDB: peak("duckdb")}))  # fmt: skip
+    for query in queries:
+
+        def working(engine: str, query: str = query) -> Stat:
+            measured = peaks[engine, query]
+            return Stat((measured["peak_mb"] - measured["before_mb"],), "MB")
+
+        section.rows.append(Row(f"{query.upper()}, peak RSS above RSS after imports (the query's own memory)",
+                                working("weflow"), {POLARS: working("polars"), DUCKDB: working("duckdb")}))  # fmt: skip
     before = {e: statistics.median(peaks[e, q]["before_mb"] for q in queries) for e in ENGINES}
     section.notes += [
         (

@@ -19,13 +19,15 @@ def test_quick_run_of_the_profiles_benchmark_shows_where_the_time_goes(tmp_path:
     out = tmp_path / "BENCHMARKS.md"
     smoke(("profiles",), out)
     trees = re.findall(r"<summary>(.+?)</summary>\s+```text\n(.+?)```", out.read_text(), flags=re.DOTALL)
-    assert len(trees) == 4
+    assert len(trees) == 5
     weflow_q06 = next(tree for title, tree in trees if title.startswith("weflow: TPC-H"))
     raw_q06 = next(tree for title, tree in trees if title.startswith("raw Prefect"))
     cold = next(tree for title, tree in trees if "`weflow run daily_sales`" in title)
     assert "execute  weflow/execution.py" in weflow_q06 and "run_flow_async" in weflow_q06
     assert "run_raw_tpch" in raw_q06 and "weflow/" not in raw_q06
     assert "run_  " in cold and "weflow/cli/app.py" in cold  # the CLI command, imports included
+    listing = next(tree for title, tree in trees if "listings" in title)
+    assert "list_workflows  weflow/workflows.py" in listing and "session  weflow/catalog/session.py" in listing
 
 
 def test_a_partial_run_keeps_the_other_sections_of_a_full_report_marked_with_their_run(tmp_path: Path) -> None:
