@@ -67,10 +67,15 @@ def _at(microseconds: int | None) -> datetime | None:
     return None if microseconds is None else _when(microseconds)
 
 
-def _workflow(row: Sequence[Any]) -> Workflow:
+_STATUS = {s.value: s for s in Status}
+
+
+def _workflow(row: Sequence[Any], configuration: dict[str, Any] | None = None) -> Workflow:
+    """``configuration``: the row's JSON already parsed (``Catalog.workflows`` parses a page at once)."""
     return Workflow(
-        id=row[0], name=row[1], description=row[2], status=Status(row[3]),
-        configuration=json.loads(row[4]), is_active=row[5], execution_count=row[6],
+        id=row[0], name=row[1], description=row[2], status=_STATUS[row[3]],
+        configuration=json.loads(row[4]) if configuration is None else configuration,
+        is_active=row[5], execution_count=row[6],
         last_executed_at=_at(row[7]), owner_id=row[8], organization_id=row[9], created_at=_when(row[10]),
         updated_at=_when(row[11]), current_version=row[12], deleted_at=_at(row[13]),
     )  # fmt: skip
@@ -315,7 +320,10 @@ class Catalog:
         sql += " ORDER BY name LIMIT ? OFFSET ?"
         params += [limit if limit is not None else 2**62, offset]
         with self.transaction() as con:
-            return [_workflow(r) for r in con.execute(sql, params).fetchall()]
+            rows = con.execute(sql, params).fetchall()
+        # one json.loads for the page's configurations: per-row calls were a quarter of listing 10,000
+        configurations = json.loads("[" + ",".join(r[4] for r in rows) + "]")
+        return [_workflow(r, c) for r, c in zip(rows, configurations, strict=True)]
 
     def delete(self, workflow: Workflow, purge: bool = False) -> None:
         """Soft delete (history kept) or purge every row of the workflow.
