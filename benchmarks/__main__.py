@@ -46,7 +46,7 @@ def kept_sections(path: Path, rerun: Sequence[str]) -> dict[str, str]:
         if not found or found[1] in rerun or found[1] not in BENCHMARKS:
             continue
         body = part.rstrip() + "\n"
-        if EARLIER not in body and "_Separate run" not in body:
+        if EARLIER not in body:
             body = found[0] + "\n" + mark + "\n" + body[found.end() :]
         kept[found[1]] = body
     return kept

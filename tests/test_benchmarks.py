@@ -20,9 +20,8 @@ def tables(markdown: str) -> dict[str, list[dict[str, str]]]:
         name = part.split(":", 1)[0]
         text = part.splitlines()
         start = next(i for i, line in enumerate(text) if line.startswith("|"))
-        lines = list(
-            itertools.takewhile(lambda line: line.startswith("|"), text[start:])
-        )  # the table, not what follows
+        # the table only: a profile tree after it has lines starting with "|" too
+        lines = list(itertools.takewhile(lambda line: line.startswith("|"), text[start:]))
         header = [c.strip() for c in lines[0].strip("|").split("|")]
         found[name] = [
             dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]

@@ -144,6 +144,23 @@ def test_list_filters_by_status(scope: Scope) -> None:
     assert [w.name for w in workflows.list_workflows(scope, "DRAFT")] == ["draft_one"]
 
 
+def test_a_version_is_read_back_with_its_workflow_and_bad_lookups_name_what_is_missing(scope: Scope) -> None:
+    workflows.apply(parse(SALES), scope)
+    workflows.apply(parse(edited(SALES, "status = 'paid'", "status = 'refunded'")), scope)
+    assert workflows.version("daily_sales", scope, 1).number == 1
+    assert "status = 'refunded'" in str(workflows.export("daily_sales", scope))  # current version by default
+    assert "status = 'paid'" in str(workflows.export("daily_sales", scope, 1))
+    with pytest.raises(NotFoundError, match=r"workflow 'daily_sales' has no version 3 \(versions 1-2\)"):
+        workflows.version("daily_sales", scope, 3)
+    with pytest.raises(NotFoundError, match="no workflow named 'nope'"):
+        workflows.version("nope", scope)
+    listed = workflows.list_workflows(scope)[0]
+    with duckdb.connect(str(scope.catalog.path), read_only=True) as con:
+        stored = con.execute("SELECT created_at, updated_at FROM workflows WHERE name = 'daily_sales'").fetchone()
+    assert (listed.created_at, listed.updated_at) == stored  # the same instants, time-zone aware
+    assert listed.created_at.utcoffset() is not None and listed.updated_at > listed.created_at
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.duckdb"
     with duckdb.connect(str(path)) as con:

@@ -159,12 +159,15 @@ class Catalog:
         ).fetchone()
         return _workflow(row) if row else None
 
-    def workflow(self, organization_id: int, name: str) -> Workflow:
-        with self.transaction() as con:
-            found = self.find_workflow(con, organization_id, name)
+    def _existing(self, con: duckdb.DuckDBPyConnection, organization_id: int, name: str) -> Workflow:
+        found = self.find_workflow(con, organization_id, name)
         if found is None:
             raise NotFoundError(f"no workflow named {name!r}")
         return found
+
+    def workflow(self, organization_id: int, name: str) -> Workflow:
+        with self.transaction() as con:
+            return self._existing(con, organization_id, name)
 
     def workflow_by_id(self, organization_id: int, workflow_id: int) -> Workflow:
         with self.transaction() as con:
@@ -289,9 +292,7 @@ class Catalog:
     def workflow_version(self, organization_id: int, name: str, number: int | None = None) -> tuple[Workflow, Version]:
         """A workflow and one of its versions (the current one by default), in one session."""
         with self.transaction() as con:
-            found = self.find_workflow(con, organization_id, name)
-            if found is None:
-                raise NotFoundError(f"no workflow named {name!r}")
+            found = self._existing(con, organization_id, name)
             if number is not None and not 1 <= number <= found.current_version:
                 raise NotFoundError(f"workflow {name!r} has no version {number} (versions 1-{found.current_version})")
             return found, self._version(con, found.id, number or found.current_version)
