@@ -1,0 +1,70 @@
+"""Hostile inputs (issue 14): a real `weflow serve` per module, with the operator settings a test needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, weflow_exe
+from tests.test_api import BODY_LIMIT, Api, _free_port, _wait_healthy
+from weflow.catalog import Catalog, auth
+
+ORGS = (("acme", "ada"), ("globex", "bob"))
+
+
+@contextmanager
+def serving(prefect_api: str, folder: Path, env_extra: dict[str, str] | None = None) -> Iterator[Api]:
+    """`weflow serve` on a free loopback port, its catalog and runs in ``folder``, one key per organization.
+
+    By default the data roots are ``folder/data`` (created) and the process runs in ``folder``:
+    the README's layout, catalog at ``folder/data/weflow.duckdb``.
+    """
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(data / "weflow.duckdb")
+    keys = {org: auth.create_key(catalog, catalog.ensure_user(org, user))[1] for org, user in ORGS}
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=prefect_api,
+        WEFLOW_CATALOG=str(catalog.path),
+        WEFLOW_DATA_ROOTS=str(folder),
+        WEFLOW_RUNS_DIR=str(data / "runs"),
+        WEFLOW_PYTHON_NODE_MODULES="tests.resources.pynodes",
+        WEFLOW_ORG="acme",
+        WEFLOW_USER="ada",
+        PYTHONPATH=str(REPO),
+    )
+    env.update(env_extra or {})
+    port = _free_port()
+    log = folder / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(BODY_LIMIT)],
+            env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield Api(url, catalog, env, keys)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def serve(prefect_api: str, tmp_path: Path) -> Callable[..., Iterator[Api]]:
+    """``with serve(env_extra={...}) as api:`` starts `weflow serve` in this test's folder."""
+
+    def start(env_extra: dict[str, str] | None = None, folder: Path | None = None) -> Iterator[Api]:
+        return serving(prefect_api, folder or tmp_path, env_extra)  # type: ignore[return-value]
+
+    return start
