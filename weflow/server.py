@@ -1,21 +1,27 @@
-"""The local Prefect server weflow talks to (DESIGN decision 10: never an accidental ephemeral one).
+"""The local Prefect server weflow talks to (DESIGN decisions 10 and 14).
 
-``PREFECT_API_URL`` wins when set. Otherwise weflow uses the server it started before (state in
-``<prefect home>/weflow-server.json``), or starts one in the background and reuses it afterwards.
+``PREFECT_API_URL`` wins when set. Otherwise weflow uses the server of the Prefect home:
+``$PREFECT_HOME`` when the user set it, else ``data/prefect`` of the working directory. Finding or
+starting that server happens under the home's exclusive lock, so concurrent first runs start one
+server and the others reuse it (they raced for a port and one SQLite database before). Each server
+runs under a supervisor (``weflow.supervisor``) that owns it; one started implicitly by a command
+(``ensure``) stops after ``WEFLOW_SERVER_IDLE_SECONDS`` (default 600; 0 = never) with no weflow
+client and no active flow run, while ``weflow server start`` and ``weflow up`` keep theirs. Every
+process of a home is found again from /proc (``find``), whatever the record in the home says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +29,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from weflow import supervisor
 from weflow.errors import WeflowError
 
-DEFAULT_HOME = Path("data/prefect")
+DEFAULT_HOME = Path("data/prefect")  # when PREFECT_HOME is unset
+IDLE_SECONDS = 600.0  # WEFLOW_SERVER_IDLE_SECONDS overrides; 0 keeps implicit servers running
 T = TypeVar("T")
 
 
@@ -38,10 +46,41 @@ class Server:
     api_url: str
     pid: int | None = None
     started: bool = False
+    idle_seconds: float | None = None  # None: runs until stopped
 
     @property
     def ui_url(self) -> str:
         return self.api_url.removesuffix("/api")
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process serving a home: a supervisor, or a Prefect server (under one or started by hand)."""
+
+    pid: int
+    parent: int
+    supervisor: bool
+    api_url: str | None
+    idle_seconds: float | None  # a supervisor's ``--idle``; None: no idle stop
+    recorded: bool = False
+
+
+def default_home() -> Path:
+    """``$PREFECT_HOME`` when the user set it (weflow used to replace it), else ``data/prefect``."""
+    chosen = os.environ.get("PREFECT_HOME", "").strip()
+    return Path(chosen).expanduser() if chosen else DEFAULT_HOME
+
+
+def idle_seconds() -> float | None:
+    """How long an implicitly started server may sit idle (``WEFLOW_SERVER_IDLE_SECONDS``); None: forever."""
+    raw = os.environ.get("WEFLOW_SERVER_IDLE_SECONDS", "").strip()
+    if not raw:
+        return IDLE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ServerError(f"WEFLOW_SERVER_IDLE_SECONDS={raw!r}: expected a number of seconds (0: never stop)") from None
+    return value if value > 0 else None
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -64,36 +103,123 @@ def _free_port(preferred: int) -> int:
     raise ServerError("no free port on 127.0.0.1")
 
 
-def _state_file(home: Path) -> Path:
-    return home / "weflow-server.json"
+def _home(home: Path | None) -> Path:
+    return (home or default_home()).resolve()
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from the state field on (the command name may hold spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
 
 
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is this process's exited child
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    fields = _stat(pid)
+    return fields is None or fields[0] != "Z"  # no /proc (not Linux): trust kill(0)
 
 
-def running(home: Path = DEFAULT_HOME, patience: float = 60.0) -> Server | None:
-    """The server weflow started earlier in ``home``, if it still answers.
+def _prefect_server(argv: list[str]) -> bool:
+    return any(Path(arg).name == "prefect" and argv[i + 1 : i + 3] == ["server", "start"] for i, arg in enumerate(argv))
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def _describe(pid: int, home: Path) -> Process | None:
+    """The process if it serves ``home``: its environment carries weflow's marker, or it is a Prefect
+    server whose ``PREFECT_HOME`` is ``home`` (one started by an older weflow or by hand)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(
+            item.decode(errors="replace").partition("=")[::2]
+            for item in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        cwd = os.readlink(proc / "cwd")
+    except OSError:
+        return None
+    fields = _stat(pid)
+    if not argv or fields is None:
+        return None
+    marked = env.get(supervisor.HOME_MARKER) == str(home)
+    prefect_home = env.get("PREFECT_HOME", "")
+    by_hand = bool(prefect_home) and _prefect_server(argv) and (Path(cwd) / prefect_home).resolve() == home
+    if not (marked or by_hand):
+        return None
+    is_supervisor = any(a.endswith("supervisor.py") for a in argv)
+    port = _option(argv, "--port")
+    idle = float(_option(argv, "--idle") or 0) if is_supervisor else 0.0
+    return Process(
+        pid=pid,
+        parent=int(fields[1]),
+        supervisor=is_supervisor,
+        api_url=f"http://127.0.0.1:{port}/api" if port else None,
+        idle_seconds=idle if idle > 0 else None,
+    )
+
+
+def find(home: Path | None = None) -> list[Process]:
+    """Every process serving ``home`` (supervisors and Prefect servers), from /proc."""
+    target = _home(home)
+    me = os.getpid()
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()] if Path("/proc").is_dir() else []
+    return [p for pid in sorted(pids) if pid != me and (p := _describe(pid, target)) is not None]
+
+
+def servers(home: Path | None = None) -> list[Process]:
+    """The servers of ``home``, one entry each (a supervisor stands for its child), with the record's say."""
+    target = _home(home)
+    found = find(target)
+    pids = {p.pid for p in found}
+    record = supervisor.read_record(target) or {}
+    tops = []
+    for p in found:
+        if p.parent in pids:
+            continue
+        if record.get("pid") == p.pid:
+            idle = record.get("idle_seconds")
+            p = Process(p.pid, p.parent, p.supervisor, record.get("api_url", p.api_url), idle or None, True)
+        tops.append(p)
+    return tops
+
+
+def _serves(pid: int | None, home: Path) -> bool:
+    if not _alive(pid) or pid is None:
+        return False
+    return not Path("/proc").is_dir() or _describe(pid, home) is not None
+
+
+def running(home: Path | None = None, patience: float = 60.0) -> Server | None:
+    """The server recorded in ``home``, if its process still serves that home and answers.
 
     A busy server can miss a 2 s health check; while its process is alive it is waited for (up
     to ``patience`` seconds) rather than replaced by a second server on the same database.
     """
-    state = _state_file(home)
-    if not state.exists():
+    target = _home(home)
+    data = supervisor.read_record(target)
+    if data is None or not _serves(data.get("pid"), target):  # a stale record's port may be another server's
         return None
-    data = json.loads(state.read_text())
     deadline = time.monotonic() + patience
     while True:
         if healthy(data["api_url"]):
-            return Server(data["api_url"], data.get("pid"))
+            return Server(data["api_url"], data.get("pid"), idle_seconds=data.get("idle_seconds") or None)
         if not _alive(data.get("pid")) or time.monotonic() > deadline:
             return None
         time.sleep(1)
@@ -109,35 +235,43 @@ def server_env(home: Path, port: int) -> dict[str, str]:
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="500",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="500",
     )
+    env[supervisor.HOME_MARKER] = str(home.resolve())
     return env
 
 
 def start(
-    home: Path = DEFAULT_HOME,
+    home: Path | None = None,
     port: int = 4200,
     timeout: float = 90.0,
     quiet: bool = False,
     env_extra: Mapping[str, str] | None = None,
+    idle_seconds: float | None = None,
 ) -> Server:
-    """Start ``prefect server start`` on 127.0.0.1 in the background and wait until it answers.
+    """Start ``prefect server start`` on 127.0.0.1 under a supervisor, record it, wait until it answers.
 
-    ``env_extra`` adds server settings, e.g. ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL.
+    The caller holds the home's lock (``acquire``) or owns the home alone (a test's fresh folder).
+    ``env_extra`` adds server settings, e.g. ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL;
+    ``idle_seconds``: stop after that long without a weflow client (None: run until stopped).
     """
+    home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port(port)
     api_url = f"http://127.0.0.1:{port}/api"
     if healthy(api_url, timeout=0.5):  # taken between the port check and now: never adopt another server
         raise ServerError(f"port {port} is already served by another process")
-    prefect = Path(sys.executable).with_name("prefect")
-    log = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**server_env(home, port), **(env_extra or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cmd = [sys.executable, "-P", supervisor.__file__, "--home", str(home), "--port", str(port),
+           "--idle", str(idle_seconds or 0)]  # fmt: skip
+    with (home / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env={**server_env(home, port), **(env_extra or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    # recorded before it answers: a process finding the record waits for this one instead of starting another
+    supervisor.write_record(home, {"api_url": api_url, "pid": proc.pid, "idle_seconds": idle_seconds})
     if not quiet:
         print(f"starting a local Prefect server on {api_url} (log: {home / 'server.log'}) ...", file=sys.stderr)
     deadline = time.monotonic() + timeout
@@ -145,35 +279,124 @@ def start(
         if proc.poll() is not None:
             raise ServerError(f"the Prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
         if healthy(api_url, timeout=1.0) and proc.poll() is None:
-            _state_file(home).write_text(json.dumps({"api_url": api_url, "pid": proc.pid}))
-            return Server(api_url, proc.pid, started=True)
+            return Server(api_url, proc.pid, started=True, idle_seconds=idle_seconds)
         time.sleep(0.3)
-    proc.terminate()
+    _terminate([proc.pid])
     raise ServerError(f"the Prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
 
 
-def stop(home: Path = DEFAULT_HOME) -> bool:
-    state = _state_file(home)
-    if not state.exists():
-        return False
-    pid = json.loads(state.read_text()).get("pid")
-    state.unlink()
-    if pid:
-        try:
-            os.killpg(pid, 15)
-        except ProcessLookupError:
-            return False
-    return True
+def _adopt(home: Path, patience: float = 60.0) -> Server | None:
+    """An unrecorded server of ``home`` that answers (its record was lost, or started by hand), recorded.
+
+    One still starting is waited for (up to ``patience`` seconds) rather than replaced.
+    """
+    deadline = time.monotonic() + patience
+    while found := [p for p in servers(home) if p.api_url]:
+        for p in found:
+            if p.api_url and healthy(p.api_url):
+                supervisor.write_record(home, {"api_url": p.api_url, "pid": p.pid, "idle_seconds": p.idle_seconds})
+                return Server(p.api_url, p.pid, idle_seconds=p.idle_seconds)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return None
+
+
+def acquire(
+    home: Path | None = None,
+    port: int = 4200,
+    idle_seconds: float | None = None,
+    keep: bool = False,
+    quiet: bool = False,
+    timeout: float = 90.0,
+) -> Server:
+    """The home's one server: the recorded one, else one started with ``idle_seconds`` (``started``).
+
+    Under the home's lock, so concurrent callers start one server. ``keep``: a server already
+    running stops idling (``weflow server start``). While this process lives it counts as a client.
+    """
+    target = _home(home)
+    try:
+        with supervisor.locked(target, timeout=timeout + 120):
+            found = running(target) or _adopt(target)
+            if found is None:
+                _terminate(p.pid for p in find(target))  # leftovers that do not answer: one server per database
+                found = start(target, port=port, timeout=timeout, quiet=quiet, idle_seconds=idle_seconds)
+            elif keep and found.idle_seconds is not None:
+                supervisor.write_record(target, {"api_url": found.api_url, "pid": found.pid, "idle_seconds": None})
+                found = Server(found.api_url, found.pid, found.started)
+            supervisor.touch(target)
+    except supervisor.LockTimeout as exc:
+        raise ServerError(f"{exc}: another weflow process is starting the server; try again") from None
+    if found.idle_seconds is not None:
+        _heartbeat(target, found.idle_seconds)
+    return found
+
+
+_beating: set[Path] = set()
+
+
+def _heartbeat(home: Path, idle: float) -> None:
+    """Touch the home's activity file while this process lives: a notebook or `weflow serve` is a client."""
+    if home in _beating:
+        return
+    _beating.add(home)
+    interval = min(60.0, max(0.5, idle / 3))
+
+    def beat() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                supervisor.touch(home)
+            except OSError:  # the home is gone (a test's folder)
+                _beating.discard(home)
+                return
+
+    threading.Thread(target=beat, name="weflow-server-heartbeat", daemon=True).start()
+
+
+def _terminate(pids: Iterable[int], patience: float = 20.0) -> list[int]:
+    """SIGTERM each process (its whole group when it leads one), SIGKILL what is left after ``patience``."""
+    targets = [pid for pid in pids if _alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in targets:
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + patience
+        while any(_alive(pid) for pid in targets) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(_alive(pid) for pid in targets):
+            break
+    return targets
+
+
+def stop(home: Path | None = None) -> list[int]:
+    """Stop every server of ``home`` (and its supervisor), recorded or not; the pids stopped."""
+    target = _home(home)
+    try:
+        with supervisor.locked(target, timeout=30):  # let a server being started finish first
+            stopped = _terminate(p.pid for p in servers(target))
+    except supervisor.LockTimeout:
+        stopped = _terminate(p.pid for p in servers(target))
+    _terminate(p.pid for p in find(target))  # children of the stopped ones that outlived them
+    (target / supervisor.STATE).unlink(missing_ok=True)
+    return stopped
 
 
 _checked: dict[str, float] = {}
 _RECHECK_SECONDS = 30.0
 
 
-def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
-    """The API to use: PREFECT_API_URL if set, else weflow's local server (started if needed).
+def ensure(home: Path | None = None, quiet: bool = False) -> Server:
+    """The API to use: PREFECT_API_URL if set, else the home's local server (started if needed).
 
-    A server found healthy is trusted for 30 s, so back-to-back runs skip the health check.
+    A server named by PREFECT_API_URL found healthy is trusted for 30 s, so back-to-back runs skip
+    the health check. A local server this call starts stops after the idle period (``idle_seconds``).
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
@@ -183,15 +406,14 @@ def ensure(home: Path = DEFAULT_HOME, quiet: bool = False) -> Server:
             raise ServerError(f"PREFECT_API_URL={url} does not answer")
         _checked[url] = time.monotonic()
         return Server(url)
-    found = running(home) or start(home, quiet=quiet)
-    return found
+    return acquire(home, idle_seconds=idle_seconds(), quiet=quiet)
 
 
 def start_worker(
     api_url: str,
     pool: str,
     queue: str,
-    home: Path = DEFAULT_HOME,
+    home: Path | None = None,
     name: str | None = None,
     env_extra: Mapping[str, str] | None = None,
     limit: int | None = None,
@@ -200,6 +422,7 @@ def start_worker(
 
     ``limit``: the most flow runs this worker runs at once (``prefect worker start --limit``).
     """
+    home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(env_extra or {})
@@ -216,8 +439,9 @@ def start_worker(
     )
 
 
-def start_node_worker(api_url: str, queue: str, home: Path = DEFAULT_HOME, limit: int = 10) -> subprocess.Popen[bytes]:
+def start_node_worker(api_url: str, queue: str, home: Path | None = None, limit: int = 10) -> subprocess.Popen[bytes]:
     """A weflow node worker (a Prefect task worker) taking steps from the node queue ``queue``."""
+    home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(PREFECT_API_URL=api_url, WORKFLOW_NODE_QUEUE=queue)
