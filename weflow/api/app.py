@@ -6,7 +6,7 @@ import os
 from importlib.metadata import version
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 
 from weflow.api import definitions, metrics, pages, runner, runs
 from weflow.api.http import HANDLERS, BodyLimit
@@ -25,6 +25,12 @@ health = APIRouter(tags=["health"])
 def get_health() -> Health:
     """Liveness; the only route that needs no API key."""
     return Health()
+
+
+@health.head("/health", include_in_schema=False)
+def head_health() -> Response:
+    """Liveness for probes that send HEAD (load balancers, ``curl -I``): 200, no body, no key."""
+    return Response(status_code=200, media_type="application/json")
 
 
 def body_limit_from_env() -> int:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from weflow import workflows
 from weflow.catalog import Catalog, auth
@@ -25,10 +26,11 @@ from weflow.config import settings
 from weflow.workflows import Scope
 
 BODY_LIMIT_ENV = "WEFLOW_API_BODY_LIMIT"  # read by weflow.api.app.create_app in the server process
-out = Console(soft_wrap=True)
+# Markup and emoji codes off: organization, user and workflow names are user text (see cli.app).
+out = Console(soft_wrap=True, markup=False, emoji=False)
 if not out.is_terminal:
     out.width = 200
-note = Console(stderr=True, soft_wrap=True, highlight=False)
+note = Console(stderr=True, soft_wrap=True, highlight=False, markup=False, emoji=False)
 
 users_app = typer.Typer(help="Users of organizations; API keys belong to users.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the REST API (stored hashed, shown once).", no_args_is_help=True)
@@ -63,7 +65,7 @@ def _show(fmt: Format, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     for c in columns:
         table.add_column(c)
     for r in rows:
-        table.add_row(*[_when(v) if isinstance(v, datetime) else ("" if v is None else str(v)) for v in r])
+        table.add_row(*[Text(_when(v) if isinstance(v, datetime) else ("" if v is None else str(v))) for v in r])
     out.print(table)
 
 

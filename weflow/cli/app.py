@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -12,11 +13,12 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from weflow import server as prefect_server
 from weflow import workflows
@@ -34,10 +36,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
+# Markup and emoji codes off: names, descriptions, conditions, paths and log lines are user text,
+# and a description with `[/x]` made `weflow list` exit 1 (issue 14); styles come from Text only.
+out = Console(soft_wrap=True, markup=False, emoji=False)
 if not out.is_terminal:
     out.width = 200  # scripts and logs: never truncate columns
 _catalog: dict[str, Path | None] = {"path": None}
+_verbose = {"on": False}
 
 
 class Format(StrEnum):
@@ -56,12 +61,47 @@ T = TypeVar("T")
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     catalog: Annotated[
         Path | None,
         typer.Option("--catalog", envvar="WEFLOW_CATALOG", help="catalog file (default data/weflow.duckdb)"),
     ] = None,
+    create_catalog: Annotated[
+        bool, typer.Option("--create-catalog", help="create the folder of --catalog if it does not exist")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="show Prefect's console log and tracebacks while flows run")
+    ] = False,
 ) -> None:
+    source = ctx.get_parameter_source("catalog")  # typer's own vendored click: compare by name
+    if catalog is not None and source is not None and source.name == "COMMANDLINE":
+        _refuse_missing_folder(catalog, create_catalog)
     _catalog["path"] = catalog
+    _verbose["on"] = verbose
+
+
+def _refuse_missing_folder(catalog: Path, create: bool) -> None:
+    """A typo in ``--catalog`` must not silently start an empty catalog (WEFLOW_CATALOG is left as it was)."""
+    if create or catalog.parent.is_dir():
+        return
+    sys.stderr.write(
+        f"error: --catalog {catalog}: folder {catalog.parent} does not exist (add --create-catalog to create it)\n"
+    )
+    raise SystemExit(2)
+
+
+def _quiet_prefect_console() -> None:
+    """Silence the console handler Prefect puts on the root logger, unless ``--verbose``.
+
+    A failing run printed two full Prefect tracebacks on stderr (issue 14); the CLI prints one line
+    instead. Prefect's API handler sits on its own loggers, so every line still reaches ``weflow logs``.
+    Call after importing the services (importing Prefect configures logging once per process).
+    """
+    if _verbose["on"]:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
 
 
 def scope() -> Scope:
@@ -93,8 +133,12 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])
     out.print(t)
+
+
+def bold(text: str) -> Text:
+    return Text(text, style="bold")
 
 
 def _when(value: datetime | None) -> str:
@@ -118,7 +162,7 @@ def apply(
         return
     for r in results:
         what = f"version {r.version.number}" if r.created else f"unchanged (version {r.version.number})"
-        out.print(f"[bold]{r.workflow.name}[/bold]: {what}")
+        out.print(Text.assemble(bold(r.workflow.name), f": {what}"))
 
 
 @app.command("list")
@@ -154,7 +198,9 @@ def show(
                    "definition": ver.definition.to_document()})  # fmt: skip
         return
     d = ver.definition
-    out.print(f"[bold]{wf.name}[/bold] (id {wf.id}) {wf.status.value}, version {ver.number} of {wf.current_version}")
+    out.print(
+        Text.assemble(bold(wf.name), f" (id {wf.id}) {wf.status.value}, version {ver.number} of {wf.current_version}")
+    )
     if d.description:
         out.print(d.description)
     if d.schedule:
@@ -255,6 +301,7 @@ def run_(
         raise BadInput(f"--input-json: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if data is not None and not isinstance(data, dict):
         raise BadInput("--input-json: must be a JSON object")
+    _quiet_prefect_console()
     if queue:
         queued = execution.submit(name, scope(), Mode.MANUAL, data, timeout, queue=True)
         if fmt is Format.json:
@@ -265,7 +312,7 @@ def run_(
     result = execution.run(name, scope(), input_data=data, timeout=timeout, version_number=version, persist=persist)
     _show_execution(result.execution, fmt)
     if not result.ok:
-        raise SystemExit(1)
+        _run_failed(result.execution)
 
 
 @app.command()
@@ -302,12 +349,25 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
 
 
+def _run_failed(e: Execution) -> NoReturn:
+    """The README's promise for a failed run: one line (node, cause) and where the whole story is."""
+    causes = (e.error_message or "").strip().splitlines()
+    cause = causes[0] + (" ..." if len(causes) > 1 else "") if causes else ""
+    node = f"node {e.error_node!r}"
+    if e.error_node and not cause.startswith(node):  # node errors already start with their node
+        cause = f"{node}: {cause}" if cause else node
+    sys.stderr.write(f"error: run of {e.workflow} {e.status.value}" + (f": {cause}" if cause else "") + "\n")
+    sys.stderr.write(f"details: weflow logs {e.id}\n")
+    raise SystemExit(1)
+
+
 def _show_execution(e: Execution, fmt: Format) -> None:
     if fmt is Format.json:
         emit_json(e)
         return
     out.print(f"execution {e.id}")
-    out.print(f"{e.workflow} v{e.version} {e.mode.value}: [bold]{e.status.value}[/bold] in {_ms(e.duration_ms)}")
+    out.print(Text.assemble(f"{e.workflow} v{e.version} {e.mode.value}: ", bold(e.status.value),
+                            f" in {_ms(e.duration_ms)}"))  # fmt: skip
     if e.resumed_from:
         out.print(f"resumes execution {e.resumed_from}")
     if e.error_message:
@@ -394,10 +454,11 @@ def resume(
     """Run an ended execution again, reusing the outputs of the steps that succeeded."""
     from weflow import execution as service
 
+    _quiet_prefect_console()
     result = service.resume(execution_id, scope(), from_node=from_node, latest_version=latest_version)
     _show_execution(result.execution, fmt)
     if not result.ok:
-        raise SystemExit(1)
+        _run_failed(result.execution)
 
 
 @app.command()
@@ -457,7 +518,7 @@ def up(
             out.print(f"queued {e.workflow}: execution {e.id}")
         for e in queued:
             final = service.wait(e.id, sc)
-            out.print(f"{final.workflow}: [bold]{final.status.value}[/bold] {final.error_message or ''}")
+            out.print(Text.assemble(f"{final.workflow}: ", bold(final.status.value), f" {final.error_message or ''}"))
         out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
         if not exit_after:
             out.print("running; Ctrl-C stops the worker" + ("" if existing else " and the server"))
