@@ -8,12 +8,10 @@ counters in one batch (DESIGN decision 7). Prefect holds the run history and log
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import logging
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,7 +29,8 @@ from prefect.client.schemas.objects import State
 from prefect.client.schemas.sorting import LogSort
 from prefect.states import Cancelled, Cancelling
 
-from weflow import deploy, monitor, server
+from weflow import children, deploy, leases, monitor, server
+from weflow.catalog import Catalog
 from weflow.client import WeflowApi
 from weflow.compile import plan as planning
 from weflow.compile import remote
@@ -215,7 +214,7 @@ def prepare(
 def begin(
     prepared: Prepared, scope: Scope | None, queued: bool, flow_run_id: str | None = None, from_node: str | None = None
 ) -> None:
-    """Record the execution RUNNING (insert it, or move a QUEUED record on)."""
+    """Record the execution RUNNING (insert it, or move a QUEUED record on), leased to this process."""
     started = datetime.now(UTC)
     prepared.execution = replace(
         prepared.execution, status=RunState.RUNNING, started_at=started, flow_run_id=flow_run_id
@@ -226,9 +225,9 @@ def begin(
         fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": started}
         if flow_run_id:
             fields["flow_run_id"] = flow_run_id
-        scope.catalog.update_execution(prepared.execution.id, **fields)
+        scope.catalog.update_execution(prepared.execution.id, lease=leases.here(started), **fields)
     else:
-        scope.catalog.insert_execution(prepared.execution, from_node)
+        scope.catalog.insert_execution(prepared.execution, from_node, lease=leases.here(started))
 
 
 def conclude(
@@ -304,16 +303,17 @@ def execute(
         definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue, reuse=reuse, dask=dask
     )
     begin(prepared, scope, queued, from_node=from_node)
-    api = server.ensure()
-    t0 = time.perf_counter()
-    with server.pointed_at(api.api_url):
-        flow = compile_flow(prepared.run, prepared.timeout).with_options(
-            flow_run_name=f"{definition.name}-{execution.id[:8]}"
-        )
-        state = server.blocking(call_flow(flow, execution.id, prepared.params))
-    status = _state_to_run_state(state, run_status(prepared.run))
-    flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
-    return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
+    with leases.beating(scope.catalog if scope else None, [execution.id]):
+        api = server.ensure()
+        t0 = time.perf_counter()
+        with server.pointed_at(api.api_url):
+            flow = compile_flow(prepared.run, prepared.timeout).with_options(
+                flow_run_name=f"{definition.name}-{execution.id[:8]}"
+            )
+            state = server.blocking(call_flow(flow, execution.id, prepared.params))
+        status = _state_to_run_state(state, run_status(prepared.run))
+        flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
+        return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000, scope)
 
 
 def run_status(run: PlanRun) -> RunState:
@@ -433,9 +433,6 @@ def _same_lineage(before: Definition, after: Definition, node: str) -> bool:
     return same_nodes and wires == {(c.from_, c.to) for c in before.connections if c.to.node in lineage}
 
 
-_background: list[threading.Thread] = []
-
-
 def submit(
     name: str,
     scope: Scope,
@@ -447,8 +444,8 @@ def submit(
     """Record a QUEUED execution and return at once; the input is checked before anything is stored.
 
     With ``queue`` a Prefect flow run is created from the workflow's deployment and a worker
-    runs it; without, the run happens in a background thread of this process. By default the
-    queue is used when the workflow is deployed.
+    runs it; without, a child process runs it (``weflow.children``): workflow code never runs in
+    the calling process, which is the API's. By default the queue is used when the workflow is deployed.
     """
     definition, execution = new_execution(scope, name, mode=mode, input_data=input_data, timeout=timeout)
     resolve_inputs(definition, input_data)
@@ -460,16 +457,28 @@ def submit(
             execution = replace(execution, flow_run_id=flow_run_id)
             scope.catalog.insert_execution(execution)
             return execution
-    scope.catalog.insert_execution(execution)
-
-    def work() -> None:
-        execute(definition, execution, scope=scope, queued=True)
-
-    context = contextvars.copy_context()  # keep settings overrides (tests, notebooks) in the thread
-    thread = threading.Thread(target=context.run, args=(work,), name=f"weflow-run-{execution.id[:8]}", daemon=True)
-    _background.append(thread)
-    thread.start()
+    processes = children.default()
+    scope.catalog.insert_execution(execution, lease=leases.here())  # held here until its child takes it
+    processes.start(execution.id, scope)
     return execution
+
+
+def run_queued(execution_id: str) -> RunResult | None:
+    """Run an execution ``submit`` recorded QUEUED, in this process (the body of ``python -m weflow.child``).
+
+    Whatever stops it before it runs (its workflow deleted, its input no longer valid) ends the
+    record FAILED with that error; None then.
+    """
+    catalog = Catalog(settings().catalog)
+    found = catalog.execution(execution_id)
+    scope = Scope(catalog, catalog.user(found.user_id))
+    try:
+        definition = check(version(found.workflow, scope, found.version).definition)
+        return execute(definition, found, scope=scope, queued=True)
+    except Exception as exc:  # the top of a process: record why, then exit
+        text = str(exc).strip() or type(exc).__name__
+        leases.abandon(scope, [found.id], type(exc).__name__, text.splitlines()[0][:2000])
+        return None
 
 
 async def _create_flow_run(execution: Execution, required: bool) -> str | None:
@@ -517,7 +526,8 @@ async def run_deployed(
         queued = False
     prepared = prepare(definition, execution)
     begin(prepared, scope, queued, flow_run_id)
-    result = await run_in_flow(prepared, scope, flow_run_id)
+    with leases.beating(scope.catalog, [execution.id]):
+        result = await run_in_flow(prepared, scope, flow_run_id)
     if not result.ok:
         raise RuntimeError(result.execution.error_message or result.execution.status.value)
     return result
@@ -568,18 +578,18 @@ _PREFECT_FINAL = {
 
 
 def sync(scope: Scope) -> list[Execution]:
-    """Repair the catalog mirror from Prefect: unfinished records whose flow run has ended."""
+    """Repair the catalog mirror: unfinished records whose process died, or whose flow run has ended."""
+    repaired = leases.reap(scope)
     pending = [
         e
         for e in scope.catalog.executions(scope.user.organization_id, limit=10_000)
         if not e.status.final and e.flow_run_id
     ]
     if not pending:
-        return []
+        return repaired
     api = server.ensure()
     with server.pointed_at(api.api_url):
         states = server.blocking(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))
-    repaired = []
     for e in pending:
         state = states.get(e.flow_run_id or "")
         if state is None or state[0] not in _PREFECT_FINAL:
@@ -662,6 +672,14 @@ async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
         )
         for log in found
     ]
+
+
+def current(execution_id: str, scope: Scope) -> Execution:
+    """One execution of the scope's organization, ended first if the process running it died."""
+    found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if not found.status.final and leases.reap(scope, [found.id]):
+        found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    return found
 
 
 def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:

@@ -57,3 +57,10 @@ def fail_if_exists(frame: pl.DataFrame, marker: str) -> pl.DataFrame:
     if Path(marker).exists():
         raise RuntimeError(f"failing on purpose while {marker} exists")
     return frame
+
+
+def die(frame: pl.DataFrame | None = None, code: int = 1) -> pl.DataFrame:
+    """End the interpreter at once, the way a crashing native extension does (no exception, no cleanup)."""
+    import os
+
+    os._exit(code)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from weflow import execution
+from weflow import children, execution, leases
 from weflow.api.definitions import MAX_ID, WorkflowId, find
 from weflow.api.http import StrictJSONRoute, documented
 from weflow.api.models import ExecutionIn, ExecutionOut, ExecutionPage, HookCreated, HookOut, LogLineOut
@@ -17,7 +20,17 @@ from weflow.core.entities import Mode
 from weflow.errors import NotFoundError
 from weflow.workflows import Scope
 
-router = APIRouter(route_class=StrictJSONRoute, responses=documented(400, 401, 404, 413, 422, 503))
+
+@asynccontextmanager
+async def _run_processes(app: FastAPI) -> AsyncIterator[None]:
+    """Runs go to child processes (``execution.submit``); the API stops them when it shuts down."""
+    yield
+    await run_in_threadpool(children.stop_default)
+
+
+router = APIRouter(
+    route_class=StrictJSONRoute, responses=documented(400, 401, 404, 413, 422, 503), lifespan=_run_processes
+)
 webhooks = APIRouter(route_class=StrictJSONRoute, tags=["webhooks"])  # the token is the credential
 ExecutionId = Annotated[str, Path(description="the id of an execution of your organization")]
 
@@ -51,6 +64,8 @@ def list_executions(
     """Executions of a workflow, most recent first (without node records)."""
     workflow = find(scope, workflow_id)
     found = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=limit + 1, offset=offset)
+    if leases.reap(scope, [e.id for e in found if not e.status.final]):  # their processes died
+        found = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=limit + 1, offset=offset)
     items = [ExecutionOut.of(e) for e in found[:limit]]
     return ExecutionPage(items=items, limit=limit, offset=offset, has_more=len(found) > limit)
 
@@ -58,8 +73,7 @@ def list_executions(
 @router.get("/executions/{execution_id}", response_model=ExecutionOut, tags=["executions"])
 def get_execution(scope: Caller, execution_id: ExecutionId) -> ExecutionOut:
     """One execution with its node executions."""
-    found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
-    return ExecutionOut.of(found)
+    return ExecutionOut.of(execution.current(_execution_id(execution_id), scope))
 
 
 @router.get("/executions/{execution_id}/logs", response_model=list[LogLineOut], tags=["executions"])

@@ -212,4 +212,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (subject, rule)
     );
     """,
+    # 5: the lease of the process running an unfinished execution (deleted when the execution ends).
+    # No foreign key: DuckDB checks one against rows deleted earlier in the same transaction (Catalog.delete).
+    """
+    CREATE TABLE execution_leases (
+        execution_id VARCHAR PRIMARY KEY,
+        host VARCHAR NOT NULL,
+        pid INTEGER NOT NULL,
+        process_started BIGINT NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL,
+        lease_seconds DOUBLE NOT NULL
+    );
+    """,
 )

@@ -19,6 +19,7 @@ from weflow.core.entities import (
     AlertDelivery,
     Compensation,
     Execution,
+    Lease,
     Mode,
     NodeExecution,
     Organization,
@@ -104,6 +105,13 @@ def _node_execution(row: Sequence[Any]) -> NodeExecution:
     )  # fmt: skip
 
 
+def _hold(con: duckdb.DuckDBPyConnection, execution_id: str, lease: Lease) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO execution_leases VALUES (?, ?, ?, ?, ?, ?)",
+        [execution_id, lease.host, lease.pid, lease.process_started, lease.heartbeat_at, lease.lease_seconds],
+    )
+
+
 @dataclass(frozen=True)
 class SaveResult:
     workflow: Workflow
@@ -143,6 +151,15 @@ class Catalog:
             [org[0], user],
         ).fetchone()
         assert row is not None
+        return User(*row)
+
+    def user(self, user_id: int) -> User:
+        with self.transaction() as con:
+            row = con.execute(
+                "SELECT id, name, organization_id, created_at FROM users WHERE id = ?", [user_id]
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user with id {user_id}")
         return User(*row)
 
     def organizations(self) -> list[Organization]:
@@ -338,7 +355,9 @@ class Catalog:
             if not purge:
                 return
             ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
-            for table in ("contract_failures", "node_executions", "compensations", "execution_resumes"):
+            for table in (
+                "contract_failures", "node_executions", "compensations", "execution_resumes", "execution_leases",
+            ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
             for table in ("workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries"):
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
@@ -350,8 +369,11 @@ class Catalog:
 
     # --- executions -------------------------------------------------------------
 
-    def insert_execution(self, execution: Execution, from_node: str | None = None) -> None:
-        """A new execution; one that resumes another is linked to it (``from_node``: where it restarts)."""
+    def insert_execution(self, execution: Execution, from_node: str | None = None, lease: Lease | None = None) -> None:
+        """A new execution; one that resumes another is linked to it (``from_node``: where it restarts).
+
+        ``lease``: the process that holds the unfinished execution (see ``weflow.leases``).
+        """
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO workflow_executions (id, workflow_id, version, mode, user_id, status, "
@@ -367,9 +389,11 @@ class Catalog:
                 con.execute(
                     "INSERT INTO execution_resumes VALUES (?, ?, ?)", [execution.id, execution.resumed_from, from_node]
                 )
+            if lease is not None:
+                _hold(con, execution.id, lease)
 
-    def update_execution(self, execution_id: str, **fields: Any) -> None:
-        """Set some columns of an execution (json-encodes dict values)."""
+    def update_execution(self, execution_id: str, lease: Lease | None = None, **fields: Any) -> None:
+        """Set some columns of an execution (json-encodes dict values); ``lease``: its new holder."""
         allowed = {
             "status", "flow_run_id", "started_at", "finished_at", "duration_ms", "error_type",
             "error_message", "error_node", "output",
@@ -380,7 +404,43 @@ class Catalog:
         cols = ", ".join(f"{k} = ?" for k in fields)
         values = [json.dumps(v) if isinstance(v, dict) else (str(v) if k == "status" else v) for k, v in fields.items()]
         with self.transaction() as con:
-            con.execute(f"UPDATE workflow_executions SET {cols} WHERE id = ?", [*values, execution_id])
+            if fields:
+                con.execute(f"UPDATE workflow_executions SET {cols} WHERE id = ?", [*values, execution_id])
+            if lease is not None:
+                _hold(con, execution_id, lease)
+
+    def heartbeat(self, execution_ids: Sequence[str], at: datetime | None = None) -> None:
+        """Renew the leases of executions still running in this process: one short session for all."""
+        if not execution_ids:
+            return
+        marks = ", ".join("?" for _ in execution_ids)
+        with self.transaction() as con:
+            con.execute(
+                f"UPDATE execution_leases SET heartbeat_at = ? WHERE execution_id IN ({marks})",
+                [at or _now(), *execution_ids],
+            )
+
+    def leased(
+        self, organization_id: int | None, execution_ids: Sequence[str] | None = None
+    ) -> list[tuple[Execution, Lease]]:
+        """Unfinished executions that a process holds, with their leases (one organization's, unless None)."""
+        sql = (
+            "SELECT l.host, l.pid, l.process_started, epoch_us(l.heartbeat_at), l.lease_seconds, "
+            f"{_EXECUTION_COLUMNS} FROM execution_leases l JOIN {_EXECUTION_FROM} ON e.id = l.execution_id "
+            "WHERE e.status IN ('QUEUED', 'RUNNING')"
+        )
+        params: list[Any] = []
+        if organization_id is not None:
+            sql += " AND w.organization_id = ?"
+            params.append(organization_id)
+        if execution_ids is not None:
+            if not execution_ids:
+                return []
+            sql += f" AND l.execution_id IN ({', '.join('?' for _ in execution_ids)})"
+            params.extend(execution_ids)
+        with self.transaction() as con:
+            rows = con.execute(sql, params).fetchall()
+        return [(_execution(r[5:]), Lease(r[0], r[1], r[2], _when(r[3]), r[4])) for r in rows]
 
     def finish_execution(
         self,
@@ -452,6 +512,7 @@ class Catalog:
                         [execution.id, seq, c.node, c.action, c.status, c.detail, c.at or _now()],
                     )
             if execution.status.final:
+                con.execute("DELETE FROM execution_leases WHERE execution_id = ?", [execution.id])
                 con.execute(
                     "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
                     [execution.finished_at or _now(), execution.workflow_id],

@@ -151,3 +151,14 @@ class Execution:
     nodes: tuple[NodeExecution, ...] = field(default=())
     resumed_from: str | None = None
     compensations: tuple[Compensation, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Which process runs an unfinished execution, and when it last said it still does."""
+
+    host: str
+    pid: int
+    process_started: int  # the process's start time (clock ticks after boot): tells a reused pid apart
+    heartbeat_at: datetime
+    lease_seconds: float  # past this without a heartbeat, a reader on another host takes the owner for dead

@@ -1,0 +1,198 @@
+"""Child processes that run queued executions for a long-lived parent (``weflow serve``).
+
+A node runs Polars, DuckDB and allowed Python code; one that kills its interpreter
+(``os._exit``, a segfault, the OOM killer) must end only its own run, never the API that serves
+every organization. So the API hands each run that no Prefect deployment takes to a child
+process (``python -m weflow.child``), at most WEFLOW_MAX_CHILD_RUNS at once (default: the number
+of cores), and reaps and stops them. A run waiting for a slot is held by this process's lease, so
+it ends FAILED if the parent dies first; a child whose parent is gone stops itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from weflow import leases
+from weflow.errors import WeflowError
+from weflow.workflows import Scope
+
+log = logging.getLogger(__name__)
+
+MAX_ENV = "WEFLOW_MAX_CHILD_RUNS"
+STOP_GRACE_SECONDS = 5.0
+
+
+def max_children() -> int:
+    """How many child runs at once, from WEFLOW_MAX_CHILD_RUNS (default: the number of cores)."""
+    text = os.environ.get(MAX_ENV, "").strip()
+    if not text:
+        return os.cpu_count() or 2
+    if not text.isdigit() or int(text) < 1:
+        raise WeflowError(f"{MAX_ENV}={text!r}: must be a positive number of processes")
+    return int(text)
+
+
+@dataclass
+class _Child:
+    execution_id: str
+    scope: Scope
+    process: subprocess.Popen[bytes] | None = None
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class RunProcesses:
+    """Runs executions in child processes, a bounded number at once; ends the records of those that die."""
+
+    def __init__(self, limit: int | None = None, poll_seconds: float = 0.1) -> None:
+        self.limit = limit or max_children()
+        self.poll_seconds = poll_seconds
+        self._pending: deque[_Child] = deque()
+        self._running: dict[str, _Child] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, execution_id: str, scope: Scope) -> None:
+        """Run the QUEUED execution in a child process as soon as a slot is free."""
+        with self._lock:
+            if self._stopped:
+                raise WeflowError("weflow is shutting down: it starts no new run")
+            self._pending.append(_Child(execution_id, scope))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="weflow-run-processes", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [c.process.pid for c in self._running.values() if c.process is not None]
+
+    def _loop(self) -> None:
+        next_beat = 0.0
+        while True:
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            try:
+                held = self._step()
+                if held is None:
+                    return
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + leases.heartbeat_seconds()
+                    self._beat(held)
+            except Exception:  # one bad turn must not stop the runs of every organization
+                log.exception("run processes: turn failed")
+
+    def _step(self) -> list[_Child] | None:
+        """Reap ended children, start waiting runs in free slots; what is still held, None once stopped."""
+        with self._lock:
+            if self._stopped:
+                return None
+            ended = [c for c in self._running.values() if c.process is not None and c.process.poll() is not None]
+            for c in ended:
+                del self._running[c.execution_id]
+            while self._pending and len(self._running) < self.limit:
+                child = self._pending.popleft()
+                self._running[child.execution_id] = child
+                self._launch(child)
+            held = [*self._pending, *self._running.values()]
+        for c in ended:
+            assert c.process is not None
+            code = _exit_text(c.process.returncode)
+            self._ended(c, f"the process running this execution ended ({code}) before recording its end")
+        return held
+
+    def _launch(self, child: _Child) -> None:
+        env = {**os.environ, "WEFLOW_CATALOG": str(child.scope.catalog.path.resolve())}
+        try:
+            child.process = subprocess.Popen(
+                [sys.executable, "-m", "weflow.child", child.execution_id, str(os.getpid())],
+                env=env, stdin=subprocess.DEVNULL, start_new_session=True,  # terminal signals go to the parent only
+            )  # fmt: skip
+        except OSError as exc:
+            del self._running[child.execution_id]
+            threading.Thread(target=self._ended, args=(child, f"could not start a process to run it: {exc}")).start()
+
+    def _ended(self, child: _Child, message: str) -> None:
+        try:
+            leases.abandon(child.scope, [child.execution_id], leases.DIED, message)
+        except Exception:  # the loop must go on for every other run; a reader repairs this one later
+            log.exception("could not record the end of execution %s", child.execution_id)
+
+    def _beat(self, held: list[_Child]) -> None:
+        if not held:
+            return
+        by_catalog: dict[str, list[_Child]] = {}
+        for c in held:
+            by_catalog.setdefault(str(c.scope.catalog.path), []).append(c)
+        for group in by_catalog.values():
+            try:
+                group[0].scope.catalog.heartbeat([c.execution_id for c in group])
+            except WeflowError as exc:
+                log.warning("heartbeat of queued runs not recorded: %s", exc)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after ``grace`` s) and end the runs they leave FAILED."""
+        with self._lock:
+            self._stopped = True
+            running, pending = list(self._running.values()), list(self._pending)
+            self._running.clear()
+            self._pending.clear()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=grace)
+        for c in running:
+            if c.process is not None and c.process.poll() is None:
+                c.process.terminate()
+        deadline = time.monotonic() + grace
+        for c in running:
+            if c.process is None:
+                continue
+            try:
+                c.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.process.kill()
+                c.process.wait()
+        for c in [*running, *pending]:
+            self._ended(c, "weflow stopped before this execution ended")
+
+
+_default: RunProcesses | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> RunProcesses:
+    """This process's run processes, made on first use and stopped when the process exits."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = RunProcesses()
+            atexit.register(_default.stop)
+        return _default
+
+
+def stop_default() -> None:
+    """Stop this process's run processes, if any were made (the API's shutdown)."""
+    global _default
+    with _default_lock:
+        found, _default = _default, None
+    if found is not None:
+        atexit.unregister(found.stop)
+        found.stop()
