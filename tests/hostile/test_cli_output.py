@@ -98,6 +98,9 @@ def test_failed_run_is_one_line_and_its_text_prints_literally(run_env: dict[str,
     assert cause in logged  # the node's error still reached Prefect's API handler
     assert "Traceback" in weflow(run_env, "logs", execution_id, "-f", "json").stdout
 
+    resumed = weflow(run_env, "resume", execution_id, code=1).stderr.splitlines()
+    assert len(resumed) == 2 and resumed[0] == lines[0] and resumed[1] != lines[1], resumed
+
     verbose = weflow(run_env, "--verbose", "run", "boom", code=1)
     assert "Traceback" in verbose.stderr and cause in verbose.stderr
     assert verbose.stderr.splitlines()[-2] == lines[0]
