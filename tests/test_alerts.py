@@ -27,6 +27,12 @@ from .conftest import weflow_exe
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver listens on 127.0.0.1, which webhooks reach only when the operator allows it."""
+    monkeypatch.setenv("WEFLOW_OUTBOUND_ALLOW", "127.0.0.1/32")  # autouse: set before `settings` reads it
+
+
 class Receiver:
     """A webhook receiver: records JSON bodies; answers ``fail_next`` requests with ``fail_status``."""
 

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from weflow import DefinitionError, parse, workflows
+from weflow import DefinitionError, config, parse, workflows
 from weflow.execution import run
 from weflow.nodes import registry
 from weflow.workflows import Scope
@@ -24,8 +24,8 @@ from .conftest import REPO
 
 
 @pytest.fixture
-def json_api() -> Iterator[str]:
-    """A real HTTP server on loopback answering JSON, like an API a source would call."""
+def json_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real HTTP server on loopback answering JSON, like an API a source would call (loopback allowed)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -41,7 +41,9 @@ def json_api() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/items"
+    monkeypatch.setenv("WEFLOW_OUTBOUND_ALLOW", "127.0.0.1/32")
+    with config.using(outbound_allow=("127.0.0.1/32",)):  # over the `settings` fixture's, if it came first
+        yield f"http://127.0.0.1:{server.server_address[1]}/items"
     server.shutdown()
 
 

@@ -21,6 +21,7 @@ class Settings:
     data_roots: tuple[Path, ...]
     python_node_modules: tuple[str, ...]
     runs_dir: Path
+    outbound_allow: tuple[str, ...] = ()  # networks and host names http_json and webhooks may reach
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,6 +36,7 @@ class Settings:
                 m.strip() for m in env.get("WEFLOW_PYTHON_NODE_MODULES", "").split(",") if m.strip()
             ),
             runs_dir=Path(env.get("WEFLOW_RUNS_DIR", "data/runs")),
+            outbound_allow=tuple(h.strip() for h in env.get("WEFLOW_OUTBOUND_ALLOW", "").split(",") if h.strip()),
         )
 
 

@@ -71,3 +71,11 @@ class NodeError(WeflowError):
 
 class ExecutionTimeout(WeflowError):
     """An execution or node ran past its timeout."""
+
+
+class OutboundError(WeflowError):
+    """An outbound HTTP call (``http_json``, an alert webhook) failed; never carries the fetched body."""
+
+
+class OutboundRefused(OutboundError):
+    """An outbound HTTP call to a host the operator does not allow (``WEFLOW_OUTBOUND_ALLOW``)."""

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from cronsim import CronSim
 
+from weflow import outbound
 from weflow.core.entities import AlertDelivery, Execution, RunState, Status
 from weflow.core.model import AlertRule, Definition
+from weflow.errors import OutboundError, OutboundRefused
 from weflow.workflows import Scope, list_workflows, version
 
 log = logging.getLogger("weflow.alerts")
@@ -122,18 +123,23 @@ def _payload(finding: Finding, workflow: str, execution: Execution | None) -> di
 
 
 def post(url: str, payload: dict[str, Any]) -> tuple[bool, int, str | None]:
-    """POST ``payload``; retry connection errors, 429 and 5xx with backoff. (ok, attempts, last error)."""
+    """POST ``payload``; retry connection errors, 429 and 5xx with backoff. (ok, attempts, last error).
+
+    The URL goes through ``weflow.outbound``: a host the operator does not allow is refused at once.
+    """
     error: str | None = None
     for attempt in range(1, RETRIES + 1):
         try:
-            response = httpx.post(url, json=payload, timeout=TIMEOUT_SECONDS, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            status = outbound.post_json(url, payload, TIMEOUT_SECONDS)
+        except OutboundRefused as exc:
+            return False, attempt, str(exc)  # asking again will not change the answer
+        except OutboundError as exc:
+            error = str(exc)
         else:
-            if response.is_success:
+            if 200 <= status < 300:
                 return True, attempt, None
-            error = f"HTTP {response.status_code} from {url}"
-            if response.status_code != 429 and response.status_code < 500:
+            error = f"HTTP {status} from {outbound.redact(url)}"
+            if status != 429 and status < 500:
                 return False, attempt, error  # the receiver refuses it: asking again will not help
         if attempt < RETRIES:
             time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))

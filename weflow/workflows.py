@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weflow import outbound
 from weflow.catalog import Catalog, SaveResult
 from weflow.config import settings
 from weflow.core import document, graph
@@ -34,7 +35,14 @@ class Scope:
 
 def check(definition: Definition) -> Definition:
     """Run every graph and config check; raise DefinitionError naming each problem."""
-    graph.check(definition, signatures())
+    policy = outbound.Policy.current()
+    hooks = [(f"alerts[{i}].webhook", p) for i, r in enumerate(definition.alerts) if (p := policy.check_url(r.webhook))]
+    try:
+        graph.check(definition, signatures())
+    except DefinitionError as exc:
+        raise DefinitionError([*exc.problems, *hooks], workflow=definition.name) from None
+    if hooks:
+        raise DefinitionError(hooks, workflow=definition.name)
     return definition
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-import httpx
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
+from weflow import outbound
 from weflow.config import settings
+from weflow.errors import OutboundError
 from weflow.nodes import expressions
 from weflow.nodes.base import Frame, NodeConfig, NodeInputs, NodeType, RunContext, check_path, resolve_path
 
@@ -84,17 +85,39 @@ class HttpJsonConfig(NodeConfig):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     record_path: str | None = Field(default=None, description="dotted key of the list of records")
 
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, url: str) -> str:
+        problem = outbound.Policy.current().check_url(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "null")
+
 
 def _http_json(config: HttpJsonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    response = httpx.get(config.url, params=config.params, timeout=config.timeout_seconds)
-    response.raise_for_status()
-    data: Any = response.json()
+    """The records at ``record_path`` of a JSON answer; errors never quote the body (it may hold secrets)."""
+    where = outbound.redact(config.url)
+    data: Any = outbound.get_json(config.url, config.params, config.timeout_seconds)
     for key in (config.record_path or "").split("."):
-        if key:
-            data = data[key]
+        if not key:
+            continue
+        if not isinstance(data, dict) or key not in data:
+            got = f"an object without {key!r}" if isinstance(data, dict) else _json_kind(data)
+            raise OutboundError(f"{where}: record_path {config.record_path!r}: found {got}")
+        data = data[key]
     if isinstance(data, dict):
         data = [data]
-    return pl.DataFrame(data)
+    if not isinstance(data, list):
+        raise OutboundError(f"{where}: expected a list of records, found {_json_kind(data)}")
+    try:
+        return pl.DataFrame(data)
+    except Exception as exc:  # Polars quotes the values it could not load: only the kind of problem is shown
+        raise OutboundError(f"{where}: the records do not make a table ({type(exc).__name__})") from None
 
 
 # --- transforms --------------------------------------------------------------------
