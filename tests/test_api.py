@@ -321,7 +321,7 @@ def test_every_bad_definition_is_422_with_the_cli_path_and_stores_nothing(api: A
     with api.client() as client:
         for path in sorted((RESOURCES / "bad").glob("*.yaml")):
             expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
-            if path.stem == "not_yaml":  # not a document at all: sent as it is
+            if path.stem in {"not_yaml", "alias_bomb", "duplicate_key", "too_deep"}:  # the YAML reader refuses: raw
                 raw = client.post("/workflows", content=path.read_bytes(), headers={"content-type": "application/json"})
                 assert raw.status_code == 422 and raw.json()["problems"][0]["path"] == "body"
                 continue

@@ -1,6 +1,7 @@
-"""``python -m weflow.child EXECUTION_ID PARENT_PID``: run one QUEUED execution in this process, then exit.
+"""``python -m weflow.child PARENT_PID``: run the one QUEUED execution whose id comes on stdin, then exit.
 
-Started by ``weflow.children`` for the API (the catalog comes from WEFLOW_CATALOG). A child
+Started by ``weflow.children`` for the API (the catalog comes from WEFLOW_CATALOG) ahead of need:
+it imports what a run needs, then waits for its execution id; an empty input ends it. A child
 whose parent is gone stops at once: its lease names a dead process, so a reader ends the record.
 """
 
@@ -28,13 +29,16 @@ def _watch(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[1].isdigit():
-        sys.stderr.write("usage: python -m weflow.child EXECUTION_ID PARENT_PID\n")
+    if len(args) != 1 or not args[0].isdigit():
+        sys.stderr.write("usage: python -m weflow.child PARENT_PID  (the execution id on stdin)\n")
         return 2
-    execution_id, parent = args[0], int(args[1])
+    parent = int(args[0])
     if os.getppid() != parent:  # the parent died before this process started
         return 1
     _watch(parent)
+    execution_id = sys.stdin.readline().strip()
+    if not execution_id:  # the parent closed the input: nothing to run
+        return 0
     execution.run_queued(execution_id)
     return 0
 

@@ -69,6 +69,7 @@ class RunProcesses:
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._spare: tuple[str, subprocess.Popen[bytes]] | None = None  # (catalog, a child waiting for its run)
 
     def start(self, execution_id: str, scope: Scope) -> None:
         """Run the QUEUED execution in a child process as soon as a slot is free."""
@@ -120,15 +121,26 @@ class RunProcesses:
         return held
 
     def _launch(self, child: _Child) -> None:
-        env = {**os.environ, "WEFLOW_CATALOG": str(child.scope.catalog.path.resolve())}
+        """Hand the run to the spare child (imports done), else to a new one; then warm the next spare.
+
+        Each child still runs one execution only: the spare saves the ~2 s of imports a fresh
+        interpreter pays here before it can run anything.
+        """
+        catalog = str(child.scope.catalog.path.resolve())
+        spare, self._spare = self._spare, None
         try:
-            child.process = subprocess.Popen(
-                [sys.executable, "-m", "weflow.child", child.execution_id, str(os.getpid())],
-                env=env, stdin=subprocess.DEVNULL, start_new_session=True,  # terminal signals go to the parent only
-            )  # fmt: skip
+            if spare is not None and spare[0] == catalog and _hand(spare[1], child.execution_id):
+                child.process = spare[1]
+            else:  # none yet, another catalog's, or one that died while it waited
+                _discard(spare)
+                child.process = _spawn(catalog)
+                _hand(child.process, child.execution_id)
+            self._spare = (catalog, _spawn(catalog))
         except OSError as exc:
-            del self._running[child.execution_id]
-            threading.Thread(target=self._ended, args=(child, f"could not start a process to run it: {exc}")).start()
+            if child.process is None:
+                del self._running[child.execution_id]
+                why = f"could not start a process to run it: {exc}"
+                threading.Thread(target=self._ended, args=(child, why)).start()
 
     def _ended(self, child: _Child, message: str) -> None:
         try:
@@ -158,6 +170,9 @@ class RunProcesses:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=grace)
+        with self._lock:
+            _discard(self._spare)
+            self._spare = None
         for c in running:
             if c.process is not None and c.process.poll() is None:
                 c.process.terminate()
@@ -172,6 +187,34 @@ class RunProcesses:
                 c.process.wait()
         for c in [*running, *pending]:
             self._ended(c, "weflow stopped before this execution ended")
+
+
+def _spawn(catalog: str) -> subprocess.Popen[bytes]:
+    """A child that imports what a run needs, then waits for an execution id on its stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "weflow.child", str(os.getpid())],
+        env={**os.environ, "WEFLOW_CATALOG": catalog},
+        stdin=subprocess.PIPE,
+        start_new_session=True,  # terminal signals go to the parent, which stops its children itself
+    )
+
+
+def _hand(process: subprocess.Popen[bytes], execution_id: str) -> bool:
+    """Give a waiting child its execution id; False if it is gone."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(f"{execution_id}\n".encode())
+        process.stdin.close()
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def _discard(spare: tuple[str, subprocess.Popen[bytes]] | None) -> None:
+    """Stop an idle spare: it holds no execution, so nothing is lost."""
+    if spare is not None:
+        spare[1].kill()
+        spare[1].wait()
 
 
 _default: RunProcesses | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +48,15 @@ def check(definition: Definition) -> Definition:
 
 
 def read(path: str | Path) -> Definition:
-    """Parse and check a definition file (YAML or JSON)."""
+    """Parse and check a definition file (YAML or JSON) of at most WEFLOW_MAX_DEFINITION_BYTES."""
     path = Path(path)
+    limit = document.max_bytes(os.environ)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(limit + 1)  # a larger file is refused unread
     except OSError as exc:
         raise DefinitionError([("", f"cannot read {path}: {exc.strerror}")]) from None
-    return check(document.parse(text, source=str(path)))
+    return check(document.parse(raw, source=str(path), limit=limit))
 
 
 def apply(definition: Definition | dict[str, Any], scope: Scope, message: str = "") -> SaveResult:

@@ -18,7 +18,9 @@ ORGS = (("acme", "ada"), ("globex", "bob"))
 
 
 @contextmanager
-def serving(prefect_api: str, folder: Path, env_extra: dict[str, str] | None = None) -> Iterator[Api]:
+def serving(
+    prefect_api: str, folder: Path, env_extra: dict[str, str] | None = None, body_limit: int = BODY_LIMIT
+) -> Iterator[Api]:
     """`weflow serve` on a free loopback port, its catalog and runs in ``folder``, one key per organization.
 
     By default the data roots are ``folder/data`` (created) and the process runs in ``folder``:
@@ -44,7 +46,7 @@ def serving(prefect_api: str, folder: Path, env_extra: dict[str, str] | None = N
     log = folder / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(BODY_LIMIT)],
+            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(body_limit)],
             env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -64,7 +66,9 @@ def serving(prefect_api: str, folder: Path, env_extra: dict[str, str] | None = N
 def serve(prefect_api: str, tmp_path: Path) -> Callable[..., Iterator[Api]]:
     """``with serve(env_extra={...}) as api:`` starts `weflow serve` in this test's folder."""
 
-    def start(env_extra: dict[str, str] | None = None, folder: Path | None = None) -> Iterator[Api]:
-        return serving(prefect_api, folder or tmp_path, env_extra)  # type: ignore[return-value]
+    def start(
+        env_extra: dict[str, str] | None = None, folder: Path | None = None, body_limit: int = BODY_LIMIT
+    ) -> Iterator[Api]:
+        return serving(prefect_api, folder or tmp_path, env_extra, body_limit)  # type: ignore[return-value]
 
     return start

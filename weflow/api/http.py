@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weflow.api.models import ErrorOut, Problem
-from weflow.core.document import format_path
+from weflow.core.document import format_path, loads_json
 from weflow.errors import CatalogError, ConflictError, DefinitionError, NotFoundError, WeflowError
 from weflow.server import ServerError
 
@@ -39,7 +39,7 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise json.JSONDecodeError("not UTF-8", "", exc.start) from None
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        data = loads_json(text, parse_constant=_no_constant, parse_float=_finite)  # refuses repeated keys
         json.dumps(data, ensure_ascii=False).encode("utf-8")  # refuses lone surrogates (\ud800)
     except json.JSONDecodeError:
         raise

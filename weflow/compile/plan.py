@@ -66,10 +66,13 @@ def build(
     persist_all = persist_all or definition.settings.persist_outputs
     all_edges = edges(definition, {name: t.signature for name, t in types.items()})
     order = topological_order(definition)
+    rank = {name: i for i, name in enumerate(order)}
     nodes = {n.name: n for n in definition.nodes}
     out: dict[str, list[Edge]] = {name: [] for name in nodes}
+    into: dict[str, list[Edge]] = {name: [] for name in nodes}
     for e in all_edges:
         out[e.source].append(e)
+        into[e.target].append(e)
 
     def lazy(name: str) -> bool:
         return types[nodes[name].type].lazy
@@ -91,12 +94,12 @@ def build(
         members, frontier, inputs = [name], [name], []
         while frontier:
             current = frontier.pop()
-            for e in (e for e in all_edges if e.target == current):
+            for e in into[current]:
                 if merges_into_consumer(e.source):
                     members.append(e.source)
                     frontier.append(e.source)
                 else:
                     inputs.append(e)
-        ordered = tuple(n for n in order if n in members)
+        ordered = tuple(sorted(members, key=rank.__getitem__))
         steps.append(Step(name, ordered, tuple(sorted(inputs, key=lambda e: e.index))))
     return Plan(definition, tuple(steps), tuple(all_edges), persist_all)

@@ -86,6 +86,7 @@ def diff(old: Definition, new: Definition) -> DefinitionDiff:
         return [f"{c.source} -> {c.target}" for c in d.connections]
 
     old_c, new_c = conns(old), conns(new)
+    old_set, new_set = set(old_c), set(new_c)  # list membership made a 5,000-node diff quadratic
     top_a = old.model_dump(mode="json", exclude={"nodes", "connections"})
     top_b = new.model_dump(mode="json", exclude={"nodes", "connections"})
     fields_changed = []
@@ -98,8 +99,8 @@ def diff(old: Definition, new: Definition) -> DefinitionDiff:
         nodes_added=tuple(n for n in new_nodes if n not in old_nodes),
         nodes_removed=tuple(n for n in old_nodes if n not in new_nodes),
         nodes_changed=tuple(changed),
-        connections_added=tuple(c for c in new_c if c not in old_c),
-        connections_removed=tuple(c for c in old_c if c not in new_c),
+        connections_added=tuple(c for c in new_c if c not in old_set),
+        connections_removed=tuple(c for c in old_c if c not in new_set),
         fields_changed=tuple(fields_changed),
         schedule=(old.schedule, new.schedule) if old.schedule != new.schedule else None,
         contracts_changed=tuple(contracts),

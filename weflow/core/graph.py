@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,28 +177,25 @@ def find_cycle(definition: Definition) -> list[str]:
     for conn in definition.connections:
         if conn.from_.node in graph and conn.to.node in graph:
             graph[conn.from_.node].append(conn.to.node)
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> list[str]:
-        state[name] = 1
-        stack.append(name)
-        for nxt in graph[name]:
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt) :]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[name] = 2
-        return []
-
-    for name in graph:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
+    # depth-first with an explicit stack: recursion ended a 1,000-node chain in RecursionError
+    done: set[str] = set()
+    for start in graph:
+        if start in done:
+            continue
+        path, on_path, pending = [start], {start}, [iter(graph[start])]
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                pending.pop()
+            elif nxt in on_path:
+                return path[path.index(nxt) :]
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                pending.append(iter(graph[nxt]))
     return []
 
 
@@ -209,16 +207,16 @@ def topological_order(definition: Definition) -> list[str]:
     for conn in definition.connections:
         indegree[conn.to.node] += 1
         children[conn.from_.node].append(conn.to.node)
-    ready = sorted((n for n, d in indegree.items() if d == 0), key=position.__getitem__)
+    names = [n.name for n in definition.nodes]
+    ready = [position[n] for n, d in indegree.items() if d == 0]  # a heap of positions: ties in definition order
     order = []
     while ready:
-        name = ready.pop(0)
+        name = names[heapq.heappop(ready)]
         order.append(name)
         for child in children[name]:
             indegree[child] -= 1
             if indegree[child] == 0:
-                ready.append(child)
-                ready.sort(key=position.__getitem__)
+                heapq.heappush(ready, position[child])
     return order
 
 

@@ -48,9 +48,10 @@ def graph(
         group = (groups or {}).get(node.name)
         members.setdefault(group or "", []).append(node.name)
 
+    types = {node.name: node.type for node in definition.nodes}  # Definition.node() is a scan: quadratic
+
     def node_line(name: str) -> str:
-        node = definition.node(name)
-        label = f"{name}<br/><small>{node.type}</small>"
+        label = f"{name}<br/><small>{types[name]}</small>"
         state = states.get(name)
         if state is not None:
             label += f"<br/><small>{state.status}{' · ' + state.detail if state.detail else ''}</small>"

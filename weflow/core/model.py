@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from weflow.core import mermaid
 
@@ -15,6 +15,9 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DEFAULT_OUTPUT_PORT = "out"
 DEFAULT_TIMEOUT_SECONDS = 300.0
+# What one definition may cost: a 5,000-node chain took ~2 s to read from YAML here, 0.15 s to check and plan.
+MAX_NODES = 5_000
+MAX_CONNECTIONS = 20_000
 
 DTYPES = frozenset(
     {
@@ -211,6 +214,14 @@ class Definition(_Frozen):
     alerts: tuple[AlertRule, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     connections: tuple[Connection, ...] = ()
+
+    @field_validator("nodes", "connections", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        limit = MAX_NODES if info.field_name == "nodes" else MAX_CONNECTIONS
+        if isinstance(value, list | tuple) and len(value) > limit:
+            raise ValueError(f"{len(value)} {info.field_name}, over the limit of {limit}")
+        return value
 
     @field_validator("schedule", mode="before")
     @classmethod
