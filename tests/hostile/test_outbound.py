@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import eventually, weflow_exe
 from tests.test_api import Api, create, stored_names, wait_final
 from weflow import config, monitor, outbound
-from weflow.errors import OutboundError
+from weflow.errors import OutboundError, OutboundRefused
 from weflow.nodes import registry
 from weflow.nodes.base import NodeInputs, RunContext
 
@@ -46,6 +46,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.hits: list[str] = []
+        self.hosts: list[str] = []  # the Host header of each GET
         self.posts: list[dict[str, Any]] = []
         upstream = self
 
@@ -53,6 +54,7 @@ class Upstream:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 upstream.hits.append(path)
+                upstream.hosts.append(self.headers["Host"])
                 status, body, headers = upstream.ANSWERS.get(path, (404, MARKER, {}))
                 self.send_response(status)
                 for key, value in headers.items():
@@ -234,6 +236,16 @@ def test_an_allow_listed_service_works_and_no_body_is_ever_echoed(
         seen += [proc.stdout, proc.stderr, catalog_text(api)]
     for text in seen:
         assert MARKER not in text and "abc123" not in text
+
+
+def test_the_checked_address_is_the_one_connected_to_and_the_name_is_kept(upstream: Upstream) -> None:
+    policy = outbound.Policy.parse(["127.0.0.1/32", "::1/128"])
+    url = f"http://localhost:{upstream.port}/ok?token=x"
+    assert outbound.get_json(url, timeout=5, policy=policy) == {"data": {"items": ITEMS}}
+    assert upstream.hosts == [f"localhost:{upstream.port}"]  # sent to the resolved address, as "localhost"
+    with pytest.raises(OutboundRefused, match=r"resolves to 127\.0\.0\.1, a loopback address"):
+        outbound.get_json(url, timeout=5, policy=outbound.Policy.parse(["::1/128"]))
+    assert len(upstream.hits) == 1  # the refused request never left
 
 
 def test_webhook_delivery_checks_the_host_when_it_posts(upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
