@@ -263,7 +263,7 @@ server**: `PREFECT_API_URL` points both at the benchmark's running local server;
 {repeats} round(s){"" if quick else " after a warm-up"}. The phases split each process at Prefect's own log lines
 (`Beginning flow run`, the flow run's `Finished in state`). **Without a server**:
 `PREFECT_API_URL` unset and a fresh Prefect home and working directory per round, so weflow
-starts its local server (state in `data/prefect/` of its working directory; stopped, untimed,
+starts its local server (state in the round's `PREFECT_HOME`; stopped, untimed,
 after the round) and raw Prefect starts its ephemeral server inside the process; {fresh_repeats}
 round(s){"" if quick else AGAIN}.
 **Imports**: `python -c "import ..."` in a new process.""",
@@ -330,12 +330,12 @@ round(s){"" if quick else AGAIN}.
 
             def weflow_first() -> float:
                 where = fresh["weflow"] = place()
-                homes.append(where / "data" / "prefect")
+                homes.append(where / "prefect-home")  # weflow's local server lives in PREFECT_HOME
                 return unserved("weflow", weflow_cmd, where, report)
 
             def weflow_again() -> float:
                 where = fresh["weflow"]
-                home = where / "data" / "prefect"
+                home = where / "prefect-home"
                 try:
                     found = weflow_server.running(home)
                     assert found is not None, "weflow's first run left no server behind"

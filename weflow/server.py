@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import httpx
 
 from weflow import supervisor
 from weflow.errors import WeflowError
+from weflow.supervisor import Process
 
 DEFAULT_HOME = Path("data/prefect")  # when PREFECT_HOME is unset
 IDLE_SECONDS = 600.0  # WEFLOW_SERVER_IDLE_SECONDS overrides; 0 keeps implicit servers running
@@ -51,18 +51,6 @@ class Server:
     @property
     def ui_url(self) -> str:
         return self.api_url.removesuffix("/api")
-
-
-@dataclass(frozen=True)
-class Process:
-    """A process serving a home: a supervisor, or a Prefect server (under one or started by hand)."""
-
-    pid: int
-    parent: int
-    supervisor: bool
-    api_url: str | None
-    idle_seconds: float | None  # a supervisor's ``--idle``; None: no idle stop
-    recorded: bool = False
 
 
 def default_home() -> Path:
@@ -107,80 +95,9 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).resolve()
 
 
-def _stat(pid: int) -> list[str] | None:
-    """``/proc/<pid>/stat`` from the state field on (the command name may hold spaces)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is this process's exited child
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _stat(pid)
-    return fields is None or fields[0] != "Z"  # no /proc (not Linux): trust kill(0)
-
-
-def _prefect_server(argv: list[str]) -> bool:
-    return any(Path(arg).name == "prefect" and argv[i + 1 : i + 3] == ["server", "start"] for i, arg in enumerate(argv))
-
-
-def _option(argv: list[str], name: str) -> str | None:
-    return argv[argv.index(name) + 1] if name in argv[:-1] else None
-
-
-def _describe(pid: int, home: Path) -> Process | None:
-    """The process if it serves ``home``: its environment carries weflow's marker, or it is a Prefect
-    server whose ``PREFECT_HOME`` is ``home`` (one started by an older weflow or by hand)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-        env = dict(
-            item.decode(errors="replace").partition("=")[::2]
-            for item in (proc / "environ").read_bytes().split(b"\0")
-            if b"=" in item
-        )
-        cwd = os.readlink(proc / "cwd")
-    except OSError:
-        return None
-    fields = _stat(pid)
-    if not argv or fields is None:
-        return None
-    marked = env.get(supervisor.HOME_MARKER) == str(home)
-    prefect_home = env.get("PREFECT_HOME", "")
-    by_hand = bool(prefect_home) and _prefect_server(argv) and (Path(cwd) / prefect_home).resolve() == home
-    if not (marked or by_hand):
-        return None
-    is_supervisor = any(a.endswith("supervisor.py") for a in argv)
-    port = _option(argv, "--port")
-    idle = float(_option(argv, "--idle") or 0) if is_supervisor else 0.0
-    return Process(
-        pid=pid,
-        parent=int(fields[1]),
-        supervisor=is_supervisor,
-        api_url=f"http://127.0.0.1:{port}/api" if port else None,
-        idle_seconds=idle if idle > 0 else None,
-    )
-
-
 def find(home: Path | None = None) -> list[Process]:
     """Every process serving ``home`` (supervisors and Prefect servers), from /proc."""
-    target = _home(home)
-    me = os.getpid()
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()] if Path("/proc").is_dir() else []
-    return [p for pid in sorted(pids) if pid != me and (p := _describe(pid, target)) is not None]
+    return supervisor.find(_home(home))
 
 
 def servers(home: Path | None = None) -> list[Process]:
@@ -201,9 +118,9 @@ def servers(home: Path | None = None) -> list[Process]:
 
 
 def _serves(pid: int | None, home: Path) -> bool:
-    if not _alive(pid) or pid is None:
+    if not supervisor.alive(pid) or pid is None:
         return False
-    return not Path("/proc").is_dir() or _describe(pid, home) is not None
+    return not Path("/proc").is_dir() or supervisor.describe(pid, home) is not None
 
 
 def running(home: Path | None = None, patience: float = 60.0) -> Server | None:
@@ -220,7 +137,7 @@ def running(home: Path | None = None, patience: float = 60.0) -> Server | None:
     while True:
         if healthy(data["api_url"]):
             return Server(data["api_url"], data.get("pid"), idle_seconds=data.get("idle_seconds") or None)
-        if not _alive(data.get("pid")) or time.monotonic() > deadline:
+        if not supervisor.alive(data.get("pid")) or time.monotonic() > deadline:
             return None
         time.sleep(1)
 
@@ -239,6 +156,15 @@ def server_env(home: Path, port: int) -> dict[str, str]:
     return env
 
 
+def serves(api_url: str, home: Path) -> bool:
+    """Whether the server at ``api_url`` answers and runs on ``home`` (not another home's on a reused port)."""
+    try:
+        response = httpx.get(f"{api_url}/admin/settings", timeout=5.0, verify=api_url.startswith("https://"))
+        return response.status_code == 200 and Path(str(response.json().get("home"))).resolve() == home.resolve()
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
 def start(
     home: Path | None = None,
     port: int = 4200,
@@ -250,15 +176,32 @@ def start(
     """Start ``prefect server start`` on 127.0.0.1 under a supervisor, record it, wait until it answers.
 
     The caller holds the home's lock (``acquire``) or owns the home alone (a test's fresh folder).
-    ``env_extra`` adds server settings, e.g. ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL;
-    ``idle_seconds``: stop after that long without a weflow client (None: run until stopped).
+    ``port`` is a preference (0: any free port). ``env_extra`` adds server settings, e.g.
+    ``PREFECT_API_DATABASE_CONNECTION_URL``; ``idle_seconds``: stop after that long without a
+    weflow client (None: run until stopped).
     """
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port(port)
+    deadline = time.monotonic() + timeout
+    for attempt in range(3):
+        # a free port is only free until the server binds it (after its migrations, seconds later):
+        # ten first runs in ten folders all chose 4200 here, so a port taken meanwhile is given up
+        found = _start_once(home, _free_port(port if attempt == 0 else 0), deadline, quiet, env_extra, idle_seconds)
+        if found is not None:
+            return found
+    raise ServerError(f"the Prefect server found its port taken 3 times; see {home / 'server.log'}")
+
+
+def _start_once(
+    home: Path,
+    port: int,
+    deadline: float,
+    quiet: bool,
+    env_extra: Mapping[str, str] | None,
+    idle_seconds: float | None,
+) -> Server | None:
+    """One start on ``port``: the server once it answers, None when another process got the port first."""
     api_url = f"http://127.0.0.1:{port}/api"
-    if healthy(api_url, timeout=0.5):  # taken between the port check and now: never adopt another server
-        raise ServerError(f"port {port} is already served by another process")
     cmd = [sys.executable, "-P", supervisor.__file__, "--home", str(home), "--port", str(port),
            "--idle", str(idle_seconds or 0)]  # fmt: skip
     with (home / "server.log").open("ab") as log:
@@ -274,15 +217,17 @@ def start(
     supervisor.write_record(home, {"api_url": api_url, "pid": proc.pid, "idle_seconds": idle_seconds})
     if not quiet:
         print(f"starting a local Prefect server on {api_url} (log: {home / 'server.log'}) ...", file=sys.stderr)
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"the Prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
-        if healthy(api_url, timeout=1.0) and proc.poll() is None:
-            return Server(api_url, proc.pid, started=True, idle_seconds=idle_seconds)
+        if healthy(api_url, timeout=1.0):
+            if serves(api_url, home):
+                return Server(api_url, proc.pid, started=True, idle_seconds=idle_seconds)
+            supervisor.terminate([proc.pid])  # another home's server answers there: ours could never bind
+            return None
         time.sleep(0.3)
-    _terminate([proc.pid])
-    raise ServerError(f"the Prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+    supervisor.terminate([proc.pid])
+    raise ServerError(f"the Prefect server did not answer in time; see {home / 'server.log'}")
 
 
 def _adopt(home: Path, patience: float = 60.0) -> Server | None:
@@ -293,7 +238,7 @@ def _adopt(home: Path, patience: float = 60.0) -> Server | None:
     deadline = time.monotonic() + patience
     while found := [p for p in servers(home) if p.api_url]:
         for p in found:
-            if p.api_url and healthy(p.api_url):
+            if p.api_url and serves(p.api_url, home):
                 supervisor.write_record(home, {"api_url": p.api_url, "pid": p.pid, "idle_seconds": p.idle_seconds})
                 return Server(p.api_url, p.pid, idle_seconds=p.idle_seconds)
         if time.monotonic() > deadline:
@@ -320,7 +265,9 @@ def acquire(
         with supervisor.locked(target, timeout=timeout + 120):
             found = running(target) or _adopt(target)
             if found is None:
-                _terminate(p.pid for p in find(target))  # leftovers that do not answer: one server per database
+                supervisor.terminate(
+                    p.pid for p in find(target)
+                )  # leftovers that do not answer: one server per database
                 found = start(target, port=port, timeout=timeout, quiet=quiet, idle_seconds=idle_seconds)
             elif keep and found.idle_seconds is not None:
                 supervisor.write_record(target, {"api_url": found.api_url, "pid": found.pid, "idle_seconds": None})
@@ -355,35 +302,15 @@ def _heartbeat(home: Path, idle: float) -> None:
     threading.Thread(target=beat, name="weflow-server-heartbeat", daemon=True).start()
 
 
-def _terminate(pids: Iterable[int], patience: float = 20.0) -> list[int]:
-    """SIGTERM each process (its whole group when it leads one), SIGKILL what is left after ``patience``."""
-    targets = [pid for pid in pids if _alive(pid)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in targets:
-            try:
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, sig)
-                else:
-                    os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + patience
-        while any(_alive(pid) for pid in targets) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not any(_alive(pid) for pid in targets):
-            break
-    return targets
-
-
 def stop(home: Path | None = None) -> list[int]:
     """Stop every server of ``home`` (and its supervisor), recorded or not; the pids stopped."""
     target = _home(home)
     try:
         with supervisor.locked(target, timeout=30):  # let a server being started finish first
-            stopped = _terminate(p.pid for p in servers(target))
+            stopped = supervisor.terminate(p.pid for p in servers(target))
     except supervisor.LockTimeout:
-        stopped = _terminate(p.pid for p in servers(target))
-    _terminate(p.pid for p in find(target))  # children of the stopped ones that outlived them
+        stopped = supervisor.terminate(p.pid for p in servers(target))
+    supervisor.terminate(p.pid for p in find(target))  # children of the stopped ones that outlived them
     (target / supervisor.STATE).unlink(missing_ok=True)
     return stopped
 
@@ -406,7 +333,8 @@ def ensure(home: Path | None = None, quiet: bool = False) -> Server:
             raise ServerError(f"PREFECT_API_URL={url} does not answer")
         _checked[url] = time.monotonic()
         return Server(url)
-    return acquire(home, idle_seconds=idle_seconds(), quiet=quiet)
+    # any free port: concurrent first runs in different folders would all prefer 4200
+    return acquire(home, port=0, idle_seconds=idle_seconds(), quiet=quiet)
 
 
 def start_worker(

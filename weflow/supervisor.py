@@ -1,11 +1,14 @@
 """The owner of one local Prefect server (DESIGN decision 14): its child, its record, its idle stop.
 
+Also where a home's processes are found again from /proc (``find``, ``terminate``), whatever the
+record says, for ``weflow server status`` and ``weflow server stop``.
+
 ``weflow.server.start`` runs this file by path (``python -P .../supervisor.py --home H --port P
 --idle S``); it starts ``prefect server start`` as its child, takes it down with itself on SIGTERM
 (and the child dies with it on SIGKILL, through ``PR_SET_PDEATHSIG``), and, when ``--idle`` is
 positive, stops both once no weflow client has touched the home's activity file for that long and
 the server has no active flow run. It imports only the standard library: a supervisor per server
-cost 105 MB and 0.75 s with the ``weflow`` package imported, ~15 MB and 0.05 s without it here.
+cost 105 MB and 0.75 s with the ``weflow`` package imported, 22 MB and under 0.1 s of CPU without it here.
 
 The home's files, shared with ``weflow.server``:
 
@@ -29,8 +32,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -114,6 +118,116 @@ def active_runs(api_url: str) -> int:
             return int(json.loads(response.read()))
     except (OSError, ValueError, urllib.error.URLError):
         return 0
+
+
+# --- finding a home's processes again (weflow server status and stop) ---
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process serving a home: a supervisor, or a Prefect server (under one or started by hand)."""
+
+    pid: int
+    parent: int
+    supervisor: bool
+    api_url: str | None
+    idle_seconds: float | None  # a supervisor's ``--idle``; None: no idle stop
+    recorded: bool = False
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from the state field on (the command name may hold spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is this process's exited child
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat(pid)
+    return fields is None or fields[0] != "Z"  # no /proc (not Linux): trust kill(0)
+
+
+def _prefect_server(argv: list[str]) -> bool:
+    return any(Path(arg).name == "prefect" and argv[i + 1 : i + 3] == ["server", "start"] for i, arg in enumerate(argv))
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def describe(pid: int, home: Path) -> Process | None:
+    """The process if it serves ``home``: its environment carries weflow's marker, or it is a Prefect
+    server whose ``PREFECT_HOME`` is ``home`` (one started by an older weflow or by hand)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(
+            item.decode(errors="replace").partition("=")[::2]
+            for item in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        cwd = os.readlink(proc / "cwd")
+    except OSError:
+        return None
+    fields = _stat(pid)
+    if not argv or fields is None:
+        return None
+    marked = env.get(HOME_MARKER) == str(home)
+    prefect_home = env.get("PREFECT_HOME", "")
+    by_hand = bool(prefect_home) and _prefect_server(argv) and (Path(cwd) / prefect_home).resolve() == home
+    if not (marked or by_hand):
+        return None
+    is_supervisor = any(a.endswith("supervisor.py") for a in argv)
+    port = _option(argv, "--port")
+    idle = float(_option(argv, "--idle") or 0) if is_supervisor else 0.0
+    return Process(
+        pid=pid,
+        parent=int(fields[1]),
+        supervisor=is_supervisor,
+        api_url=f"http://127.0.0.1:{port}/api" if port else None,
+        idle_seconds=idle if idle > 0 else None,
+    )
+
+
+def find(home: Path) -> list[Process]:
+    """Every process serving ``home`` (an absolute, resolved path), from /proc."""
+    me = os.getpid()
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()] if Path("/proc").is_dir() else []
+    return [p for pid in sorted(pids) if pid != me and (p := describe(pid, home)) is not None]
+
+
+def terminate(pids: Iterable[int], patience: float = 20.0) -> list[int]:
+    """SIGTERM each process (its whole group when it leads one), SIGKILL what is left after ``patience``."""
+    targets = [pid for pid in pids if alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in targets:
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + patience
+        while any(alive(pid) for pid in targets) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(alive(pid) for pid in targets):
+            break
+    return targets
 
 
 class _Stop(Exception):

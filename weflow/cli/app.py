@@ -500,9 +500,9 @@ def up(
     from weflow import execution as service
     from weflow.compile import remote
 
-    home = prefect_server.DEFAULT_HOME
-    existing = prefect_server.running(home)
-    api = existing or prefect_server.start(home, port=port)
+    home = prefect_server.default_home()
+    api = prefect_server.acquire(home, port=port)  # one it starts runs until this command ends
+    existing = None if api.started else api
     os.environ["PREFECT_API_URL"] = api.api_url
     worker = node_worker = None
     try:
@@ -601,24 +601,36 @@ app.add_typer(server_app, name="server")
 
 @server_app.command("start")
 def server_start() -> None:
-    """Start (or reuse) the local Prefect server."""
-    found = prefect_server.ensure()
+    """Start (or reuse) the local Prefect server of the Prefect home; it runs until `weflow server stop`."""
+    found = (
+        prefect_server.ensure()
+        if os.environ.get("PREFECT_API_URL")
+        else prefect_server.acquire(prefect_server.default_home(), keep=True)
+    )
     out.print(f"Prefect API {found.api_url}; UI {found.ui_url}")
 
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the local Prefect server weflow started."""
-    out.print("stopped" if prefect_server.stop() else "no server was running")
+    """Stop every local Prefect server of the Prefect home (and its supervisor), recorded or not."""
+    home = prefect_server.default_home()
+    stopped = prefect_server.stop(home)
+    pids = ", ".join(str(pid) for pid in stopped)
+    out.print(f"stopped {pids} ({home})" if stopped else f"no server was running ({home})")
 
 
 @server_app.command("status")
 def server_status() -> None:
-    """Say whether the local Prefect server answers."""
-    found = prefect_server.running()
-    if found is None:
-        raise BadInput("no local Prefect server is running (weflow server start)")
-    out.print(f"Prefect API {found.api_url}; UI {found.ui_url}")
+    """List the local Prefect servers of the Prefect home: pid, URL, whether it stops when idle."""
+    home = prefect_server.default_home()
+    found = prefect_server.servers(home)
+    if not found:
+        raise BadInput(f"no local Prefect server is running for {home} (weflow server start)")
+    for p in found:
+        answers = "answers" if p.api_url and prefect_server.healthy(p.api_url) else "does not answer"
+        stops = f"started implicitly, stops after {p.idle_seconds:g} s idle" if p.idle_seconds else "runs until stopped"
+        recorded = "" if p.recorded else "; not recorded in the home"
+        out.print(f"pid {p.pid}: Prefect API {p.api_url or '?'} ({answers}); {stops}{recorded}")
 
 
 class BadInput(WeflowError):

@@ -1,0 +1,226 @@
+"""Issue 14, item 10: background Prefect servers, one per home, found again, stopped when idle.
+
+Each test runs `weflow` in fresh folders with no ``PREFECT_API_URL``, so weflow starts its own
+local servers; processes are counted from /proc here (not through ``weflow.server``), and every
+process a test leaves is killed by pid in ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, weflow_exe
+from weflow import server
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "name": "tiny",
+    "description": "one small file, filtered",
+    "nodes": [
+        {"name": "rows", "type": "read_csv", "config": {"path": "rows.csv"}},
+        {"name": "big", "type": "filter", "config": {"condition": "n > 1"}},
+    ],
+    "connections": [{"from": "rows", "to": "big"}],
+}
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+def serving(homes: set[Path]) -> dict[int, str]:
+    """pid -> command line of every live process whose PREFECT_HOME is one of ``homes``, but weflow's own
+    clients: Prefect servers and the supervisors weflow starts them under."""
+    wanted = {str(h.resolve()) for h in homes}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = _environ(int(entry.name))
+        except OSError:
+            continue
+        if env.get("PREFECT_HOME") in wanted and ("prefect server start" in argv or "supervisor.py" in argv):
+            found[int(entry.name)] = argv
+    return found
+
+
+def prefect_servers(homes: set[Path]) -> dict[int, str]:
+    return {pid: argv for pid, argv in serving(homes).items() if "prefect server start" in argv}
+
+
+def kill_all(homes: set[Path]) -> None:
+    for pid in serving(homes):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def folder_env(**extra: str) -> dict[str, str]:
+    """The environment of a user in a folder of their own: weflow picks its local server there."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "PREFECT_HOME"}}
+    for key in [k for k in env if k.startswith("WEFLOW_")]:
+        del env[key]
+    env.update(PYTHONPATH=str(REPO), COLUMNS="200", **extra)
+    return env
+
+
+def project(folder: Path) -> Path:
+    """``folder`` in the README's layout with the tiny workflow applied (catalog data/weflow.duckdb)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rows.csv").write_text("n\n1\n2\n3\n")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    done = subprocess.run(
+        [weflow_exe(), "apply", "tiny.yaml"], cwd=folder, env=folder_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+def launch(folder: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [weflow_exe(), *args], cwd=folder, env=folder_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def finish(procs: list[subprocess.Popen[str]], seconds: float = 240) -> list[tuple[int, str, str]]:
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=seconds)
+        results.append((proc.returncode, out, err))
+    return results
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Prefect database already migrated (a fresh one costs ~12 s of one core per server start)."""
+    home = tmp_path_factory.mktemp("template-home")
+    try:
+        server.start(home, port=0, timeout=180, quiet=True)
+    finally:
+        server.stop(home)
+        kill_all({home})
+    copy = home / "migrated.db"
+    with sqlite3.connect(home / "prefect.db") as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    yield copy
+
+
+def test_three_first_runs_at_once_share_one_server(tmp_path: Path) -> None:
+    """Three `weflow run` started together in a fresh folder: one server for the home, three successes.
+
+    Before: each saw no server, each started one on the same SQLite database, and one run failed.
+    """
+    folder = project(tmp_path / "fresh")
+    home = folder / "data" / "prefect"
+    try:
+        procs = [launch(folder, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS="120") for _ in range(3)]
+        peak: dict[int, str] = {}
+        while any(p.poll() is None for p in procs):  # count while they run, not only after
+            peak.update(prefect_servers({home}))
+            time.sleep(0.2)
+        results = finish(procs)
+        assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+        assert all("SUCCEEDED" in out for _, out, _ in results), results
+        assert len(peak) == 1, peak
+        assert len(prefect_servers({home})) == 1
+        log = (home / "server.log").read_text()
+        assert log.count("starting a Prefect server") == 1, log
+    finally:
+        server.stop(home)
+        kill_all({home})
+    assert serving({home}) == {}
+
+
+def test_servers_started_by_runs_stop_when_idle(tmp_path: Path, migrated_db: Path) -> None:
+    """A `weflow run` in each of ten folders leaves no server behind once the idle period passed.
+
+    Before: every folder's first run started a server that never stopped (23 test folders, 23 servers).
+    The homes get a migrated Prefect database so the ten servers start in seconds; the idle period is 3 s.
+    """
+    folders = [project(tmp_path / f"folder-{i}") for i in range(10)]
+    homes = {f / "data" / "prefect" for f in folders}
+    for home in homes:
+        home.mkdir(parents=True)
+        shutil.copy(migrated_db, home / "prefect.db")
+    try:
+        procs = [launch(f, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS="3") for f in folders]
+        results = finish(procs)
+        # the 3 s idle period did not stop a server under a run that took longer than that
+        assert [code for code, _, _ in results] == [0] * 10, [err for _, _, err in results]
+        deadline = time.monotonic() + 60
+        while serving(homes) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert serving(homes) == {}
+        for home in homes:
+            assert not (home / "weflow-server.json").exists()
+            assert "no weflow client for 3 s and no active flow run: stopping" in (home / "server.log").read_text()
+    finally:
+        for home in homes:
+            server.stop(home)
+        kill_all(homes)
+
+
+def test_stop_finds_every_server_of_the_home(tmp_path: Path, migrated_db: Path) -> None:
+    """Two servers in one home (a stale record, one started by hand): `status` lists both, `stop` ends both.
+
+    Before: `weflow server stop` stopped only the recorded server; `status` showed only that one.
+    The home is ``$PREFECT_HOME``, which weflow used to replace with ``./data/prefect``.
+    """
+    folder = tmp_path / "work"
+    folder.mkdir()
+    home = tmp_path / "my-prefect-home"
+    home.mkdir()
+    shutil.copy(migrated_db, home / "prefect.db")
+    by_hand = None
+    try:
+        port = server._free_port(0)
+        by_hand = subprocess.Popen(
+            [str(Path(weflow_exe()).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port",
+             str(port)],
+            env={**folder_env(), "PREFECT_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        # the command a user runs: weflow finds the hand-started server through the home, records and reuses it
+        started = launch(folder, "server", "start", PREFECT_HOME=str(home))
+        [(code, out, err)] = finish([started])
+        assert code == 0, err
+        assert not (folder / "data").exists(), "weflow replaced PREFECT_HOME with ./data/prefect"
+        assert len(prefect_servers({home})) == 1, "a second server was started for a home that has one"
+        # then a stale record: weflow starts a second server under its supervisor and forgets the first
+        (home / "weflow-server.json").unlink()
+        second = server.start(home, port=0, timeout=120, quiet=True)
+        assert len(prefect_servers({home})) == 2
+        [(code, out, err)] = finish([launch(folder, "server", "status", PREFECT_HOME=str(home))])
+        assert code == 0, err
+        assert f"pid {by_hand.pid}:" in out and f"pid {second.pid}:" in out, out
+        assert "not recorded in the home" in out and "runs until stopped" in out, out
+        [(code, out, err)] = finish([launch(folder, "server", "stop", PREFECT_HOME=str(home))])
+        assert code == 0, err
+        assert str(by_hand.pid) in out and str(second.pid) in out, out
+        assert serving({home}) == {}
+        assert by_hand.wait(timeout=10) is not None
+        assert not (home / "weflow-server.json").exists()
+        [(code, out, err)] = finish([launch(folder, "server", "status", PREFECT_HOME=str(home))])
+        assert code == 1 and "no local Prefect server is running" in err, (code, out, err)
+    finally:
+        if by_hand is not None and by_hand.poll() is None:
+            os.killpg(by_hand.pid, signal.SIGKILL)
+            by_hand.wait()
+        server.stop(home)
+        kill_all({home})
