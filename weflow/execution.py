@@ -206,6 +206,7 @@ def prepare(
         dask=None if on_queue else (dask or definition.settings.dask),
         spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
         reuse=dict(reuse or {}),
+        max_memory_mb=definition.settings.max_memory_mb,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
     return Prepared(definition, execution, PlanRun(plan, types, spec), params, timeout)

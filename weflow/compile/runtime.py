@@ -2,8 +2,10 @@
 
 Prefect's fixed costs are paid once (DESIGN decision 11): tasks never hash or persist frames
 (NO_CACHE, no result persistence, frames passed through a closure, not as task parameters),
-independent steps run concurrently in one event loop, and timeouts really stop the work:
-a Polars query is cancelled, a Python node's thread gets an exception raised in it.
+independent steps run concurrently in one event loop, and timeouts really stop the work: every
+step has a stop switch (``weflow.nodes.stop``) that ends its Polars collects at the next batch and
+interrupts its DuckDB connections; a Python node's thread also gets an exception raised in it.
+With ``max_memory_mb`` a watchdog samples the process RSS and stops the run the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
+import os
 import threading
 import time
 import traceback
@@ -32,45 +35,48 @@ from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
 from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
+from weflow.nodes.stop import Stop, fresh
 
 T = TypeVar("T")
 Persist = Callable[[str, pl.DataFrame], str]
+
+# How long a stopped run waits for its node threads before it returns: a DuckDB query ends within
+# milliseconds of its interrupt and a Polars collect at its next batch; a thread still running after
+# this is in code nothing can stop (a C call, a blocking Polars operator), and is left behind.
+SETTLE_SECONDS = 3.0
+MEMORY_SAMPLE_SECONDS = 0.1
 
 
 class NodeTimeout(TimeoutError):
     """Raised inside a node's thread when its task times out or the run is cancelled."""
 
 
-async def collect(frame: pl.LazyFrame) -> pl.DataFrame:
-    """Collect on Polars' streaming engine without blocking the event loop; stop it if cancelled.
+class MemoryLimitExceeded(Exception):
+    """The process went over the run's ``settings.max_memory_mb``: the run stops and ends FAILED."""
+
+
+async def collect(
+    frame: pl.LazyFrame, stop: Stop | None = None, threads: list[threading.Thread] | None = None
+) -> pl.DataFrame:
+    """Collect on Polars' streaming engine in a thread, without blocking the event loop; stopped if cancelled.
 
     Polars 2.1 ignores the engine of ``collect(background=True)`` and always runs the in-memory
-    engine (measured on TPC-H SF 1, Q1: 1.5 GB and 3.6 s against 0.4 GB and 1.1 s streaming), so
-    the streaming engine is driven batch by batch in a thread (``collect_batches``, in order);
-    a cancelled or timed-out step stops it at the next batch and drops the query.
+    engine (measured on TPC-H SF 1, Q1: 1.5 GB and 3.6 s against 0.4 GB and 1.1 s streaming), and
+    its ``cancel()`` left that engine running; so ``Stop.collect`` drives the streaming engine batch
+    by batch, and a cancelled or timed-out step stops it at the next batch and drops the query.
     """
-    stop = threading.Event()
-
-    def drain() -> pl.DataFrame:
-        batches = frame.collect_batches(engine="streaming", maintain_order=True)
-        parts = []
-        for part in batches:
-            if stop.is_set():
-                raise NodeTimeout("query stopped")
-            parts.append(part)
-        if not parts:
-            return pl.DataFrame(schema=frame.collect_schema())
-        return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
-
-    try:
-        return await asyncio.to_thread(drain)
-    except BaseException:
-        stop.set()
-        raise
+    stop = stop or Stop()
+    return await in_thread(stop.collect, frame, stop=stop, threads=threads)
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking code in a thread; on cancellation raise NodeTimeout inside that thread."""
+async def in_thread(
+    fn: Callable[..., T], *args: Any, stop: Stop | None = None, threads: list[threading.Thread] | None = None
+) -> T:
+    """Run blocking code in a thread; on cancellation stop ``stop`` and raise NodeTimeout inside that thread.
+
+    When ``stop`` is stopped from elsewhere (the memory watchdog), the caller gets its reason at once,
+    even if the thread is in code that cannot be stopped; ``threads`` collects the thread, to be joined.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
@@ -83,16 +89,72 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         else:
             loop.call_soon_threadsafe(_settle, done, value, None)
 
+    def stopped() -> None:
+        reason = stop.reason if stop is not None else None
+        if reason is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, done, None, fresh(reason))
+
     context = contextvars.copy_context()  # settings overrides and Prefect's run context go along
     thread = threading.Thread(target=context.run, args=(target,), name="weflow-node", daemon=True)
+    if threads is not None:
+        threads.append(thread)
+    forget = stop.on_stop(stopped) if stop is not None else None
     thread.start()
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
         done.cancel()  # nobody waits for the thread's outcome any more
+        if stop is not None:
+            stop.stop(NodeTimeout("the step was stopped: it timed out or its run was cancelled"))
         if thread.ident is not None and thread.is_alive():
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(NodeTimeout))
         raise
+    finally:
+        if forget is not None:
+            forget()
+
+
+def settle(threads: list[threading.Thread], stop: Stop, seconds: float = SETTLE_SECONDS) -> list[threading.Thread]:
+    """Wait (at most ``seconds``) for stopped node threads to end, interrupting DuckDB again meanwhile
+    (an interrupt sent before a query starts is lost); returns the threads still running.
+
+    A process must not exit under a running DuckDB query: its static destructors then abort the
+    process (exit 134, "terminate called ..."), as a timed-out ``sql`` node did before this wait.
+    """
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        while thread.is_alive() and time.monotonic() < deadline:
+            stop.interrupt()
+            thread.join(0.05)
+    alive = [t for t in threads if t.is_alive()]
+    threads[:] = alive
+    return alive
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (Linux ``/proc/self/statm``), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def watch_memory(stop: Stop, limit_mb: int, finished: threading.Event) -> threading.Thread:
+    """Sample the RSS until ``finished``; over ``limit_mb``, stop the run with MemoryLimitExceeded."""
+
+    def watch() -> None:
+        while not finished.wait(MEMORY_SAMPLE_SECONDS):
+            rss = rss_mb()
+            if rss is not None and rss > limit_mb:
+                message = f"execution stopped: memory limit of {limit_mb} MB exceeded (RSS {rss:.0f} MB)"
+                stop.stop(MemoryLimitExceeded(message))
+                return
+
+    thread = threading.Thread(target=watch, name="weflow-memory", daemon=True)
+    thread.start()
+    return thread
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
@@ -155,6 +217,7 @@ class RunSpec:
     node_queue: str | None = None  # run every step on the Prefect task workers serving this queue
     dask: str | None = None  # run every step on Dask: a scheduler address, or "local" for a local cluster
     spill_dir: Path | None = None  # where frames go when they leave the process (node queue, resume)
+    max_memory_mb: int | None = None  # stop the run (FAILED) past this process RSS; DuckDB's memory_limit
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
 
 
@@ -186,6 +249,8 @@ class PlanRun:
         self.keep = spec.keep or frozenset(plan.terminals)
         self.undo: list[tuple[str, str, Callable[[], str]]] = []  # (node, action, run), first per node
         self.effected: set[str] = set()  # nodes whose run returned: their effect happened
+        self.stop = Stop(spec.max_memory_mb)  # the run's switch; each step attempt has a child of it
+        self.threads: list[threading.Thread] = []  # node threads, joined (bounded) before the run returns
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Prefect serializes a run's context for remote task runs (Dask, task workers); the live
@@ -194,15 +259,22 @@ class PlanRun:
 
     async def run(self) -> PlanResult:
         self.done = {s.root: asyncio.Event() for s in self.plan.steps}
+        finished = threading.Event()
+        if self.spec.max_memory_mb is not None:
+            watch_memory(self.stop, self.spec.max_memory_mb, finished)
         jobs = [asyncio.ensure_future(self._step(step)) for step in self.plan.steps]
         try:
             await asyncio.gather(*jobs, return_exceptions=True)
         except asyncio.CancelledError:
+            self.stop.stop(NodeTimeout("the run was stopped: it timed out or was cancelled"))
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
             self.mark_unfinished(RunState.CANCELLED)
             raise
+        finally:
+            finished.set()
+            settle(self.threads, self.stop)  # blocking on purpose: a cancelled scope cancels every await
         outputs = {n: f for n, f in self.frames.items() if n in self.keep}
         return PlanResult(outputs, self.records, self.failures, self.error, self.error_node)
 
@@ -236,7 +308,7 @@ class PlanRun:
 
     async def _reuse(self, step: Step, path: str) -> None:
         """Take a step's output from an earlier execution (resume) instead of running it."""
-        frame = await in_thread(pl.read_parquet, path)
+        frame = await in_thread(pl.read_parquet, path, threads=self.threads)
         self.paths[step.root] = path
         self.frames[step.root] = frame
         for name in step.nodes:
@@ -289,6 +361,8 @@ class PlanRun:
         self.succeeded.add(step.root)
 
     def _fail(self, step: Step, exc: BaseException) -> None:
+        if isinstance(self.stop.reason, MemoryLimitExceeded) and not isinstance(exc, MemoryLimitExceeded):
+            exc = fresh(self.stop.reason)  # a step cancelled because the run went over its memory limit
         timed_out = isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError")
         cancelled = isinstance(exc, asyncio.CancelledError)
         state = RunState.TIMED_OUT if timed_out else RunState.CANCELLED if cancelled else RunState.FAILED
@@ -312,6 +386,18 @@ class PlanRun:
 
             await remote.dispatch(self, step, self.spec.node_queue)
             return
+        stop = self.stop.child()
+        try:
+            stop.check()  # the run was stopped (memory limit) before this step started
+            await self._attempt(step, stop)
+        except (asyncio.CancelledError, ContractError, NodeTimeout, MemoryLimitExceeded):
+            raise
+        except Exception as exc:
+            if stop.reason is None:
+                raise
+            raise fresh(stop.reason) from exc  # DuckDB's "INTERRUPT Error" and the like: say why it stopped
+
+    async def _attempt(self, step: Step, stop: Stop) -> None:
         started = _now()
         t0 = time.perf_counter()
         for name in step.nodes:
@@ -334,19 +420,21 @@ class PlanRun:
                 frame = local[e.source]
                 contract = node.input_contracts.get(e.port)
                 if contract is not None:
-                    frame = await self._check(name, contract, frame, f"input {e.port!r}")
+                    frame = await self._check(name, contract, frame, f"input {e.port!r}", stop)
                 items.append(Input(e.source, e.port, frame.lazy()))
             ctx = RunContext(
                 self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger,
-                work_dir=self.spec.spill_dir, undo=self._registrar(name) if node.compensate else None,
+                work_dir=self.spec.spill_dir, undo=self._registrar(name) if node.compensate else None, stop=stop,
             )  # fmt: skip
             config = node_type.config.model_validate(node.config)
             try:
                 if node_type.lazy:
                     out = node_type.run(config, NodeInputs(tuple(items)), ctx)
                 else:
-                    out = await in_thread(node_type.run, config, NodeInputs(tuple(items)), ctx)
-            except (ContractError, NodeError, NodeTimeout):
+                    out = await in_thread(
+                        node_type.run, config, NodeInputs(tuple(items)), ctx, stop=stop, threads=self.threads
+                    )
+            except (ContractError, NodeError, NodeTimeout, MemoryLimitExceeded):
                 raise
             except Exception as exc:
                 raise NodeError(name, f"{type(exc).__name__}: {exc}") from exc
@@ -357,17 +445,17 @@ class PlanRun:
         assert out is not None
         root = self.nodes[step.root]
         try:
-            frame = await collect(out) if isinstance(out, pl.LazyFrame) else out
-        except (asyncio.CancelledError, NodeTimeout):
+            frame = await collect(out, stop, self.threads) if isinstance(out, pl.LazyFrame) else out
+        except (asyncio.CancelledError, NodeTimeout, MemoryLimitExceeded):
             raise
         except Exception as exc:
             failing = step.root if not step.fused else f"{step.root}"
             raise NodeError(failing, f"{type(exc).__name__}: {exc}") from exc
         if root.contract is not None:
-            frame = await self._check(step.root, root.contract, frame, "output")
+            frame = await self._check(step.root, root.contract, frame, "output", stop)
         rec = self.records[step.root]
         if self.spec.persist is not None and (root.persist or self.plan.persist_all):
-            rec.output_path = await in_thread(self.spec.persist, step.root, frame)
+            rec.output_path = await in_thread(self.spec.persist, step.root, frame, threads=self.threads)
         self.frames[step.root] = frame
         finished = _now()
         elapsed = (time.perf_counter() - t0) * 1000
@@ -378,13 +466,13 @@ class PlanRun:
         first = self.records[step.nodes[0]]
         first.rows_in = rows_in
 
-    async def _check(self, node: str, contract: Any, frame: Frame, where: str) -> pl.DataFrame:
+    async def _check(self, node: str, contract: Any, frame: Frame, where: str, stop: Stop) -> pl.DataFrame:
         outcome = contracts.apply(contract, frame)
         rec = self.records[node]
         rec.contract = {**outcome.summary(), "where": where}
         if outcome.ok:
             result = outcome.frame
-            return result.collect() if isinstance(result, pl.LazyFrame) else result
+            return stop.collect(result)
         self.failures.extend({**f, "node": node} for f in outcome.failures)
         message = outcome.message(self.spec.workflow, node)
         await _publish_failures(node, outcome.failures, message)
@@ -392,7 +480,7 @@ class PlanRun:
             raise ContractError(message, workflow=self.spec.workflow, node=node, failure_cases=outcome.failures)
         get_run_logger().warning(message)
         result = outcome.frame
-        return result.collect() if isinstance(result, pl.LazyFrame) else result
+        return stop.collect(result)
 
 
 def write_parquet(frame: pl.DataFrame, target: Path) -> Path:
@@ -413,7 +501,7 @@ async def _publish_failures(node: str, failures: list[dict[str, Any]], message: 
 
 
 def _describe(exc: BaseException, node: str) -> str:
-    if isinstance(exc, ContractError | NodeError):
+    if isinstance(exc, ContractError | NodeError | MemoryLimitExceeded):
         return str(exc)
     if isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError"):
         return f"node {node!r} timed out: {exc}"

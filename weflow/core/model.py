@@ -158,6 +158,8 @@ class Settings(_Frozen):
     max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
     node_queue: bool = False  # run each step on the node queue's task workers (WORKFLOW_NODE_QUEUE)
     dask: str | None = Field(default=None, pattern=r"^(local|tcp://[A-Za-z0-9_.\-]+:\d+)$")  # steps on Dask
+    # the run stops (FAILED) when its process RSS goes over this; DuckDB gets it as memory_limit
+    max_memory_mb: int | None = Field(default=None, ge=64, le=1_048_576)
 
 
 AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from weflow.config import settings
 from weflow.core.graph import DEFAULT_INPUT_PORT, NodeSignature
+from weflow.nodes.stop import Stop
 
 Frame = pl.LazyFrame | pl.DataFrame
 Kind = Literal["source", "transform", "sink", "python", "validate"]
@@ -68,6 +69,7 @@ class RunContext:
     )
     work_dir: Path | None = None  # this run's own folder (backups for compensation)
     undo: Callable[[str, Callable[[], str]], None] | None = None  # register a compensating action
+    stop: Stop = field(default_factory=Stop)  # collect and connect to DuckDB through it: a timeout stops them
 
     def compensation(self, action: str, run: Callable[[], str]) -> None:
         """Register what undoes this node's effect if a later node fails: ``run()`` returns what it did."""

@@ -71,12 +71,12 @@ def _read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) 
     path = resolve_path(config.database, ctx.data_roots)
     if not path.exists():
         raise FileNotFoundError(f"database {config.database!r} does not exist")
-    con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
+    con = ctx.stop.connect(str(path), read_only=True, config={"enable_external_access": False})
     try:
         result: pl.DataFrame = con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
         return result
     finally:
-        con.close()
+        ctx.stop.release(con)
 
 
 class HttpJsonConfig(NodeConfig):
@@ -246,14 +246,14 @@ class SqlConfig(NodeConfig):
 
 def _sql(config: SqlConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     # DuckDB with file access off: a query sees its inputs and nothing else on disk.
-    con = duckdb.connect(config={"enable_external_access": False})
+    con = ctx.stop.connect(config={"enable_external_access": False})  # a timeout interrupts its query
     try:
         for name, frame in inputs.by_source().items():
-            con.register(name, frame.collect().to_arrow())
+            con.register(name, ctx.stop.collect(frame).to_arrow())
         result: pl.DataFrame = con.sql(config.query, params=_bound(config.query, ctx.params) or None).pl()
         return result
     finally:
-        con.close()
+        ctx.stop.release(con)
 
 
 class ValidateConfig(NodeConfig):
@@ -291,7 +291,7 @@ def load_callable(spec: str) -> Callable[..., Any]:
 def _python(config: PythonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     check_python(config)  # again at run time: the allow-list may have changed
     fn = load_callable(config.callable)
-    frames = [f.collect() for f in inputs.frames()]
+    frames = [ctx.stop.collect(f) for f in inputs.frames()]
     result = fn(*frames, **config.kwargs)
     if not isinstance(result, pl.DataFrame | pl.LazyFrame):
         raise TypeError(f"{config.callable} returned {type(result).__name__}, not a Polars frame")
@@ -339,19 +339,19 @@ def _keep_previous_file(target: Path, ctx: RunContext) -> None:
 
 
 def _write_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    frame = inputs.one().collect()
     target = resolve_path(config.path, ctx.data_roots)
     _keep_previous_file(target, ctx)
-    _atomic_write(target, frame.write_parquet)
-    return frame
+    written: list[pl.DataFrame] = []  # collected and written a group of rows at a time: a timeout stops both
+    _atomic_write(target, lambda tmp: written.append(ctx.stop.write_parquet(inputs.one(), tmp)))
+    return written[0]
 
 
 def _write_csv(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    frame = inputs.one().collect()
     target = resolve_path(config.path, ctx.data_roots)
     _keep_previous_file(target, ctx)
-    _atomic_write(target, frame.write_csv)
-    return frame
+    written: list[pl.DataFrame] = []  # collected and written a group of rows at a time: a timeout stops both
+    _atomic_write(target, lambda tmp: written.append(ctx.stop.write_csv(inputs.one(), tmp)))
+    return written[0]
 
 
 class DuckdbWriteConfig(NodeConfig):
@@ -361,10 +361,10 @@ class DuckdbWriteConfig(NodeConfig):
 
 
 def _write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    frame = inputs.one().collect()
+    frame = ctx.stop.collect(inputs.one())
     path = resolve_path(config.database, ctx.data_roots)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = ctx.stop.connect(str(path))
     try:
         _keep_previous_table(con, path, config.table, ctx)
         con.register("_weflow_frame", frame.to_arrow())
@@ -380,7 +380,7 @@ def _write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext
             con.execute("ROLLBACK")
             raise
     finally:
-        con.close()
+        ctx.stop.release(con)
     return frame
 
 
