@@ -1,4 +1,9 @@
-"""SQL expression strings parsed by Polars, with run inputs bound as values, never as text."""
+"""SQL expression strings parsed by Polars, with run inputs bound as values, never as text.
+
+Every expression passes :func:`weflow.nodes.sqlcheck.check_expression` before Polars parses it, at
+apply and again at run: Polars' SQL would run a subquery's ``read_csv(...)`` while building the
+expression, so the text Polars gets must already be known to hold no query and no file access.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
+
+from weflow.nodes import sqlcheck
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
@@ -30,16 +37,24 @@ def _rewrite(text: str) -> str:
 
 
 def parse(text: str) -> pl.Expr:
-    """Parse a SQL expression; ``$name`` becomes a reference to the bound input column."""
-    return pl.sql_expr(_rewrite(text))
+    """Check then parse a SQL expression; ``$name`` becomes a reference to the bound input column.
+
+    Raises ValueError naming the refused construct; Polars never sees a refused text.
+    """
+    rewritten = _rewrite(text)
+    sqlcheck.check_expression(rewritten)
+    return pl.sql_expr(rewritten)
 
 
 def check(text: str) -> str:
-    """Validate an expression at apply time; raise ValueError with Polars' reason."""
+    """Validate an expression at apply time; raise ValueError with the reason."""
+    rewritten = _rewrite(text)
+    sqlcheck.check_expression(rewritten)
     try:
-        parse(text)
-    except Exception as exc:
-        raise ValueError(f"not a valid SQL expression: {text!r} ({exc})") from None
+        pl.sql_expr(rewritten)
+    except (Exception, pl.exceptions.PanicException) as exc:  # `greatest()` panics inside Polars
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"not a valid SQL expression ({reason})") from None
     return text
 
 
