@@ -55,6 +55,7 @@ def settings(catalog_path: Path, tmp_path: Path) -> Iterator[config.Settings]:
         organization="acme",
         user="ada",
         python_node_modules=("tests.resources.pynodes",),
+        shared_data_roots=True,  # the repository is every test organization's data root
     ) as current:
         yield current
 
@@ -72,6 +73,7 @@ def cli_env(catalog_path: Path, tmp_path: Path) -> dict[str, str]:
         WEFLOW_DATA_ROOTS=f"{REPO}:{tmp_path}",
         WEFLOW_RUNS_DIR=str(tmp_path / "runs"),
         WEFLOW_PYTHON_NODE_MODULES="tests.resources.pynodes",
+        WEFLOW_SHARED_DATA_ROOTS="true",  # the repository is every test organization's data root
         PYTHONPATH=str(REPO),
         COLUMNS="200",
     )

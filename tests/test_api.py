@@ -72,6 +72,7 @@ def api(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         PREFECT_API_URL=prefect_api,
         WEFLOW_CATALOG=str(catalog.path),
         WEFLOW_DATA_ROOTS=f"{REPO}:{tmp}",
+        WEFLOW_SHARED_DATA_ROOTS="true",  # acme, globex and initech share the repository
         WEFLOW_RUNS_DIR=str(tmp / "runs"),
         WEFLOW_PYTHON_NODE_MODULES="tests.resources.pynodes",
         WEFLOW_ORG="acme",

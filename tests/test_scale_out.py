@@ -94,7 +94,7 @@ def api_url(settings: Settings, prefect: str, tmp_path: Path) -> Iterator[str]:
     env = {
         **os.environ, "WEFLOW_CATALOG": str(settings.catalog), "PREFECT_API_URL": prefect,
         "WEFLOW_DATA_ROOTS": str(REPO), "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
-        "PYTHONPATH": str(REPO),
+        "WEFLOW_SHARED_DATA_ROOTS": "true", "PYTHONPATH": str(REPO),
     }  # fmt: skip
     port = _free_port()
     log = tmp_path / "serve.log"

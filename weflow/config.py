@@ -12,21 +12,27 @@ from typing import Any
 
 _override: ContextVar[Settings | None] = ContextVar("weflow_settings", default=None)
 
+ORGANIZATION = "{organization}"  # in a data root: replaced by the organization whose node runs
+DEFAULT_PREFECT_HOME = Path("data/prefect")
+
 
 @dataclass(frozen=True)
 class Settings:
     catalog: Path
     organization: str
     user: str
-    data_roots: tuple[Path, ...]
+    data_roots: tuple[Path, ...]  # as configured: a root may hold ORGANIZATION (see roots_for)
     python_node_modules: tuple[str, ...]
     runs_dir: Path
+    shared_data_roots: bool = False  # the operator's opt-in: organizations may share a root
+    prefect_home: Path | None = None  # PREFECT_HOME when the user set it
     outbound_allow: tuple[str, ...] = ()  # networks and host names http_json and webhooks may reach
 
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
         roots = env.get("WEFLOW_DATA_ROOTS", "")
+        home = env.get("PREFECT_HOME", "")
         return cls(
             catalog=Path(env.get("WEFLOW_CATALOG", "data/weflow.duckdb")),
             organization=env.get("WEFLOW_ORG", "default"),
@@ -36,7 +42,37 @@ class Settings:
                 m.strip() for m in env.get("WEFLOW_PYTHON_NODE_MODULES", "").split(",") if m.strip()
             ),
             runs_dir=Path(env.get("WEFLOW_RUNS_DIR", "data/runs")),
+            shared_data_roots=env.get("WEFLOW_SHARED_DATA_ROOTS", "").strip().lower() in {"1", "true", "yes"},
+            prefect_home=Path(home) if home else None,
             outbound_allow=tuple(h.strip() for h in env.get("WEFLOW_OUTBOUND_ALLOW", "").split(",") if h.strip()),
+        )
+
+    def roots_for(self, organization: str, organizations: int = 1) -> tuple[Path, ...]:
+        """The data roots open to ``organization``'s nodes; none when they would see another's files.
+
+        ``{organization}`` in a root becomes the organization's name. A root without it is shared
+        by every organization of the catalog: allowed with one organization, or when the operator
+        opted in (``WEFLOW_SHARED_DATA_ROOTS=true``).
+        """
+        shared = any(ORGANIZATION not in str(r) for r in self.data_roots)
+        if shared and organizations > 1 and not self.shared_data_roots:
+            return ()
+        if organization in {"", ".", ".."} or "/" in organization or "\0" in organization:
+            return ()  # a name that would step out of its folder
+        return tuple(Path(str(r).replace(ORGANIZATION, organization)).resolve() for r in self.data_roots)
+
+    def own_state(self) -> tuple[tuple[str, Path], ...]:
+        """weflow's own files, which no node may read or write whatever the data roots, with what each is.
+
+        The catalog (files named after it, such as its ``.wal`` and ``.lock``, are matched in
+        ``weflow.nodes.base``), the Prefect home (weflow's default and ``PREFECT_HOME``) and the
+        runs folder (spilled and persisted outputs of every organization).
+        """
+        homes = (DEFAULT_PREFECT_HOME, *((self.prefect_home,) if self.prefect_home else ()))
+        return (
+            ("the catalog", self.catalog.resolve()),
+            *(("the Prefect home", home.resolve()) for home in homes),
+            ("the run outputs", self.runs_dir.resolve()),
         )
 
 

@@ -163,6 +163,7 @@ def _job_env(api_url: str | None = None) -> dict[str, str]:
     env = {
         "WEFLOW_CATALOG": str(cfg.catalog.resolve()),
         "WEFLOW_DATA_ROOTS": ":".join(str(r) for r in cfg.data_roots),
+        "WEFLOW_SHARED_DATA_ROOTS": "true" if cfg.shared_data_roots else "false",
         "WEFLOW_RUNS_DIR": str(cfg.runs_dir.resolve()),
         "WEFLOW_ORG": cfg.organization,
         "WEFLOW_USER": cfg.user,

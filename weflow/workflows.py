@@ -10,7 +10,7 @@ from typing import Any
 
 from weflow import outbound
 from weflow.catalog import Catalog, SaveResult
-from weflow.config import settings
+from weflow.config import ORGANIZATION, settings, using
 from weflow.core import document, graph
 from weflow.core.diff import DefinitionDiff
 from weflow.core.diff import diff as diff_definitions
@@ -34,8 +34,24 @@ class Scope:
         return cls(cat, cat.ensure_user(cfg.organization, cfg.user))
 
 
-def check(definition: Definition) -> Definition:
-    """Run every graph and config check; raise DefinitionError naming each problem."""
+def data_roots(scope: Scope) -> tuple[Path, ...]:
+    """The data roots open to the scope's organization's nodes (``Settings.roots_for``)."""
+    cfg = settings()
+    if cfg.shared_data_roots and not any(ORGANIZATION in str(r) for r in cfg.data_roots):
+        return cfg.roots_for(cfg.organization)  # the same for everyone: no catalog session
+    found = scope.catalog.organizations()
+    name = next((o.name for o in found if o.id == scope.user.organization_id), "")
+    return cfg.roots_for(name, len(found))
+
+
+def check(definition: Definition, scope: Scope | None = None) -> Definition:
+    """Run every graph and config check; raise DefinitionError naming each problem.
+
+    With a scope, paths are checked against that organization's data roots (else the settings').
+    """
+    if scope is not None:
+        with using(data_roots=data_roots(scope)):
+            return check(definition)
     policy = outbound.Policy.current()
     hooks = [(f"alerts[{i}].webhook", p) for i, r in enumerate(definition.alerts) if (p := policy.check_url(r.webhook))]
     try:
@@ -63,13 +79,13 @@ def apply(definition: Definition | dict[str, Any], scope: Scope, message: str = 
     """Check then store; a new version only if the content changed."""
     if not isinstance(definition, Definition):
         definition = document.from_data(definition)
-    check(definition)
+    check(definition, scope)
     return scope.catalog.save(definition, scope.user, message)
 
 
 def create(definition: Definition, scope: Scope, message: str = "") -> SaveResult:
     """Store a new workflow (version 1); ConflictError if its name is taken in the organization."""
-    check(definition)
+    check(definition, scope)
     with scope.catalog.transaction() as con:
         taken = scope.catalog.find_workflow(con, scope.user.organization_id, definition.name)
         if taken is not None:
@@ -81,7 +97,7 @@ def replace(workflow: Workflow, definition: Definition, scope: Scope, message: s
     """Store ``definition`` as the next version of ``workflow`` (same name); none if unchanged."""
     if definition.name != workflow.name:
         raise DefinitionError([("name", f"must stay {workflow.name!r}: a workflow cannot be renamed")])
-    check(definition)
+    check(definition, scope)
     with scope.catalog.transaction() as con:
         current = scope.catalog.find_workflow(con, workflow.organization_id, workflow.name)
         if current is None or current.id != workflow.id:  # deleted (or replaced) since it was read
@@ -92,7 +108,7 @@ def replace(workflow: Workflow, definition: Definition, scope: Scope, message: s
 def apply_many(definitions: Sequence[Definition], scope: Scope, message: str = "") -> list[SaveResult]:
     """Check all, then store all in one transaction: all or nothing."""
     for d in definitions:
-        check(d)
+        check(d, scope)
     with scope.catalog.transaction() as con:
         return [scope.catalog.save(d, scope.user, message, con) for d in definitions]
 

@@ -35,6 +35,7 @@ def serving(
         PREFECT_API_URL=prefect_api,
         WEFLOW_CATALOG=str(catalog.path),
         WEFLOW_DATA_ROOTS=str(folder),
+        WEFLOW_SHARED_DATA_ROOTS="true",  # acme and globex share the folder; test_data_roots turns it off
         WEFLOW_RUNS_DIR=str(data / "runs"),
         WEFLOW_PYTHON_NODE_MODULES="tests.resources.pynodes",
         WEFLOW_ORG="acme",

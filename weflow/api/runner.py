@@ -111,5 +111,5 @@ def finish(scope: Caller, execution_id: ExecutionId, body: Annotated[Finished, B
     failures = [{**f, "node": str(f.get("node", ""))} for f in body.failures]
     if not scope.catalog.finish_execution(final, nodes, failures, only_if_unfinished=True):
         raise ConflictError(f"execution {found.id} already ended")
-    monitor.alert(final, check(version(found.workflow, scope, found.version).definition), scope)
+    monitor.alert(final, check(version(found.workflow, scope, found.version).definition, scope), scope)
     return ExecutionOut.of(scope.catalog.execution(found.id))

@@ -90,7 +90,8 @@ async def run_step(
         ):
             return await run_step(document, nodes, params, inputs, output, attempt)
     cfg = settings()  # data roots and the python allow-list are the node worker's own
-    run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=cfg.data_roots))
+    roots = cfg.roots_for(cfg.organization)
+    run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=roots))
     for source, path in inputs.items():
         run.frames[source] = pl.read_parquet(path)
     records = {n: run.records[n] for n in step.nodes}
@@ -163,7 +164,8 @@ async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
     }
     if queue is None:  # Dask: the flow's task runner ships the step to a Dask worker
         cfg = settings()
-        trusted = {"data_roots": [str(r) for r in cfg.data_roots], "python_node_modules": list(cfg.python_node_modules)}
+        roots = [str(r) for r in run.spec.data_roots]  # the organization's, expanded
+        trusted = {"data_roots": roots, "python_node_modules": list(cfg.python_node_modules)}
         submitted = _dask_task.submit(**kwargs, trusted=trusted)
         outcome: Outcome = await asyncio.to_thread(submitted.result)
     else:
