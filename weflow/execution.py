@@ -44,7 +44,7 @@ from weflow.core.graph import downstream, upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError, DefinitionError, ExecutionTimeout
 from weflow.nodes.registry import node_types
-from weflow.workflows import Scope, check, get, version
+from weflow.workflows import Scope, check, data_roots, get, version
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,7 @@ def prepare(
     node_queue: bool | None = None,
     reuse: Mapping[str, str] | None = None,
     dask: str | None = None,
+    scope: Scope | None = None,
 ) -> Prepared:
     cfg = settings()
     on_queue = definition.settings.node_queue if node_queue is None else node_queue
@@ -199,7 +200,7 @@ def prepare(
     spec = RunSpec(
         workflow=definition.name,
         params=params,
-        data_roots=cfg.data_roots,
+        data_roots=data_roots(scope) if scope else cfg.roots_for(cfg.organization),  # the organization's
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
         node_queue=remote.node_queue() if on_queue else None,
@@ -301,7 +302,15 @@ def execute(
     ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
     """
     prepared = prepare(
-        definition, execution, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue, reuse=reuse, dask=dask
+        definition,
+        execution,
+        persist=persist,
+        fuse=fuse,
+        limit=limit,
+        node_queue=node_queue,
+        reuse=reuse,
+        dask=dask,
+        scope=scope,
     )
     begin(prepared, scope, queued, from_node=from_node)
     with leases.beating(scope.catalog if scope else None, [execution.id]):
@@ -358,7 +367,7 @@ def new_execution(
         created_at=datetime.now(UTC),
         timeout_seconds=timeout or ver.definition.settings.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
     )
-    return check(ver.definition), execution
+    return check(ver.definition, scope), execution
 
 
 def run(
@@ -393,9 +402,9 @@ def resume(execution_id: str, scope: Scope, *, from_node: str | None = None, lat
         raise ConflictError(f"execution {execution_id} is still {old.status.value}: wait for it or cancel it")
     if old.status is RunState.SUCCEEDED and from_node is None:
         raise ConflictError(f"execution {execution_id} succeeded: nothing to resume (name a node with --from)")
-    before = check(version(old.workflow, scope, old.version).definition)
+    before = check(version(old.workflow, scope, old.version).definition, scope)
     pinned = version(old.workflow, scope, None if latest_version else old.version)
-    definition = check(pinned.definition)
+    definition = check(pinned.definition, scope)
     names = {n.name for n in definition.nodes}
     if from_node is not None and from_node not in names:
         raise DefinitionError(
@@ -474,7 +483,7 @@ def run_queued(execution_id: str) -> RunResult | None:
     found = catalog.execution(execution_id)
     scope = Scope(catalog, catalog.user(found.user_id))
     try:
-        definition = check(version(found.workflow, scope, found.version).definition)
+        definition = check(version(found.workflow, scope, found.version).definition, scope)
         return execute(definition, found, scope=scope, queued=True)
     except Exception as exc:  # the top of a process: record why, then exit
         text = str(exc).strip() or type(exc).__name__
@@ -517,7 +526,7 @@ async def run_deployed(
     scope = Scope.current()
     if execution_id is not None:
         execution = scope.catalog.execution(execution_id, scope.user.organization_id)
-        definition = check(version(workflow, scope, execution.version).definition)
+        definition = check(version(workflow, scope, execution.version).definition, scope)
         queued = True
     else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule
         mode = Mode.CRON if await _auto_scheduled(flow_run_id) else Mode.MANUAL
@@ -525,7 +534,7 @@ async def run_deployed(
             scope, workflow, mode=mode, input_data=input_data, timeout=None, version_number=version_number
         )
         queued = False
-    prepared = prepare(definition, execution)
+    prepared = prepare(definition, execution, scope=scope)
     begin(prepared, scope, queued, flow_run_id)
     with leases.beating(scope.catalog, [execution.id]):
         result = await run_in_flow(prepared, scope, flow_run_id)

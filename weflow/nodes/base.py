@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +13,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from weflow.config import settings
+from weflow.config import ORGANIZATION, settings
 from weflow.core.graph import DEFAULT_INPUT_PORT, NodeSignature
 from weflow.nodes.stop import Stop
 
@@ -63,7 +63,7 @@ class RunContext:
     workflow: str
     node: str
     params: Mapping[str, Any] = field(default_factory=dict)
-    data_roots: tuple[Path, ...] = ()
+    data_roots: tuple[Path, ...] | None = None  # None: the settings' roots; (): none open
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger("weflow.nodes")
     )
@@ -126,53 +126,131 @@ def _type_name(annotation: Any) -> str:
 
 # --- paths under the data roots ----------------------------------------------------
 
+GLOB = "*?["
+PathForm = Literal["glob", "one", "literal"]
+OwnState = tuple[tuple[str, Path], ...]  # Settings.own_state(): what each is, where
+SEE_ROOTS = "see WEFLOW_DATA_ROOTS"
+NO_ROOTS = (
+    "no data root is open to this organization: a root in WEFLOW_DATA_ROOTS without {organization} "
+    "would be shared by the catalog's organizations (put {organization} in it, or set "
+    "WEFLOW_SHARED_DATA_ROOTS=true to let them share)"
+)
+
 
 def data_roots() -> tuple[Path, ...]:
-    return settings().data_roots
+    """The data roots of the settings in force, ``{organization}`` expanded for their organization."""
+    cfg = settings()
+    return cfg.roots_for(cfg.organization)
 
 
-def resolve_path(path: str, roots: tuple[Path, ...] | None = None) -> Path:
-    """Resolve ``path`` (a file or a glob) against the data roots; refuse anything outside them.
+def resolve_path(path: str, roots: tuple[Path, ...] | None = None, field: str = "path") -> Path:
+    """Resolve one file's ``path`` (taken literally, no glob) under the data roots; refuse the rest.
 
-    A relative path is looked up in each root in turn (the first where it exists wins, else
-    the first root); ``..`` is refused, and symlinks are followed before the check.
+    A relative path is looked up in each root in turn (the first where it exists wins, else the
+    first root); ``..`` is refused; symlinks are followed before the check; weflow's own state
+    (``Settings.own_state``) is refused whatever the roots. Messages show the path as given,
+    never the server's roots.
     """
-    roots = roots or data_roots()
-    where = ", ".join(str(r) for r in roots)
+    usable = _usable(roots)
+    given = _given(path, field, usable)
+    options = [given.resolve()] if given.is_absolute() else [(root / given).resolve() for root in usable]
+    chosen = next((o for o in options if o.exists()), options[0])
+    _allow(chosen, repr(path), field, usable, settings().own_state())
+    return chosen
+
+
+def resolve_files(path: str, roots: tuple[Path, ...] | None = None, field: str = "path") -> list[Path]:
+    """Every file ``path`` (a file or a glob) names under the data roots, each checked on its own.
+
+    A glob is expanded here, not by Polars, so that each match is resolved (symlinks followed)
+    and refused if it leads outside the roots or into weflow's own state; ``**`` does not
+    descend into symlinked folders (pathlib's rule). The first root where a glob matches wins.
+    """
+    if not any(ch in path for ch in GLOB):
+        found = resolve_path(path, roots, field)
+        if not found.is_file():
+            raise FileNotFoundError(f"{field}: {path!r} is not a file under the data roots")
+        return [found]
+    files = [m for m in _matches(path, roots, field) if m.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{field}: {path!r} matches no file under the data roots")
+    return files
+
+
+def _matches(path: str, roots: tuple[Path, ...] | None, field: str) -> list[Path]:
+    """The resolved matches of the glob ``path`` in the first root where it matches, all allowed."""
+    usable = _usable(roots)
+    given = _given(path, field, usable)
+    cut = next(i for i, part in enumerate(given.parts) if any(ch in part for ch in GLOB))
+    fixed, pattern = Path(*given.parts[:cut]), str(Path(*given.parts[cut:]))
+    bases = [fixed.resolve()] if given.is_absolute() else [(root / fixed).resolve() for root in usable]
+    state = settings().own_state()
+    for base in bases:
+        _allow(base, repr(path), field, usable, state)
+        found = sorted(base.glob(pattern))
+        if found:
+            for match in found:
+                shown = str(fixed / match.relative_to(base))
+                _allow(match.resolve(), f"{path!r} matches {shown!r}, which", field, usable, state)
+            return [m.resolve() for m in found]
+    return []
+
+
+def _usable(roots: tuple[Path, ...] | None) -> tuple[Path, ...]:
+    """The roots to check against: the settings' when none are given; unexpanded templates never."""
+    chosen = data_roots() if roots is None else roots
+    return tuple(r for r in chosen if ORGANIZATION not in str(r))
+
+
+def _given(path: str, field: str, roots: tuple[Path, ...]) -> Path:
     given = Path(path)
     if ".." in given.parts:
-        raise ValueError(f"path: {path!r} must not contain '..'")
-    options = [given] if given.is_absolute() else [root / given for root in roots]
-    for option in options:
-        fixed = Path(*[p for p in option.parts[: _first_glob(option)]])
-        real = fixed.resolve().joinpath(*option.parts[_first_glob(option) :])
-        if any(real.is_relative_to(root) for root in roots) and (len(options) == 1 or _exists(real)):
-            return real
-    if not given.is_absolute() and any(options[0].resolve().is_relative_to(r) for r in roots):
-        return options[0].resolve()
-    raise ValueError(f"path: {path!r} is outside the data roots ({where}); see WEFLOW_DATA_ROOTS")
+        raise ValueError(f"{field}: {path!r} must not contain '..'")
+    if "\0" in path:
+        raise ValueError(f"{field}: {path!r} must not contain a NUL character")
+    if not roots:
+        raise ValueError(f"{field}: {NO_ROOTS}")
+    return given
 
 
-def _first_glob(path: Path) -> int:
-    for i, part in enumerate(path.parts):
-        if any(ch in part for ch in "*?["):
-            return i
-    return len(path.parts)
+def _allow(real: Path, shown: str, field: str, roots: tuple[Path, ...], state: OwnState) -> None:
+    """Refuse ``real`` (resolved) outside the roots or in weflow's own state; ``shown`` names it."""
+    if not any(real.is_relative_to(root) for root in roots):
+        raise ValueError(f"{field}: {shown} is outside the data roots ({SEE_ROOTS})")
+    what = own_state(real, state)
+    if what:
+        raise ValueError(f"{field}: {shown} is weflow's own state ({what}); no node may read or write it")
 
 
-def _exists(path: Path) -> bool:
-    text = str(path)
-    return bool(glob.glob(text)) if _first_glob(path) < len(path.parts) else path.exists()
+def own_state(real: Path, state: OwnState | None = None) -> str | None:
+    """What part of weflow's own state (default: the settings') the resolved path ``real`` is in, if any."""
+    (_, catalog), *others = state or settings().own_state()
+    for part in (real, *real.parents):
+        if part.parent == catalog.parent and part.name.startswith(catalog.name):
+            return "the catalog"  # the file, its .wal, .lock and .tmp folder
+    for what, where in others:
+        if real.is_relative_to(where):
+            return what
+    if real.is_file() and catalog.is_file() and os.path.samefile(real, catalog):
+        return "the catalog"  # a hard link
+    return None
 
 
-def check_path(field_name: str = "path") -> Callable[[Any], None]:
-    """An apply-time check that a config path stays under the data roots."""
+def check_path(field_name: str = "path", form: PathForm = "glob") -> Callable[[Any], None]:
+    """An apply-time check that a config path stays under the data roots, out of weflow's own state.
+
+    ``form``: "glob" (sources) may be a glob, whose existing matches are checked too; "one"
+    (databases) names one file, glob characters refused; "literal" (sink targets) is taken as
+    written, as the sink will take it.
+    """
 
     def check(config: Any) -> None:
         value = getattr(config, field_name)
-        try:
-            resolve_path(value)
-        except ValueError as exc:
-            raise ValueError(f"{field_name}: {str(exc).partition(': ')[2]}") from None
+        if form == "literal" or not any(ch in value for ch in GLOB):
+            resolve_path(value, None, field_name)
+        elif form == "one":
+            raise ValueError(f"{field_name}: {value!r} must name one file (no '*', '?' or '[')")
+        else:
+            _matches(value, None, field_name)
 
     return check

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,16 @@ from weflow import outbound
 from weflow.config import settings
 from weflow.errors import OutboundError
 from weflow.nodes import callables, expressions, sqlcheck
-from weflow.nodes.base import Frame, NodeConfig, NodeInputs, NodeType, RunContext, check_path, resolve_path
+from weflow.nodes.base import (
+    Frame,
+    NodeConfig,
+    NodeInputs,
+    NodeType,
+    RunContext,
+    check_path,
+    resolve_files,
+    resolve_path,
+)
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -44,16 +54,17 @@ class CsvConfig(PathConfig):
 
 
 def _read_csv(config: CsvConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    path = resolve_path(config.path, ctx.data_roots)
-    return pl.scan_csv(path, separator=config.separator, has_header=config.has_header)
+    files = resolve_files(config.path, ctx.data_roots)
+    return pl.scan_csv(files, separator=config.separator, has_header=config.has_header, glob=False)
 
 
 def _read_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    return pl.scan_parquet(resolve_path(config.path, ctx.data_roots))
+    return pl.scan_parquet(resolve_files(config.path, ctx.data_roots), glob=False)
 
 
 def _read_ndjson(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    return pl.scan_ndjson(resolve_path(config.path, ctx.data_roots))
+    # scan_ndjson has no glob=False: escaped, a matched name such as 'a[1].json' stays itself
+    return pl.scan_ndjson([glob.escape(str(f)) for f in resolve_files(config.path, ctx.data_roots)])
 
 
 class DuckdbReadConfig(NodeConfig):
@@ -66,8 +77,8 @@ def _bound(query: str, params: dict[str, Any] | Any) -> dict[str, Any]:
 
 
 def _read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    path = resolve_path(config.database, ctx.data_roots)
-    if not path.exists():
+    path = resolve_path(config.database, ctx.data_roots, "database")
+    if not path.is_file():
         raise FileNotFoundError(f"database {config.database!r} does not exist")
     con = ctx.stop.connect(str(path), read_only=True, config={"enable_external_access": False})
     try:
@@ -299,9 +310,14 @@ def _python(config: PythonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
 
 
 def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Write ``target`` through a temporary file beside it, then rename: readers see old or new.
+
+    The temporary file is created with mode 0666 so that the umask decides the output's mode
+    (``mkstemp``'s 0600 made outputs unreadable by the other users of a shared machine).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(Path(tmp))
         os.replace(tmp, target)
@@ -359,7 +375,7 @@ class DuckdbWriteConfig(NodeConfig):
 
 def _write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     frame = ctx.stop.collect(inputs.one())
-    path = resolve_path(config.database, ctx.data_roots)
+    path = resolve_path(config.database, ctx.data_roots, "database")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = ctx.stop.connect(str(path))
     try:
@@ -437,7 +453,7 @@ BUILTINS: tuple[NodeType, ...] = (
     NodeType("read_ndjson", PathConfig, _read_ndjson, "source", (), check=check_path(),
              description="scan newline-delimited JSON lazily"),
     NodeType("read_duckdb", DuckdbReadConfig, _read_duckdb, "source", (), lazy=False,
-             check=_both(check_path("database"), _check_sql), description="query a DuckDB file"),
+             check=_both(check_path("database", "one"), _check_sql), description="query a DuckDB file"),
     NodeType("http_json", HttpJsonConfig, _http_json, "source", (), lazy=False,
              description="GET a JSON API into a frame"),
     NodeType("filter", FilterConfig, _filter, description="keep rows where condition holds"),
@@ -453,10 +469,10 @@ BUILTINS: tuple[NodeType, ...] = (
     NodeType("python", PythonConfig, _python, "python", variadic=True, min_inputs=0, lazy=False,
              check=check_python, description="an allowed module:function taking and returning frames"),
     NodeType("validate", ValidateConfig, _identity, "validate", description="apply the node's contract"),
-    NodeType("write_parquet", PathConfig, _write_parquet, "sink", lazy=False, check=check_path(),
+    NodeType("write_parquet", PathConfig, _write_parquet, "sink", lazy=False, check=check_path(form="literal"),
              description="write Parquet atomically"),
-    NodeType("write_csv", PathConfig, _write_csv, "sink", lazy=False, check=check_path(),
+    NodeType("write_csv", PathConfig, _write_csv, "sink", lazy=False, check=check_path(form="literal"),
              description="write CSV atomically"),
     NodeType("write_duckdb", DuckdbWriteConfig, _write_duckdb, "sink", lazy=False,
-             check=check_path("database"), description="write a DuckDB table in one transaction"),
+             check=check_path("database", "one"), description="write a DuckDB table in one transaction"),
 )  # fmt: skip
