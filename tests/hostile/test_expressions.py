@@ -217,6 +217,8 @@ def test_allowed_constructs_still_parse_and_refusals_name_the_construct() -> Non
         "$1": "character '$' is not allowed",
         "EXISTS (SELECT 1)": SUBQUERY,
         "amount = ANY([1, 2])": SUBQUERY,
+        "order_id IN (SELECT * FROM generate_series(1, 3))": SUBQUERY,  # Polars' other table functions
+        "(SELECT x FROM unnest([1]) AS t(x))": SUBQUERY,
         "main.lower(region)": "function main.lower() is not allowed",
         "system('id')": "function system() is not allowed",
         "read_csv_auto('/etc/passwd')": "function read_csv_auto() is not allowed",

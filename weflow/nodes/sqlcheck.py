@@ -48,7 +48,8 @@ NULLARY = frozenset(
 )  # fmt: skip
 # Operators as DuckDB's parser names them: arithmetic, concatenation, LIKE/ILIKE, bitwise, null-safe equality.
 OPERATORS = frozenset({"+", "-", "*", "/", "//", "%", "||", "~~", "!~~", "~~*", "!~~*", "&", "|", "<=>"})
-# Table functions Polars' SQL knows (its FROM clause): they read files, so name them when refused.
+# The table functions of Polars' SQL that read files (polars 2.1.0: `pl.sql` ran each of these and no
+# other read_* name; generate_series and unnest are its others): named when refused.
 TABLE_FUNCTIONS = frozenset({"read_csv", "read_parquet", "read_ipc", "read_json", "read_ndjson"})
 
 _PLAIN = frozenset({"COLUMN_REF", "CONSTANT", "COMPARISON", "CONJUNCTION", "BETWEEN", "CASE", "CAST", "TYPE"})
