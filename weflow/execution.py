@@ -588,15 +588,21 @@ _PREFECT_FINAL = {
 
 
 def sync(scope: Scope) -> list[Execution]:
-    """Repair the catalog mirror: unfinished records whose process died, or whose flow run has ended."""
-    repaired = leases.reap(scope)
+    """Repair the catalog mirror: unfinished records whose flow run has ended, or whose process died.
+
+    Prefect first: a deployed run that was cancelled or crashed ends with the state its worker reported.
+    """
     pending = [
         e
         for e in scope.catalog.executions(scope.user.organization_id, limit=10_000)
         if not e.status.final and e.flow_run_id
     ]
-    if not pending:
-        return repaired
+    repaired = _sync_from_prefect(scope, pending) if pending else []
+    return repaired + leases.reap(scope)
+
+
+def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution]:
+    repaired = []
     api = server.ensure()
     with server.pointed_at(api.api_url):
         states = server.blocking(_flow_run_states([e.flow_run_id for e in pending if e.flow_run_id]))

@@ -5,7 +5,9 @@ process's start time) and renews a heartbeat while it runs; the lease ends with 
 A reader (``sync``, ``wait``, the API's execution reads) ends an unfinished record whose holder
 is gone as FAILED with error type ``ProcessDied``: on this host, when the pid is dead, a zombie
 or a newer process (its start time differs); from another host, when the heartbeat is older
-than the lease. Without this, a node that killed its interpreter left the record RUNNING forever.
+than the lease. A run with a Prefect flow run is given one beat more, so that the end its worker
+reports to Prefect (Cancelled, Crashed) wins. Without leases, a node that killed its interpreter
+left the record RUNNING forever.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ def gone(lease: Lease, now: datetime | None = None) -> bool:
     return (now or datetime.now(UTC)) - lease.heartbeat_at > timedelta(seconds=lease.lease_seconds)
 
 
+def _beat_missed(lease: Lease, now: datetime) -> bool:
+    """A beat passed since the last heartbeat: time for a worker to report a deployed run's end to Prefect."""
+    return now - lease.heartbeat_at > timedelta(seconds=lease.lease_seconds / LEASE_BEATS)
+
+
 @contextmanager
 def beating(catalog: Catalog | None, execution_ids: Sequence[str]) -> Iterator[None]:
     """Renew the leases of ``execution_ids`` from a daemon thread while the block runs."""
@@ -117,7 +124,8 @@ def reap(scope: Scope, execution_ids: Sequence[str] | None = None) -> list[Execu
     """End FAILED (ProcessDied) the scope's unfinished executions whose holding process is gone."""
     now = datetime.now(UTC)
     message = "the process running this execution ended without recording its end (it crashed or was killed)"
-    dead = [e for e, lease in scope.catalog.leased(scope.user.organization_id, execution_ids) if gone(lease, now)]
+    held = scope.catalog.leased(scope.user.organization_id, execution_ids)
+    dead = [e for e, lease in held if gone(lease, now) and (e.flow_run_id is None or _beat_missed(lease, now))]
     return [fixed for e in dead if (fixed := end(scope, e, DIED, message)) is not None]
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -122,16 +123,23 @@ def test_leases_from_another_host_end_when_their_heartbeat_is_stale(env: dict[st
         "fresh": Lease("another-host", 1, 1, now - timedelta(seconds=10), 90),
         "reused": Lease(socket.gethostname(), os.getpid(), here.process_started + 1, now, 90),  # pid of a newer process
         "alive": here,
+        # a deployed run (it has a flow run) whose process is gone gets one beat for its worker to report to Prefect
+        "deployed_just_died": Lease(socket.gethostname(), os.getpid(), here.process_started + 1, now, 90),
+        "deployed_dead": Lease(socket.gethostname(), os.getpid(), 1, now - timedelta(seconds=31), 90),
     }
     ids = {}
     for case, lease in held.items():
         ids[case] = f"00000000-0000-4000-8000-{len(ids):012d}"
-        catalog.insert_execution(replace(base, id=ids[case]), lease=lease)
+        flow_run = str(uuid.uuid4()) if case.startswith("deployed") else None
+        catalog.insert_execution(replace(base, id=ids[case], flow_run_id=flow_run), lease=lease)
 
     synced = weflow(env, "sync")
     assert synced.returncode == 0, synced.stderr
     status = {case: catalog.execution(i).status for case, i in ids.items()}
-    assert status == {"stale": "FAILED", "fresh": "RUNNING", "reused": "FAILED", "alive": "RUNNING"}
+    assert status == {
+        "stale": "FAILED", "fresh": "RUNNING", "reused": "FAILED", "alive": "RUNNING",
+        "deployed_just_died": "RUNNING", "deployed_dead": "FAILED",
+    }  # fmt: skip
     assert f"{ids['stale']} elsewhere: FAILED" in synced.stdout
 
 
