@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
-import os
 import threading
 import time
 import traceback
@@ -35,24 +34,14 @@ from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
 from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
-from weflow.nodes.stop import Stop, fresh
+from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh, settle, watch_memory
 
 T = TypeVar("T")
 Persist = Callable[[str, pl.DataFrame], str]
 
-# How long a stopped run waits for its node threads before it returns: a DuckDB query ends within
-# milliseconds of its interrupt and a Polars collect at its next batch; a thread still running after
-# this is in code nothing can stop (a C call, a blocking Polars operator), and is left behind.
-SETTLE_SECONDS = 3.0
-MEMORY_SAMPLE_SECONDS = 0.1
-
 
 class NodeTimeout(TimeoutError):
     """Raised inside a node's thread when its task times out or the run is cancelled."""
-
-
-class MemoryLimitExceeded(Exception):
-    """The process went over the run's ``settings.max_memory_mb``: the run stops and ends FAILED."""
 
 
 async def collect(
@@ -112,49 +101,6 @@ async def in_thread(
     finally:
         if forget is not None:
             forget()
-
-
-def settle(threads: list[threading.Thread], stop: Stop, seconds: float = SETTLE_SECONDS) -> list[threading.Thread]:
-    """Wait (at most ``seconds``) for stopped node threads to end, interrupting DuckDB again meanwhile
-    (an interrupt sent before a query starts is lost); returns the threads still running.
-
-    A process must not exit under a running DuckDB query: its static destructors then abort the
-    process (exit 134, "terminate called ..."), as a timed-out ``sql`` node did before this wait.
-    """
-    deadline = time.monotonic() + seconds
-    for thread in threads:
-        while thread.is_alive() and time.monotonic() < deadline:
-            stop.interrupt()
-            thread.join(0.05)
-    alive = [t for t in threads if t.is_alive()]
-    threads[:] = alive
-    return alive
-
-
-def rss_mb() -> float | None:
-    """This process's resident memory in MB (Linux ``/proc/self/statm``), None where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def watch_memory(stop: Stop, limit_mb: int, finished: threading.Event) -> threading.Thread:
-    """Sample the RSS until ``finished``; over ``limit_mb``, stop the run with MemoryLimitExceeded."""
-
-    def watch() -> None:
-        while not finished.wait(MEMORY_SAMPLE_SECONDS):
-            rss = rss_mb()
-            if rss is not None and rss > limit_mb:
-                message = f"execution stopped: memory limit of {limit_mb} MB exceeded (RSS {rss:.0f} MB)"
-                stop.stop(MemoryLimitExceeded(message))
-                return
-
-    thread = threading.Thread(target=watch, name="weflow-memory", daemon=True)
-    thread.start()
-    return thread
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
@@ -467,20 +413,23 @@ class PlanRun:
         first.rows_in = rows_in
 
     async def _check(self, node: str, contract: Any, frame: Frame, where: str, stop: Stop) -> pl.DataFrame:
+        if contract.checks_data and isinstance(frame, pl.LazyFrame):
+            frame = await collect(frame, stop, self.threads)  # in a thread and stoppable, not in the loop
         outcome = contracts.apply(contract, frame)
         rec = self.records[node]
         rec.contract = {**outcome.summary(), "where": where}
         if outcome.ok:
-            result = outcome.frame
-            return stop.collect(result)
+            return await self._materialised(outcome.frame, stop)
         self.failures.extend({**f, "node": node} for f in outcome.failures)
         message = outcome.message(self.spec.workflow, node)
         await _publish_failures(node, outcome.failures, message)
         if contract.on_failure == "fail":
             raise ContractError(message, workflow=self.spec.workflow, node=node, failure_cases=outcome.failures)
         get_run_logger().warning(message)
-        result = outcome.frame
-        return stop.collect(result)
+        return await self._materialised(outcome.frame, stop)
+
+    async def _materialised(self, frame: Frame, stop: Stop) -> pl.DataFrame:
+        return await collect(frame, stop, self.threads) if isinstance(frame, pl.LazyFrame) else frame
 
 
 def write_parquet(frame: pl.DataFrame, target: Path) -> Path:

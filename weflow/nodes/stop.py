@@ -7,14 +7,20 @@ and stops at the next batch; a DuckDB connection is interrupted (``con.interrupt
 
 Measured here (polars 2.1): ``collect(background=True)`` then ``InProcessQuery.cancel()`` left the
 in-memory engine running (0.4 core busy and RSS growing 120 MB/s after the cancel), while dropping
-a ``collect_batches`` iterator stopped the work at once (no CPU after it). A blocking operator
-(a group-by or sort over a huge input) yields no batch until it is done: that work cannot be
-stopped inside the process, only by ending the process.
+a ``collect_batches`` iterator stopped the work at once (no CPU after it). What yields no batch
+until it is done (a group-by or sort over a huge input; a filter keeping no row of a 10^10-row
+cross join yielded none in 12 s) cannot be stopped inside the process, only by ending it; Polars
+stops a query on a KeyboardInterrupt in the main thread, which would also stop the run's engine.
+
+``watch_memory`` samples the process RSS for ``settings.max_memory_mb`` and stops the run's switch
+with ``MemoryLimitExceeded``; ``settle`` waits (bounded) for a stopped run's node threads.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,16 @@ Frame = pl.LazyFrame | pl.DataFrame
 # them in one call nothing could stop (4 GB after 7 s); a group at a time is bounded work between
 # checks, and joining groups of materialised batches stays zero-copy (5M rows: 43 ms against 33).
 GROUP_ROWS = 1_000_000
+
+# How long a stopped run waits for its node threads before it returns: a DuckDB query ends within
+# milliseconds of its interrupt and a Polars collect at its next batch; a thread still running after
+# this is in code nothing can stop (a C call, a blocking Polars operator), and is left behind.
+SETTLE_SECONDS = 3.0
+MEMORY_SAMPLE_SECONDS = 0.1
+
+
+class MemoryLimitExceeded(Exception):
+    """The process went over the run's ``settings.max_memory_mb``: the run stops and ends FAILED."""
 
 
 class Stop:
@@ -119,7 +135,8 @@ class Stop:
             for group in self._groups(frame) if isinstance(frame, pl.LazyFrame) else _slices(frame):
                 self.check()
                 table = group.to_arrow()
-                writer = writer or pq.ParquetWriter(target, table.schema, compression="zstd")
+                # no dictionaries: 5M rows took 1.2 s (10 MB) so, 1.7 s (12 MB) with them, 1.3 s (9 MB) in Polars
+                writer = writer or pq.ParquetWriter(target, table.schema, compression="zstd", use_dictionary=False)
                 writer.write_table(table)
                 groups.append(group)
         finally:
@@ -202,3 +219,46 @@ def fresh(reason: BaseException) -> BaseException:
         return type(reason)(*reason.args)
     except Exception:
         return reason
+
+
+def settle(threads: list[threading.Thread], stop: Stop, seconds: float = SETTLE_SECONDS) -> list[threading.Thread]:
+    """Wait (at most ``seconds``) for stopped node threads to end, interrupting DuckDB again meanwhile
+    (an interrupt sent before a query starts is lost); returns the threads still running.
+
+    A process must not exit under a running DuckDB query: its static destructors may then abort
+    the process (issue 14 saw exit 134, "terminate called ...", after a timed-out ``sql`` node).
+    """
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        while thread.is_alive() and time.monotonic() < deadline:
+            stop.interrupt()
+            thread.join(0.05)
+    alive = [t for t in threads if t.is_alive()]
+    threads[:] = alive
+    return alive
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (Linux ``/proc/self/statm``), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def watch_memory(stop: Stop, limit_mb: int, finished: threading.Event) -> threading.Thread:
+    """Sample the RSS until ``finished``; over ``limit_mb``, stop the run with MemoryLimitExceeded."""
+
+    def watch() -> None:
+        while not finished.wait(MEMORY_SAMPLE_SECONDS):
+            rss = rss_mb()
+            if rss is not None and rss > limit_mb:
+                message = f"execution stopped: memory limit of {limit_mb} MB exceeded (RSS {rss:.0f} MB)"
+                stop.stop(MemoryLimitExceeded(message))
+                return
+
+    thread = threading.Thread(target=watch, name="weflow-memory", daemon=True)
+    thread.start()
+    return thread
