@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from weflow import leases
+from weflow.core.entities import RunState
 from weflow.errors import WeflowError
 from weflow.workflows import Scope
 
@@ -81,6 +82,26 @@ class RunProcesses:
                 self._thread = threading.Thread(target=self._loop, name="weflow-run-processes", daemon=True)
                 self._thread.start()
         self._wake.set()
+
+    def cancel(self, execution_id: str) -> bool:
+        """Stop a run this process holds (waiting, or in a child); its record ends CANCELLED. False if not held.
+
+        The record ends first, so that no reader takes the kill for a crash; the child then gets
+        SIGKILL, so that no signal handler of its records another end over this one.
+        """
+        with self._lock:
+            waiting = next((c for c in self._pending if c.execution_id == execution_id), None)
+            if waiting is not None:
+                self._pending.remove(waiting)
+            running = self._running.pop(execution_id, None)
+        found = waiting or running
+        if found is None:
+            return False
+        self._ended(found, "execution cancelled", RunState.CANCELLED)
+        if found.process is not None:
+            found.process.kill()
+            found.process.wait()
+        return True
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -142,9 +163,10 @@ class RunProcesses:
                 why = f"could not start a process to run it: {exc}"
                 threading.Thread(target=self._ended, args=(child, why)).start()
 
-    def _ended(self, child: _Child, message: str) -> None:
+    def _ended(self, child: _Child, message: str, status: RunState = RunState.FAILED) -> None:
+        error_type = leases.DIED if status is RunState.FAILED else status.value
         try:
-            leases.abandon(child.scope, [child.execution_id], leases.DIED, message)
+            leases.abandon(child.scope, [child.execution_id], error_type, message, status)
         except Exception:  # the loop must go on for every other run; a reader repairs this one later
             log.exception("could not record the end of execution %s", child.execution_id)
 
@@ -229,6 +251,12 @@ def default() -> RunProcesses:
             _default = RunProcesses()
             atexit.register(_default.stop)
         return _default
+
+
+def cancel(execution_id: str) -> bool:
+    """Cancel a run held by this process's run processes; False if it holds none such (or has none)."""
+    found = _default
+    return found is not None and found.cancel(execution_id)
 
 
 def stop_default() -> None:

@@ -129,26 +129,31 @@ def reap(scope: Scope, execution_ids: Sequence[str] | None = None) -> list[Execu
     return [fixed for e in dead if (fixed := end(scope, e, DIED, message)) is not None]
 
 
-def abandon(scope: Scope, execution_ids: Sequence[str], error_type: str, message: str) -> list[Execution]:
-    """End these unfinished executions FAILED now, whoever holds them (their holder gives up on them)."""
+def abandon(
+    scope: Scope, execution_ids: Sequence[str], error_type: str, message: str, status: RunState = RunState.FAILED
+) -> list[Execution]:
+    """End these unfinished executions now (FAILED unless told), whoever holds them: their holder gives up."""
     found = scope.catalog.leased(scope.user.organization_id, execution_ids)
-    return [fixed for e, _ in found if (fixed := end(scope, e, error_type, message)) is not None]
+    return [fixed for e, _ in found if (fixed := end(scope, e, error_type, message, status)) is not None]
 
 
-def end(scope: Scope, execution: Execution, error_type: str, message: str) -> Execution | None:
-    """Record ``execution`` FAILED with every unfinished node, then alert; None if it ended meanwhile."""
+def end(
+    scope: Scope, execution: Execution, error_type: str, message: str, status: RunState = RunState.FAILED
+) -> Execution | None:
+    """Record ``execution`` ended (FAILED) with every unfinished node, then alert; None if it ended meanwhile."""
     now = datetime.now(UTC)
     execution = scope.catalog.execution(execution.id)  # with its node records, if any were written
     definition = _definition(scope, execution)
     fixed = replace(
         execution,
-        status=RunState.FAILED,
+        status=status,
         finished_at=now,
         duration_ms=(now - execution.started_at).total_seconds() * 1000 if execution.started_at else None,
         error_type=error_type,
         error_message=message,
     )
-    if not scope.catalog.finish_execution(fixed, _failed_nodes(execution, definition, now), only_if_unfinished=True):
+    nodes = _ended_nodes(execution, definition, now, status)
+    if not scope.catalog.finish_execution(fixed, nodes, only_if_unfinished=True):
         return None
     if definition is not None:
         monitor.alert(fixed, definition, scope)
@@ -162,12 +167,17 @@ def _definition(scope: Scope, execution: Execution) -> Definition | None:
         return None
 
 
-def _failed_nodes(execution: Execution, definition: Definition | None, now: datetime) -> list[NodeExecution]:
-    """The recorded nodes, unfinished ones FAILED, plus a FAILED record for each node never recorded."""
-    why = "not finished: the process running the execution died"
-    nodes = [n if n.status.final else replace(n, status=RunState.FAILED, finished_at=now, error=why)
-             for n in execution.nodes]  # fmt: skip
+def _ended_nodes(
+    execution: Execution, definition: Definition | None, now: datetime, status: RunState
+) -> list[NodeExecution]:
+    """The recorded nodes, unfinished ones ended with ``status``, plus such a record for each node never recorded."""
+    why = (
+        "not finished: the execution was cancelled"
+        if status is RunState.CANCELLED
+        else "not finished: the process running the execution died"
+    )
+    nodes = [n if n.status.final else replace(n, status=status, finished_at=now, error=why) for n in execution.nodes]
     recorded = {n.node for n in nodes}
     names = [n.name for n in definition.nodes] if definition is not None else []
-    nodes += [NodeExecution(execution.id, name, RunState.FAILED, error=why) for name in names if name not in recorded]
+    nodes += [NodeExecution(execution.id, name, status, error=why) for name in names if name not in recorded]
     return nodes

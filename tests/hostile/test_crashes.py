@@ -173,6 +173,14 @@ def test_a_crashing_node_does_not_take_the_api_down(serve: Callable[..., Any], t
         quick = globex.post(f"/workflows/{other['id']}/executions", json={})
         assert wait_final(globex, quick.json()["id"], 60)["status"] == "SUCCEEDED"
 
+        cancelled = acme.post(f"/workflows/{napping['id']}/executions", json={}).json()
+        eventually(lambda: acme.get(f"/executions/{cancelled['id']}").json()["status"] == "RUNNING", 60)
+        stopping = acme.post(f"/executions/{cancelled['id']}/cancel")
+        assert stopping.status_code == 200, stopping.text  # the API stops the child it handed the run to
+        ended = wait_final(acme, cancelled["id"], 30)
+        assert ended["status"] == "CANCELLED", (ended["errorType"], ended["errorMessage"])
+        assert {n["node"]: n["status"] for n in ended["nodes"]} == {"nap": "CANCELLED"}
+
         long = acme.post(f"/workflows/{napping['id']}/executions", json={}).json()
         eventually(lambda: acme.get(f"/executions/{long['id']}").json()["status"] == "RUNNING", 60)
         children = _run_children(os.getpid())
