@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -79,16 +80,15 @@ def folder_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def project(folder: Path) -> Path:
-    """``folder`` in the README's layout with the tiny workflow applied (catalog data/weflow.duckdb)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "rows.csv").write_text("n\n1\n2\n3\n")
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    done = subprocess.run(
-        [weflow_exe(), "apply", "tiny.yaml"], cwd=folder, env=folder_env(), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return folder
+def projects(*folders: Path) -> list[Path]:
+    """``folders`` in the README's layout with the tiny workflow applied (catalog data/weflow.duckdb)."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "rows.csv").write_text("n\n1\n2\n3\n")
+        (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    for code, _, err in finish([launch(folder, "apply", "tiny.yaml") for folder in folders]):
+        assert code == 0, err
+    return list(folders)
 
 
 def launch(folder: Path, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -126,7 +126,7 @@ def test_three_first_runs_at_once_share_one_server(tmp_path: Path) -> None:
 
     Before: each saw no server, each started one on the same SQLite database, and one run failed.
     """
-    folder = project(tmp_path / "fresh")
+    [folder] = projects(tmp_path / "fresh")
     home = folder / "data" / "prefect"
     try:
         procs = [launch(folder, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS="120") for _ in range(3)]
@@ -153,7 +153,7 @@ def test_servers_started_by_runs_stop_when_idle(tmp_path: Path, migrated_db: Pat
     Before: every folder's first run started a server that never stopped (23 test folders, 23 servers).
     The homes get a migrated Prefect database so the ten servers start in seconds; the idle period is 3 s.
     """
-    folders = [project(tmp_path / f"folder-{i}") for i in range(10)]
+    folders = projects(*(tmp_path / f"folder-{i}" for i in range(10)))
     homes = {f / "data" / "prefect" for f in folders}
     for home in homes:
         home.mkdir(parents=True)
@@ -222,5 +222,61 @@ def test_stop_finds_every_server_of_the_home(tmp_path: Path, migrated_db: Path) 
         if by_hand is not None and by_hand.poll() is None:
             os.killpg(by_hand.pid, signal.SIGKILL)
             by_hand.wait()
+        server.stop(home)
+        kill_all({home})
+
+
+def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path) -> None:
+    """`weflow server start` on a home whose server a command started implicitly turns its idle stop off."""
+    folder = tmp_path / "work"
+    home = folder / "data" / "prefect"
+    home.mkdir(parents=True)
+    shutil.copy(migrated_db, home / "prefect.db")
+    try:
+        implicit = subprocess.run(
+            [str(Path(weflow_exe()).with_name("python")), "-c", "from weflow import server; server.ensure(quiet=True)"],
+            cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS="2"), capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert implicit.returncode == 0, implicit.stderr
+        [(code, out, err)] = finish([launch(folder, "server", "status")])
+        assert code == 0 and "started implicitly, stops after 2 s idle" in out, (out, err)
+        [(code, out, err)] = finish([launch(folder, "server", "start")])
+        assert code == 0, err
+        time.sleep(5)  # more than twice the idle period
+        [(code, out, err)] = finish([launch(folder, "server", "status")])
+        assert code == 0 and "(answers); runs until stopped" in out, (out, err)
+        assert len(prefect_servers({home})) == 1
+    finally:
+        server.stop(home)
+        kill_all({home})
+    assert serving({home}) == {}
+
+
+def test_an_active_flow_run_keeps_an_idle_server(tmp_path: Path, migrated_db: Path) -> None:
+    """No client for longer than the idle period, but a flow run RUNNING: the server stays until it ends."""
+    folder = tmp_path / "work"
+    home = folder / "data" / "prefect"
+    home.mkdir(parents=True)
+    shutil.copy(migrated_db, home / "prefect.db")
+    try:
+        implicit = subprocess.run(
+            [str(Path(weflow_exe()).with_name("python")), "-c",
+             "from weflow import server; print(server.ensure(quiet=True).api_url)"],
+            cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS="2"), capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert implicit.returncode == 0, implicit.stderr
+        api = implicit.stdout.strip()
+        flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
+        running = {"type": "RUNNING", "name": "Running"}
+        run = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
+        time.sleep(6)  # three idle periods
+        assert len(prefect_servers({home})) == 1, "stopped under a running flow run"
+        done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
+        assert httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done).status_code in {200, 201}
+        deadline = time.monotonic() + 30
+        while serving({home}) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert serving({home}) == {}
+    finally:
         server.stop(home)
         kill_all({home})
