@@ -118,7 +118,7 @@ def servers(home: Path | None = None) -> list[Process]:
 
 
 def _serves(pid: int | None, home: Path) -> bool:
-    if not supervisor.alive(pid) or pid is None:
+    if pid is None or not supervisor.alive(pid):
         return False
     return not Path("/proc").is_dir() or supervisor.describe(pid, home) is not None
 
@@ -265,9 +265,8 @@ def acquire(
         with supervisor.locked(target, timeout=timeout + 120):
             found = running(target) or _adopt(target)
             if found is None:
-                supervisor.terminate(
-                    p.pid for p in find(target)
-                )  # leftovers that do not answer: one server per database
+                # leftovers of the home that do not answer: never two servers on one database
+                supervisor.terminate(p.pid for p in find(target))
                 found = start(target, port=port, timeout=timeout, quiet=quiet, idle_seconds=idle_seconds)
             elif keep and found.idle_seconds is not None:
                 supervisor.write_record(target, {"api_url": found.api_url, "pid": found.pid, "idle_seconds": None})
@@ -305,6 +304,8 @@ def _heartbeat(home: Path, idle: float) -> None:
 def stop(home: Path | None = None) -> list[int]:
     """Stop every server of ``home`` (and its supervisor), recorded or not; the pids stopped."""
     target = _home(home)
+    if not target.is_dir():  # no home, no lock to take (and none to create): only strays named after it
+        return supervisor.terminate(p.pid for p in servers(target))
     try:
         with supervisor.locked(target, timeout=30):  # let a server being started finish first
             stopped = supervisor.terminate(p.pid for p in servers(target))

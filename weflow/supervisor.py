@@ -113,8 +113,9 @@ def active_runs(api_url: str) -> int:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via an env proxy
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with direct.open(request, timeout=10) as response:
             return int(json.loads(response.read()))
     except (OSError, ValueError, urllib.error.URLError):
         return 0
