@@ -5,7 +5,7 @@
 starting that server happens under the home's exclusive lock, so concurrent first runs start one
 server and the others reuse it (they raced for a port and one SQLite database before). Each server
 runs under a supervisor (``weflow.supervisor``) that owns it; one started implicitly by a command
-(``ensure``) stops after ``WEFLOW_SERVER_IDLE_SECONDS`` (default 600; 0 = never) with no weflow
+(``ensure``) stops after ``WEFLOW_SERVER_IDLE_SECONDS`` (default 300; 0 = never) with no weflow
 client and no active flow run, while ``weflow server start`` and ``weflow up`` keep theirs. Every
 process of a home is found again from /proc (``find``), whatever the record in the home says.
 """
@@ -33,7 +33,7 @@ from weflow.errors import WeflowError
 from weflow.supervisor import Process
 
 DEFAULT_HOME = Path("data/prefect")  # when PREFECT_HOME is unset
-IDLE_SECONDS = 600.0  # WEFLOW_SERVER_IDLE_SECONDS overrides; 0 keeps implicit servers running
+IDLE_SECONDS = 300.0  # 5 min: gone well within the 10 min issue 14 allows; WEFLOW_SERVER_IDLE_SECONDS overrides
 T = TypeVar("T")
 
 
