@@ -1,6 +1,7 @@
 """Issue 14, item 3: a timeout stops Polars and DuckDB work and frees its memory; a memory limit per execution.
 
 Real parts: the ``weflow`` console script in a subprocess (its RSS sampled from /proc while it runs),
+a real `weflow serve` and its run processes, an in-process run (a process that outlives its run),
 the session's Prefect server, CSV files in the test's folder, the catalog file.
 """
 
@@ -11,13 +12,18 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
+import yaml
 
-from tests.conftest import weflow_exe
+from tests.conftest import descendants, weflow_exe
+from tests.test_api import Api, create, wait_final
 from weflow import parse, workflows
 from weflow.core.entities import RunState
 from weflow.execution import run
@@ -246,3 +252,56 @@ def test_memory_limit_below_the_floor_is_refused_with_its_path(env: dict[str, st
     assert "settings.max_memory_mb: input should be greater than or equal to 64" in proc.stderr
     assert json.loads(weflow(env, "list", "--format", "json").stdout) == []
     assert os.path.exists(env["WEFLOW_CATALOG"])
+
+
+def test_through_the_api_a_timeout_and_the_memory_limit_end_the_run_and_free_the_core(
+    serve: Callable[..., AbstractContextManager[Api]], tmp_path: Path
+) -> None:
+    write_inputs(tmp_path)
+    heavy = yaml.safe_load(HEAVY_SQL.replace("TMP/", ""))  # paths relative to the API's data root
+    greedy = yaml.safe_load(CROSS_IN_MEMORY.replace("TMP/", "").replace("LIMIT", "1200"))
+    with serve() as api, api.client("acme") as acme:
+        started = acme.post(f"/workflows/{create(acme, heavy)['id']}/executions", json={"timeout": 3})
+        assert started.status_code == 202, started.text
+        ended = wait_final(acme, started.json()["id"], 60)
+        assert ended["status"] == "TIMED_OUT" and "timed out" in ended["errorMessage"], ended
+        assert {n["node"]: n["status"] for n in ended["nodes"]}["total"] == "TIMED_OUT"
+        assert busy_seconds(run_processes(), 1.0) < 0.5, "a core stayed busy after the timeout"
+
+        started = acme.post(f"/workflows/{create(acme, greedy)['id']}/executions", json={})
+        ended = wait_final(acme, started.json()["id"], 60)
+        assert ended["status"] == "FAILED", ended
+        assert ended["errorMessage"].startswith("execution stopped: memory limit of 1200 MB exceeded (RSS "), ended
+        assert httpx.get(f"{api.url}/health", timeout=5).status_code == 200  # the API serves on
+
+
+def run_processes() -> set[int]:
+    """`weflow serve` and the child processes it runs executions in (not the session's Prefect server)."""
+    found = set()
+    for pid in descendants(os.getpid()):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"weflow.child" in command or (any(c.endswith(b"/weflow") for c in command) and b"serve" in command):
+            found.add(pid)
+    assert any(b"weflow.child" not in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in found), "no weflow serve"
+    return found
+
+
+def busy_seconds(pids: set[int], seconds: float) -> float:
+    """CPU seconds the processes ``pids`` use over the next ``seconds``."""
+
+    def cpu() -> float:
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+    before = cpu()
+    time.sleep(seconds)
+    return cpu() - before
