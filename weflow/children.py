@@ -4,8 +4,10 @@ A node runs Polars, DuckDB and allowed Python code; one that kills its interpret
 (``os._exit``, a segfault, the OOM killer) must end only its own run, never the API that serves
 every organization. So the API hands each run that no Prefect deployment takes to a child
 process (``python -m weflow.child``), at most WEFLOW_MAX_CHILD_RUNS at once (default: the number
-of cores), and reaps and stops them. A run waiting for a slot is held by this process's lease, so
-it ends FAILED if the parent dies first; a child whose parent is gone stops itself.
+of cores), one execution per child; it reaps them, cancels them, stops them when it shuts down,
+and keeps one spare child that has done its imports ready for the next run. A run waiting for a
+slot is held by this process's lease, so it ends FAILED if the parent dies first; a child whose
+parent is gone stops itself.
 """
 
 from __future__ import annotations
