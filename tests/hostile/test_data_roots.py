@@ -266,6 +266,27 @@ def test_glob_matches_are_checked_again_when_the_node_runs(scope: Scope, tmp_pat
     assert run("parts", scope)["src"]["part"].to_list() == ["a", "b"]
 
 
+def test_a_matched_name_with_glob_characters_is_read_as_itself(scope: Scope, tmp_path: Path) -> None:
+    """Polars globs each path it is given: a match named 'a[1].json' must not read 'a1.json' instead."""
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "a[1].json").write_text('{"v": "bracket"}\n')
+    (tmp_path / "n" / "a1.json").write_text('{"v": "plain"}\n')
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "b[1].csv").write_text("v\nbracket\n")
+    (tmp_path / "c" / "b1.csv").write_text("v\nplain\n")
+    doc = {
+        "name": "brackets",
+        "nodes": [
+            {"name": "nd", "type": "read_ndjson", "config": {"path": str(tmp_path / "n/*.json")}},
+            {"name": "cs", "type": "read_csv", "config": {"path": str(tmp_path / "c/*.csv")}},
+        ],
+    }
+    workflows.apply(parse(json.dumps(doc)), scope)
+    result = run("brackets", scope)
+    assert sorted(result["nd"]["v"].to_list()) == ["bracket", "plain"]
+    assert sorted(result["cs"]["v"].to_list()) == ["bracket", "plain"]
+
+
 # --- item 11: sinks follow the umask ---------------------------------------------------
 
 
