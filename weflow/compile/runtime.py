@@ -69,19 +69,25 @@ async def in_thread(
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
+    def report(value: Any, exc: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle, done, value, exc)
+        except RuntimeError:  # the loop has closed: the run ended without this thread (it was stopped)
+            pass
+
     def target() -> None:
         try:
             value = fn(*args)
         except BaseException as exc:
             if not done.done():
-                loop.call_soon_threadsafe(_settle, done, None, exc)
+                report(None, exc)
         else:
-            loop.call_soon_threadsafe(_settle, done, value, None)
+            report(value, None)
 
     def stopped() -> None:
         reason = stop.reason if stop is not None else None
-        if reason is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_settle, done, None, fresh(reason))
+        if reason is not None:
+            report(None, fresh(reason))
 
     context = contextvars.copy_context()  # settings overrides and Prefect's run context go along
     thread = threading.Thread(target=context.run, args=(target,), name="weflow-node", daemon=True)
