@@ -31,7 +31,7 @@ from weflow.workflows import Scope
 log = logging.getLogger(__name__)
 
 MAX_ENV = "WEFLOW_MAX_CHILD_RUNS"
-STOP_GRACE_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0  # how long stop() waits for the loop thread's current turn
 
 
 def max_children() -> int:
@@ -185,7 +185,11 @@ class RunProcesses:
                 log.warning("heartbeat of queued runs not recorded: %s", exc)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Stop every child (SIGTERM, then SIGKILL after ``grace`` s) and end the runs they leave FAILED."""
+        """Stop every child and end the runs they held FAILED.
+
+        As in ``cancel``, the records end first and the children then get SIGKILL: a child sent
+        SIGTERM records its own end ("TerminationSignal", no message) before this one could.
+        """
         with self._lock:
             self._stopped = True
             running, pending = list(self._running.values()), list(self._pending)
@@ -197,20 +201,12 @@ class RunProcesses:
         with self._lock:
             _discard(self._spare)
             self._spare = None
-        for c in running:
-            if c.process is not None and c.process.poll() is None:
-                c.process.terminate()
-        deadline = time.monotonic() + grace
-        for c in running:
-            if c.process is None:
-                continue
-            try:
-                c.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.process.kill()
-                c.process.wait()
         for c in [*running, *pending]:
             self._ended(c, "weflow stopped before this execution ended")
+        for c in running:
+            if c.process is not None:
+                c.process.kill()
+                c.process.wait()
 
 
 def _spawn(catalog: str) -> subprocess.Popen[bytes]:

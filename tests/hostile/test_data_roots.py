@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,12 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, weflow_exe
+from tests.hostile.conftest import run_unchecked
 from tests.test_api import Api, create, stored_names, wait_final
 from weflow import DefinitionError, config, parse, workflows
 from weflow.catalog import Catalog, auth
-from weflow.core.entities import Execution, Mode, RunState
-from weflow.execution import execute, run
+from weflow.core.entities import RunState
+from weflow.execution import run
 from weflow.workflows import Scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -78,21 +77,6 @@ def api_keys(catalog: Catalog) -> int:
         row = con.execute("SELECT count(*) FROM api_keys").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def run_unchecked(scope: Scope, doc: dict[str, Any]) -> Execution:
-    """Store ``doc`` as a definition from before these checks, run it skipping the apply-time checks.
-
-    What is left is the check each node makes when it opens a file, the last line of defence.
-    """
-    scope.catalog.save(parse(json.dumps(doc)), scope.user)
-    wf, ver = scope.catalog.workflow_version(scope.user.organization_id, doc["name"], None)
-    record = Execution(
-        id=str(uuid.uuid4()), workflow_id=wf.id, workflow=wf.name, version=ver.number, mode=Mode.MANUAL,
-        user_id=scope.user.id, status=RunState.QUEUED, created_at=datetime.now(UTC), timeout_seconds=60,
-    )  # fmt: skip
-    execute(ver.definition, record, scope=scope)
-    return scope.catalog.execution(record.id)
 
 
 # --- item 1: weflow's own state ------------------------------------------------------

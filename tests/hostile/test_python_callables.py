@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, weflow_exe
+from tests.hostile.conftest import run_unchecked
 from tests.test_api import Api, create, stored_names
 from weflow import DefinitionError, config, parse, workflows
-from weflow.core.entities import Execution, Mode, RunState
-from weflow.execution import execute, run
+from weflow.core.entities import RunState
+from weflow.execution import run
 from weflow.workflows import Scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -48,18 +47,6 @@ def plain(name: str, callable_: str) -> dict[str, Any]:
 
 def weflow(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([weflow_exe(), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
-
-
-def run_unchecked(scope: Scope, doc: dict[str, Any]) -> Execution:
-    """Store ``doc`` straight into the catalog and execute it, skipping every graph check."""
-    scope.catalog.save(parse(json.dumps(doc)), scope.user)
-    wf, ver = scope.catalog.workflow_version(scope.user.organization_id, doc["name"], None)
-    record = Execution(
-        id=str(uuid.uuid4()), workflow_id=wf.id, workflow=wf.name, version=ver.number, mode=Mode.MANUAL,
-        user_id=scope.user.id, status=RunState.QUEUED, created_at=datetime.now(UTC), timeout_seconds=60,
-    )  # fmt: skip
-    execute(ver.definition, record, scope=scope)
-    return scope.catalog.execution(record.id)
 
 
 @pytest.fixture
