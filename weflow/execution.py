@@ -690,12 +690,7 @@ async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
     ]
 
 
-def current(execution_id: str, scope: Scope) -> Execution:
-    """One execution of the scope's organization, ended first if the process running it died."""
-    found = scope.catalog.execution(execution_id, scope.user.organization_id)
-    if not found.status.final and leases.reap(scope, [found.id]):
-        found = scope.catalog.execution(execution_id, scope.user.organization_id)
-    return found
+current = leases.current  # the API's and CLI's read of one execution
 
 
 def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:

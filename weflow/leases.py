@@ -181,3 +181,11 @@ def _ended_nodes(
     names = [n.name for n in definition.nodes] if definition is not None else []
     nodes += [NodeExecution(execution.id, name, status, error=why) for name in names if name not in recorded]
     return nodes
+
+
+def current(execution_id: str, scope: Scope) -> Execution:
+    """One execution of the scope's organization, ended first if the process running it died."""
+    found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if not found.status.final and reap(scope, [found.id]):
+        found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    return found

@@ -88,7 +88,8 @@ def test_a_node_that_kills_its_interpreter_leaves_a_failed_record(env: dict[str,
     assert not Catalog(env["WEFLOW_CATALOG"]).leased(None), "a lease outlived its execution"
 
 
-def test_a_sigkilled_run_is_ended_by_sync(env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["sync", "execution"])
+def test_a_sigkilled_run_is_ended_by_the_next_reader(env: dict[str, str], tmp_path: Path, reader: str) -> None:
     apply(env, tmp_path, slow("napping", 120))
     catalog = Catalog(env["WEFLOW_CATALOG"])
     proc = subprocess.Popen([weflow_exe(), "run", "napping"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -100,6 +101,10 @@ def test_a_sigkilled_run_is_ended_by_sync(env: dict[str, str], tmp_path: Path) -
     [execution] = running  # type: ignore[misc]
     assert catalog.execution(execution.id).status is RunState.RUNNING  # what the kill leaves behind
 
+    if reader == "execution":  # `weflow execution ID` alone ends it, before any sync
+        shown = json.loads(weflow(env, "execution", execution.id, "--format", "json").stdout)
+        assert (shown["status"], shown["error_type"]) == ("FAILED", leases.DIED), shown
+        return
     synced = weflow(env, "sync")
     assert synced.returncode == 0 and f"{execution.id} napping: FAILED" in synced.stdout, synced.stdout
     [found] = executions(env, "napping")

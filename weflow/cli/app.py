@@ -338,9 +338,10 @@ def executions(
 
 @app.command()
 def execution(execution_id: str, fmt: FormatOpt = Format.table) -> None:
-    """One execution, node by node: status, attempts, rows, duration, error."""
-    sc = scope()
-    _show_execution(sc.catalog.execution(execution_id, sc.user.organization_id), fmt)
+    """One execution, node by node: status, attempts, rows, duration, error (ended first if its process died)."""
+    from weflow import leases  # no Prefect import: a dead run is told from its lease alone
+
+    _show_execution(leases.current(execution_id, scope()), fmt)
 
 
 def _ms(value: float | None) -> str:
