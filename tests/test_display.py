@@ -22,7 +22,7 @@ def test_definition_displays_as_a_mermaid_graph() -> None:
 def test_states_colour_nodes_and_fused_steps_are_groups() -> None:
     d = parse((REPO / "data/workflows/daily_sales.yaml").read_text())
     text = mermaid.graph(
-        d,
+        *d.outline(),
         {"orders": mermaid.NodeState("FAILED"), "paid": mermaid.NodeState("SKIPPED")},
         {"paid": "ranked", "by_region": "ranked", "ranked": "ranked"},
     )

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from weflow import DefinitionError, parse, workflow
 from weflow.core import document
+from weflow.core.input_types import INPUT_TYPES
 from weflow.core.model import Definition
+from weflow.execution import resolve_inputs
 from weflow.workflows import check
 
 from .conftest import REPO, RESOURCES
@@ -136,3 +138,32 @@ def test_property_round_trip(d: Definition) -> None:
 def test_yaml_export_keeps_characters_yaml_reads_as_line_breaks() -> None:
     d = document.from_data({"name": "w", "description": "a\x85b\u2028c", "nodes": [{"name": "n", "type": "t"}]})
     assert parse(document.to_yaml(d)) == d
+
+
+@pytest.mark.parametrize("kind", sorted(INPUT_TYPES))
+def test_an_input_value_is_judged_the_same_at_apply_and_at_run(kind: str) -> None:
+    """One table: a value refused as a default when applied is refused as input_data when run, same words."""
+    for value in ("7", 7, 7.5, True, False):
+        doc = {"name": "w", "nodes": [{"name": "a", "type": "read_csv", "config": {"path": "a.csv"}}]}
+        try:
+            document.from_data({**doc, "inputs": {"n": {"type": kind, "default": value}}})
+            at_apply = None
+        except DefinitionError as exc:
+            [(path, at_apply)] = exc.problems
+            assert path == "inputs.n.default"
+        declared = document.from_data({**doc, "inputs": {"n": {"type": kind}}})
+        try:
+            assert resolve_inputs(declared, {"n": value}) == {"n": value}
+            at_run = None
+        except DefinitionError as exc:
+            [(path, at_run)] = exc.problems
+            assert path == "input_data.n"
+        assert at_apply == at_run, (kind, value)
+        accepted = {"string": str, "integer": int, "number": int | float, "boolean": bool}[kind]
+        assert (at_run is None) == (isinstance(value, accepted) and (kind == "boolean") == isinstance(value, bool))
+
+
+def test_a_bool_default_for_an_integer_input_is_refused_at_apply_with_its_path() -> None:
+    with pytest.raises(DefinitionError) as err:
+        parse("name: w\ninputs:\n  n: {type: integer, default: true}\nnodes:\n  - {name: a, type: read_csv}\n")
+    assert err.value.problems == [("inputs.n.default", "expected integer, got bool")]

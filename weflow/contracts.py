@@ -52,8 +52,8 @@ def to_schema(contract: Contract, name: str | None = None) -> pa.DataFrameSchema
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """The result of applying a contract: the frame to pass on and what failed."""
+class Verdict:
+    """A contract's verdict on a frame: the frame to pass on and what failed."""
 
     frame: pl.DataFrame | pl.LazyFrame
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -91,7 +91,7 @@ def _records(cases: pl.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dicts()
 
 
-def apply(contract: Contract, frame: pl.DataFrame | pl.LazyFrame) -> Outcome:
+def apply(contract: Contract, frame: pl.DataFrame | pl.LazyFrame) -> Verdict:
     """Validate ``frame``; on ``quarantine`` the returned frame keeps only the valid rows."""
     schema = to_schema(contract)
     if not contract.checks_data:
@@ -99,10 +99,10 @@ def apply(contract: Contract, frame: pl.DataFrame | pl.LazyFrame) -> Outcome:
         try:
             schema.validate(lazy, lazy=True)
         except SchemaErrors as exc:
-            return Outcome(frame, _records(exc.failure_cases))
+            return Verdict(frame, _records(exc.failure_cases))
         except SchemaError as exc:
-            return Outcome(frame, [{"column": None, "check": "schema", "failure_case": str(exc), "index": None}])
-        return Outcome(frame)
+            return Verdict(frame, [{"column": None, "check": "schema", "failure_case": str(exc), "index": None}])
+        return Verdict(frame)
     data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     failures: list[dict[str, Any]] = []
     try:
@@ -123,4 +123,4 @@ def apply(contract: Contract, frame: pl.DataFrame | pl.LazyFrame) -> Outcome:
     if contract.on_failure == "quarantine" and bad_rows:
         data = data.with_row_index("__weflow_row").filter(~pl.col("__weflow_row").is_in(list(bad_rows)))
         data = data.drop("__weflow_row")
-    return Outcome(data, failures, rows_checked=n, invalid_rows=len(bad_rows))
+    return Verdict(data, failures, rows_checked=n, invalid_rows=len(bad_rows))

@@ -1,17 +1,17 @@
 """Graphs as Mermaid text: a workflow's nodes and connections, an execution's per-node state.
 
 JupyterLab renders a ```mermaid block in Markdown output natively; the visualizer page renders
-the same text. Fused steps show as subgraphs.
+the same text. Fused steps show as subgraphs. The renderer takes plain data (``Definition.outline()``
+gives a definition's), so it knows nothing of the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from weflow.core.model import Definition
+Box = tuple[str, str]  # a node: its name, its type
+Arrow = tuple[str, str, str | None]  # a connection: from node, to node, input port (None: the default)
 
 STATE_STYLES = {
     "SUCCEEDED": "fill:#d3f9d8,stroke:#2b8a3e,color:#1b4332",
@@ -35,7 +35,8 @@ def _label(text: str) -> str:
 
 
 def graph(
-    definition: Definition,
+    boxes: Sequence[Box],
+    arrows: Sequence[Arrow],
     states: Mapping[str, NodeState] | None = None,
     groups: Mapping[str, str] | None = None,
     direction: str = "LR",
@@ -44,11 +45,11 @@ def graph(
     states = states or {}
     lines = [f"flowchart {direction}"]
     members: dict[str, list[str]] = {}
-    for node in definition.nodes:
-        group = (groups or {}).get(node.name)
-        members.setdefault(group or "", []).append(node.name)
+    for name, _ in boxes:
+        group = (groups or {}).get(name)
+        members.setdefault(group or "", []).append(name)
 
-    types = {node.name: node.type for node in definition.nodes}  # Definition.node() is a scan: quadratic
+    types = dict(boxes)
 
     def node_line(name: str) -> str:
         label = f"{name}<br/><small>{types[name]}</small>"
@@ -64,10 +65,9 @@ def graph(
             lines.append("  end")
         else:
             lines.extend(node_line(n) for n in names)
-    for conn in definition.connections:
-        port = conn.to.port
+    for source, target, port in arrows:
         arrow = f" -->|{port}| " if port else " --> "
-        lines.append(f"    {conn.from_.node}{arrow}{conn.to.node}")
+        lines.append(f"    {source}{arrow}{target}")
     used = sorted({s.status for s in states.values() if s.status in STATE_STYLES})
     for status in used:
         lines.append(f"    classDef {status.lower()} {STATE_STYLES[status]}")

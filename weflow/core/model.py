@@ -10,6 +10,7 @@ from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from weflow.core import mermaid
+from weflow.core.input_types import InputType, mismatch
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -143,15 +144,26 @@ class Connection(_Frozen):
         return value
 
 
-class Input(_Frozen):
-    """A run parameter: reaches nodes as a bound parameter ``$name`` (see the README)."""
+class InputSpec(_Frozen):
+    """A declared run input: reaches nodes as a bound parameter ``$name`` (see the README)."""
 
-    type: Literal["string", "integer", "number", "boolean"] = "string"
+    type: InputType = "string"
     default: str | int | float | bool | None = None
     description: str = ""
 
+    @field_validator("default")
+    @classmethod
+    def _default_typed(cls, value: str | float | bool | None, info: ValidationInfo) -> str | float | bool | None:
+        kind = info.data.get("type")  # absent when the type itself was refused
+        wrong = mismatch(kind, value) if value is not None and kind is not None else None
+        if wrong:
+            raise ValueError(wrong)
+        return value
 
-class Settings(_Frozen):
+
+class WorkflowSettings(_Frozen):
+    """How a workflow runs: its time limit, outputs, fusion, concurrency, where steps run, memory cap."""
+
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
     persist_outputs: bool = False
     fuse: bool = True
@@ -211,8 +223,8 @@ class Definition(_Frozen):
     status: Literal["DRAFT", "ACTIVE", "PAUSED", "ARCHIVED"] = "DRAFT"
     schedule: tuple[str, ...] = ()
     configuration: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, Input] = Field(default_factory=dict)
-    settings: Settings = Field(default_factory=Settings)
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
     alerts: tuple[AlertRule, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     connections: tuple[Connection, ...] = ()
@@ -242,24 +254,11 @@ class Definition(_Frozen):
 
     @field_validator("inputs")
     @classmethod
-    def _input_names(cls, value: dict[str, Input]) -> dict[str, Input]:
+    def _input_names(cls, value: dict[str, InputSpec]) -> dict[str, InputSpec]:
         for key in value:
             if not re.match(NAME_PATTERN, key):
                 raise ValueError(f"input name {key!r} must be a letter or _ then letters, digits, _")
         return value
-
-    @model_validator(mode="after")
-    def _defaults_typed(self) -> Definition:
-        kinds: dict[str, type | tuple[type, ...]] = {
-            "string": str,
-            "integer": int,
-            "number": (int, float),
-            "boolean": bool,
-        }
-        for key, spec in self.inputs.items():
-            if spec.default is not None and not isinstance(spec.default, kinds[spec.type]):
-                raise ValueError(f"inputs.{key}.default is not of type {spec.type}")
-        return self
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -267,11 +266,16 @@ class Definition(_Frozen):
                 return node
         raise KeyError(name)
 
+    def outline(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, str | None]]]:
+        """The graph as plain data for a picture: (name, type) per node, (from, to, port) per connection."""
+        boxes = [(n.name, n.type) for n in self.nodes]
+        return boxes, [(c.from_.node, c.to.node, c.to.port) for c in self.connections]
+
     def _repr_markdown_(self) -> str:
         """In JupyterLab: the workflow's graph as a Mermaid picture."""
         head = f"**{self.name}** ({self.status}, {len(self.nodes)} nodes)"
         head += f": {self.description}" if self.description else ""
-        return head + "\n\n" + mermaid.markdown(mermaid.graph(self))
+        return head + "\n\n" + mermaid.markdown(mermaid.graph(*self.outline()))
 
     def to_document(self) -> dict[str, Any]:
         """The normalised document: defaults left out, one schedule written as a string."""
