@@ -66,7 +66,7 @@ def test_delete_then_missing_is_a_clear_error(applied: dict[str, str]) -> None:
     assert proc.stderr.strip() == "error: no workflow named 'customer_revenue'"
 
 
-@pytest.mark.parametrize("name", ["missing_port", "cycle", "path_outside_roots", "not_yaml"])
+@pytest.mark.parametrize("name", ["missing_port", "cycle", "path_outside_roots", "not_yaml", "input_default_bool"])
 def test_bad_file_is_one_line_non_zero_and_stores_nothing(applied: dict[str, str], name: str) -> None:
     path = RESOURCES / "bad" / f"{name}.yaml"
     expect = path.read_text().splitlines()[0].removeprefix("# expect: ")

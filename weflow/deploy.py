@@ -36,7 +36,6 @@ from weflow.workflows import Scope, list_workflows, version
 FLOW_NAME = "run_workflow"
 ENTRYPOINT = "flows/run_workflow.py:run_workflow"
 ROOT = Path(__file__).resolve().parent.parent
-_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 
 Action = Literal["created", "updated", "unchanged", "removed"]
 
@@ -125,7 +124,7 @@ def parameter_schema(definition: Definition) -> dict[str, Any]:
     """The run form the Prefect UI shows: the workflow's inputs, typed, with their defaults."""
     inputs = {
         key: {
-            "type": _JSON_TYPES[spec.type],
+            "type": spec.type,  # input type names are JSON Schema types (core/input_types)
             "title": key,
             "description": spec.description,
             **({"default": spec.default} if spec.default is not None else {}),

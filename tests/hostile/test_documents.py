@@ -167,7 +167,7 @@ def test_a_1000_node_chain_checks_plans_renders_diffs_and_previews(scope: Scope,
     steps = plan.build(d, node_types()).steps
     assert [len(s.nodes) for s in steps] == [1_000]  # lazy filters fuse into one query
     assert plan.build(d, node_types(), fuse=False).steps[-1].root == "n999"
-    assert mermaid.graph(d).count(" --> ") == 999
+    assert mermaid.graph(*d.outline()).count(" --> ") == 999
     longer = chain(1_001)
     longer["name"] = d.name
     assert diff(d, document.from_data(longer)).nodes_added == ("n1000",)

@@ -28,7 +28,9 @@ class NodeConfig(BaseModel):
 
 
 @dataclass(frozen=True)
-class Input:
+class Inbound:
+    """One frame arriving at a node: from which upstream node, on which input port."""
+
     source: str  # upstream node name
     port: str
     frame: pl.LazyFrame
@@ -38,7 +40,7 @@ class Input:
 class NodeInputs:
     """The frames flowing into a node, by port and by upstream node."""
 
-    items: tuple[Input, ...] = ()
+    items: tuple[Inbound, ...] = ()
 
     def one(self) -> pl.LazyFrame:
         return self.items[0].frame
