@@ -37,3 +37,16 @@ def test_an_unfinished_builder_says_what_is_missing() -> None:
     assert "orders --> paid" in wf._repr_markdown_()
     empty = workflow("empty")
     assert "not valid yet: nodes" in empty._repr_markdown_()
+
+
+def test_mermaid_draws_plain_data() -> None:
+    boxes = [("a", "read_csv"), ("b", "read_csv"), ("j", "join")]
+    text = mermaid.graph(boxes, [("a", "j", "left"), ("b", "j", "right")])
+    assert text.splitlines() == [
+        "flowchart LR",
+        '    a["a<br/><small>read_csv</small>"]',
+        '    b["b<br/><small>read_csv</small>"]',
+        '    j["j<br/><small>join</small>"]',
+        "    a -->|left| j",
+        "    b -->|right| j",
+    ]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from weflow import DefinitionError, parse
-from weflow.core.graph import find_cycle, topological_order, upstream
+from weflow.core.graph import find_cycle, problems, topological_order, upstream
+from weflow.nodes.registry import signatures
 from weflow.workflows import check, read
 
 from .conftest import RESOURCES
@@ -68,3 +69,18 @@ def test_cycle_names_its_nodes_and_order_is_stable(settings) -> None:
     )
     assert topological_order(ok) == ["a", "b", "c"]
     assert upstream(ok, "c") == {"a", "b", "c"}
+
+
+def test_the_checks_are_pure_passes_returning_paths_and_cycles_come_last() -> None:
+    text = (
+        "name: w\nnodes:\n"
+        "  - {name: s, type: read_csv, config: {path: a.csv}}\n"
+        "  - {name: x, type: union}\n  - {name: y, type: union}\n"
+        "connections: [{from: s, to: x}, {from: x, to: y}, {from: y, to: x}]\n"
+    )
+    assert problems(parse(text), signatures()) == [("connections", "cycle: x -> y -> x")]
+    unchecked = parse(text.replace("{path: a.csv}", "{pth: a.csv}"))  # cycles only once all else is right
+    assert problems(unchecked, signatures()) == [
+        ("nodes[0].config.path", "field required"),
+        ("nodes[0].config.pth", "unknown field"),
+    ]
