@@ -16,10 +16,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
+from weflow import execution
 from weflow.api.security import bearer, caller
 from weflow.core import mermaid
+from weflow.display import execution_graph
 from weflow.errors import NotFoundError
-from weflow.execution import execution_graph
 from weflow.workflows import Scope
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -107,7 +108,7 @@ def swagger() -> HTMLResponse:
 @router.get("/executions/{execution_id}", response_class=HTMLResponse)
 def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
     """One execution: graph coloured by node state, node table, error, contract failures, Prefect link."""
-    found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    found = execution.find(execution_id, scope)
     workflow = scope.catalog.workflow_by_id(scope.user.organization_id, found.workflow_id)
     definition = scope.catalog.version(workflow, found.version).definition
     parts = [
@@ -136,7 +137,7 @@ def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
     ]  # fmt: skip
     headers = ["node", "status", "attempts", "rows in", "rows out", "ms", "fused into", "error"]
     parts.append(_table(headers, rows, [n.node for n in nodes]))
-    failures = scope.catalog.contract_failures(found.id)
+    failures = execution.contract_failures(found, scope)
     if failures:
         parts.append(f"<h2>Contract failures ({len(failures)})</h2>")
         cases = [[_cell(f["node"]), _cell(f["column"]), _cell(f["check"]), _cell(f["failure_case"]), _cell(f["index"])]
@@ -150,7 +151,7 @@ def workflow_page(scope: PageCaller, workflow_id: int) -> HTMLResponse:
     """A workflow: its current graph and its recent executions."""
     workflow = scope.catalog.workflow_by_id(scope.user.organization_id, workflow_id)
     definition = scope.catalog.version(workflow).definition
-    runs = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=50)
+    runs = execution.executions(scope, workflow, limit=50)
     rows = [
         [f"<a href='/ui/executions/{escape(e.id)}'>{escape(e.id[:8])}</a>", e.version, escape(e.mode.value),
          f"<span class='state {e.status.value}'>{e.status.value}</span>", _cell(e.started_at),

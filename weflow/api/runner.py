@@ -8,13 +8,13 @@ organization, like the rest of the API.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import Field
 
-from weflow import execution, monitor
+from weflow import execution
 from weflow.api.http import StrictJSONRoute, documented
 from weflow.api.models import Body as Model
 from weflow.api.models import ExecutionOut, NodeExecutionOut
@@ -22,7 +22,7 @@ from weflow.api.runs import ExecutionId, _execution_id
 from weflow.api.security import Caller
 from weflow.core.entities import Mode, NodeExecution, RunState
 from weflow.errors import ConflictError
-from weflow.workflows import check, version
+from weflow.workflows import version
 
 router = APIRouter(
     prefix="/runner", route_class=StrictJSONRoute, tags=["runner"], responses=documented(400, 401, 404, 409, 413, 422)
@@ -78,28 +78,19 @@ def create_execution(scope: Caller, body: Annotated[NewExecution, Body()]) -> Ex
         scope, body.workflow, mode=body.mode, input_data=body.input_data, timeout=None, version_number=body.version
     )
     execution.resolve_inputs(definition, body.input_data)
-    new = replace(new, flow_run_id=body.flow_run_id)
-    scope.catalog.insert_execution(new)
-    return ExecutionOut.of(new)
+    return ExecutionOut.of(execution.report_created(scope, replace(new, flow_run_id=body.flow_run_id)))
 
 
 @router.post("/executions/{execution_id}/running", response_model=ExecutionOut)
 def mark_running(scope: Caller, execution_id: ExecutionId, body: Annotated[Running, Body()]) -> ExecutionOut:
     """The worker started the run."""
-    found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
-    if found.status.final:
-        raise ConflictError(f"execution {found.id} already ended {found.status.value}")
-    fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": datetime.now(UTC)}
-    if body.flow_run_id:
-        fields["flow_run_id"] = body.flow_run_id
-    scope.catalog.update_execution(found.id, **fields)
-    return ExecutionOut.of(scope.catalog.execution(found.id))
+    return ExecutionOut.of(execution.report_running(scope, _execution_id(execution_id), body.flow_run_id))
 
 
 @router.post("/executions/{execution_id}/finish", response_model=ExecutionOut)
 def finish(scope: Caller, execution_id: ExecutionId, body: Annotated[Finished, Body()]) -> ExecutionOut:
     """The run ended: its final state, node records and contract failures; alerts go out from here."""
-    found = scope.catalog.execution(_execution_id(execution_id), scope.user.organization_id)
+    found = execution.find(_execution_id(execution_id), scope)
     if not body.status.final:
         raise ConflictError(f"{body.status.value} is not a final state")
     final = replace(
@@ -109,7 +100,4 @@ def finish(scope: Caller, execution_id: ExecutionId, body: Annotated[Finished, B
     )
     nodes = [NodeExecution(execution_id=found.id, **n.model_dump()) for n in body.nodes]
     failures = [{**f, "node": str(f.get("node", ""))} for f in body.failures]
-    if not scope.catalog.finish_execution(final, nodes, failures, only_if_unfinished=True):
-        raise ConflictError(f"execution {found.id} already ended")
-    monitor.alert(final, check(version(found.workflow, scope, found.version).definition, scope), scope)
-    return ExecutionOut.of(scope.catalog.execution(found.id))
+    return ExecutionOut.of(execution.report_finished(scope, final, nodes, failures))

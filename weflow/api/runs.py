@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from weflow import children, execution, leases
+from weflow import children, execution
 from weflow.api.definitions import MAX_ID, WorkflowId, find
 from weflow.api.http import StrictJSONRoute, documented
 from weflow.api.models import ExecutionIn, ExecutionOut, ExecutionPage, HookCreated, HookOut, LogLineOut
@@ -62,10 +62,7 @@ def list_executions(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ExecutionPage:
     """Executions of a workflow, most recent first (without node records)."""
-    workflow = find(scope, workflow_id)
-    found = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=limit + 1, offset=offset)
-    if leases.reap(scope, [e.id for e in found if not e.status.final]):  # their processes died
-        found = scope.catalog.executions(scope.user.organization_id, workflow.id, limit=limit + 1, offset=offset)
+    found = execution.executions(scope, find(scope, workflow_id), limit=limit + 1, offset=offset)
     items = [ExecutionOut.of(e) for e in found[:limit]]
     return ExecutionPage(items=items, limit=limit, offset=offset, has_more=len(found) > limit)
 

@@ -31,11 +31,12 @@ from prefect.states import Cancelled
 from weflow import config
 from weflow.compile import plan as planning
 from weflow.compile.plan import Step
-from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec, write_parquet
+from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec
 from weflow.config import settings
 from weflow.core.document import from_data
 from weflow.core.entities import RunState
 from weflow.errors import ContractError, NodeError
+from weflow.files import write_atomic
 from weflow.nodes.registry import node_types
 
 DEFAULT_QUEUE = "workflow-nodes"
@@ -106,7 +107,7 @@ async def run_step(
         failing = getattr(exc, "node", None) or root
         message = str(exc) if isinstance(exc, ContractError | NodeError) else f"{type(exc).__name__}: {exc}"
         return Outcome(records, None, run.failures, message, failing, kind)
-    written = write_parquet(run.frames[root], Path(output))
+    written = write_atomic(Path(output), run.frames[root].write_parquet)
     return Outcome(records, str(written), run.failures)
 
 
@@ -149,7 +150,7 @@ async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
     inputs = {}
     for e in step.inputs:
         if e.source not in run.paths:
-            run.paths[e.source] = str(write_parquet(run.frames[e.source], spill / f"{e.source}.parquet"))
+            run.paths[e.source] = str(write_atomic(spill / f"{e.source}.parquet", run.frames[e.source].write_parquet))
         inputs[e.source] = run.paths[e.source]
     for name in step.nodes:
         run.records[name].status = RunState.RUNNING

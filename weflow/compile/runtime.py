@@ -16,7 +16,6 @@ import ctypes
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from weflow.compile.plan import Plan, Step
 from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
+from weflow.files import write_atomic
 from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh, settle, watch_memory
 
@@ -297,7 +297,8 @@ class PlanRun:
         for root in sorted(self.succeeded):
             if root in self.paths or root not in self.frames:
                 continue
-            self.paths[root] = str(write_parquet(self.frames[root], self.spec.spill_dir / f"{root}.parquet"))
+            spilled = write_atomic(self.spec.spill_dir / f"{root}.parquet", self.frames[root].write_parquet)
+            self.paths[root] = str(spilled)
             self.records[root].output_path = self.paths[root]
 
     async def _attempts(self, step: Step) -> None:
@@ -436,15 +437,6 @@ class PlanRun:
 
     async def _materialised(self, frame: Frame, stop: Stop) -> pl.DataFrame:
         return await collect(frame, stop, self.threads) if isinstance(frame, pl.LazyFrame) else frame
-
-
-def write_parquet(frame: pl.DataFrame, target: Path) -> Path:
-    """Write ``frame`` to ``target`` atomically (temp file + rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    frame.write_parquet(tmp)
-    tmp.replace(target)
-    return target
 
 
 async def _publish_failures(node: str, failures: list[dict[str, Any]], message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from weflow import outbound
 from weflow.config import settings
 from weflow.errors import OutboundError
+from weflow.files import write_atomic
 from weflow.nodes import callables, expressions, sqlcheck
 from weflow.nodes.base import (
     Frame,
@@ -309,23 +309,6 @@ def _python(config: PythonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
 # --- sinks -------------------------------------------------------------------------
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` through a temporary file beside it, then rename: readers see old or new.
-
-    The temporary file is created with mode 0666 so that the umask decides the output's mode
-    (``mkstemp``'s 0600 made outputs unreadable by the other users of a shared machine).
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _keep_previous_file(target: Path, ctx: RunContext) -> None:
     """Before a sink replaces ``target``: register the compensation that puts the old file back."""
     if ctx.undo is None:
@@ -355,7 +338,7 @@ def _write_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> F
     target = resolve_path(config.path, ctx.data_roots)
     _keep_previous_file(target, ctx)
     written: list[pl.DataFrame] = []  # collected and written a group of rows at a time: a timeout stops both
-    _atomic_write(target, lambda tmp: written.append(ctx.stop.write_parquet(inputs.one(), tmp)))
+    write_atomic(target, lambda tmp: written.append(ctx.stop.write_parquet(inputs.one(), tmp)))
     return written[0]
 
 
@@ -363,7 +346,7 @@ def _write_csv(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame
     target = resolve_path(config.path, ctx.data_roots)
     _keep_previous_file(target, ctx)
     written: list[pl.DataFrame] = []  # collected and written a group of rows at a time: a timeout stops both
-    _atomic_write(target, lambda tmp: written.append(ctx.stop.write_csv(inputs.one(), tmp)))
+    write_atomic(target, lambda tmp: written.append(ctx.stop.write_csv(inputs.one(), tmp)))
     return written[0]
 
 

@@ -1,0 +1,77 @@
+"""The execution service: run a pinned version, queue it, resume it, and read its history.
+
+Entry points (``from weflow import execution``; every interface goes through these):
+- ``lifecycle.py``: ``run`` / ``start_execution`` / ``execute`` / ``preview`` — a run in this process:
+  ``prepare`` (inputs, plan), ``begin`` (RUNNING), the compiled Prefect flow, ``conclude`` (the end).
+- ``record.py``: the ``Recorder`` interface (begin, holding, finish) and its two implementations,
+  ``CatalogRecorder`` and ``ApiRecorder`` (remote workers); ``report_*`` are the API's side of the latter.
+- ``deployed.py``: ``run_deployed``, the one body of the deployment entrypoint (``flows/run_workflow.py``).
+- ``queue.py``: ``submit`` (record QUEUED, hand to a deployment or a child process), ``run_queued``.
+- ``resuming.py``: ``resume``. ``history.py``: ``executions`` (the one listing), ``current``, ``find``,
+  ``sync``, ``logs``, ``wait``, ``cancel``. ``flow_runs.py``: every Prefect call of this package.
+Display (a run's Markdown and Mermaid graph) lives in ``weflow.display``.
+"""
+
+from weflow.execution.deployed import run_deployed
+from weflow.execution.flow_runs import LogLine
+from weflow.execution.history import cancel, contract_failures, current, executions, find, logs, sync, wait
+from weflow.execution.lifecycle import (
+    Prepared,
+    RunResult,
+    begin,
+    conclude,
+    execute,
+    prepare,
+    preview,
+    resolve_inputs,
+    run,
+    run_in_flow,
+    run_status,
+    start_execution,
+)
+from weflow.execution.queue import run_queued, submit
+from weflow.execution.record import (
+    ApiRecorder,
+    CatalogRecorder,
+    Recorder,
+    new_execution,
+    report_created,
+    report_finished,
+    report_running,
+)
+from weflow.execution.resuming import resume
+
+__all__ = [
+    "ApiRecorder",
+    "CatalogRecorder",
+    "LogLine",
+    "Prepared",
+    "Recorder",
+    "RunResult",
+    "begin",
+    "cancel",
+    "conclude",
+    "contract_failures",
+    "current",
+    "execute",
+    "executions",
+    "find",
+    "logs",
+    "new_execution",
+    "prepare",
+    "preview",
+    "report_created",
+    "report_finished",
+    "report_running",
+    "resolve_inputs",
+    "resume",
+    "run",
+    "run_deployed",
+    "run_in_flow",
+    "run_queued",
+    "run_status",
+    "start_execution",
+    "submit",
+    "sync",
+    "wait",
+]

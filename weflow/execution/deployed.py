@@ -1,0 +1,45 @@
+"""The deployment entrypoint's body: one path whatever records the run (the catalog, or the weflow API).
+
+``flows/run_workflow.py`` calls ``run_deployed`` inside its Prefect flow run. With
+``WEFLOW_API_URL`` set (a remote worker) the records go through the weflow API, else to the catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weflow.client import WeflowApi
+from weflow.core.entities import Mode
+from weflow.execution import flow_runs
+from weflow.execution.lifecycle import RunResult, begin, prepare, run_in_flow
+from weflow.execution.record import ApiRecorder, CatalogRecorder, StoredRecorder
+from weflow.workflows import Scope
+
+
+def recorder() -> StoredRecorder:
+    """The weflow API's recorder on a remote worker (``WEFLOW_API_URL``), else the catalog's for the current user."""
+    api = WeflowApi.from_env()
+    return ApiRecorder(api) if api is not None else CatalogRecorder(Scope.current())
+
+
+async def run_deployed(
+    workflow: str,
+    input_data: dict[str, Any] | None,
+    version_number: int | None,
+    execution_id: str | None,
+) -> RunResult:
+    """Find the record (or make it, for a run started outside weflow), run, record the end; raise if it failed."""
+    flow_run_id = flow_runs.current_id()
+    records = recorder()
+    if execution_id is not None:
+        definition, execution = records.queued(workflow, execution_id)
+    else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule
+        mode = Mode.CRON if await flow_runs.auto_scheduled(flow_run_id) else Mode.MANUAL
+        definition, execution = records.create(workflow, version_number, mode, input_data, flow_run_id)
+    prepared = prepare(definition, execution, recorder=records, scope=records.scope)
+    begin(prepared, execution_id is not None, flow_run_id)
+    with records.holding(execution.id):
+        result = await run_in_flow(prepared, flow_run_id)
+    if not result.ok:
+        raise RuntimeError(result.execution.error_message or result.execution.status.value)
+    return result

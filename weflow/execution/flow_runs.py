@@ -1,0 +1,165 @@
+"""Prefect flow runs as the execution service sees them: created from a deployment, states, logs, cancel.
+
+Each call goes to the Prefect server of this home (``weflow.server``): ``on_server`` starts or
+finds it, points Prefect's client at it and blocks on the call (an in-process flow run too).
+``final_state`` is the one map from Prefect's states to weflow's; ``ended`` applies it to a run's end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from prefect import runtime as prefect_runtime
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import State
+from prefect.client.schemas.sorting import LogSort
+from prefect.states import Cancelled, Cancelling
+
+from weflow import deploy, server
+from weflow.core.entities import Execution, RunState
+
+T = TypeVar("T")
+
+_FINAL = {
+    "COMPLETED": RunState.SUCCEEDED,
+    "FAILED": RunState.FAILED,
+    "CRASHED": RunState.FAILED,
+    "CANCELLED": RunState.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: datetime
+    level: str
+    node: str | None  # None: the flow's own lines
+    message: str
+
+
+def final_state(kind: str, name: str) -> RunState | None:
+    """The weflow state of a Prefect state type and name; None while the flow run has not ended."""
+    mapped = _FINAL.get(kind)
+    return RunState.TIMED_OUT if mapped is not None and name == "TimedOut" else mapped
+
+
+def ended(state: State[Any] | None, fallback: RunState) -> RunState:
+    """The end of an in-process flow run: Prefect's word where it is clear, else what the run's records say."""
+    if state is None:
+        return fallback
+    mapped = final_state(state.type.value, state.name or "")
+    if mapped in (RunState.SUCCEEDED, RunState.CANCELLED, RunState.TIMED_OUT):
+        return mapped
+    return fallback if fallback is not RunState.SUCCEEDED else RunState.FAILED
+
+
+def on_server(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Block on ``call()`` with Prefect's client pointed at this home's server (started if need be)."""
+    api = server.ensure()
+    with server.pointed_at(api.api_url):
+        return server.blocking(call())
+
+
+def current_id() -> str | None:
+    """The id of the flow run this code runs in (the deployment entrypoint's), if any."""
+    return str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None
+
+
+def create(execution: Execution, required: bool) -> str | None:
+    """A flow run of the deployment for a QUEUED execution; None without a deployment (unless required)."""
+    return on_server(lambda: _create(execution, required))
+
+
+async def _create(execution: Execution, required: bool) -> str | None:
+    async with get_client() as client:
+        try:
+            deployment_id = await deploy.find_deployment(client, execution.workflow)
+        except deploy.DeployError:
+            if required:
+                raise
+            return None
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={
+                "workflow": execution.workflow,
+                "input_data": execution.input_data,
+                "version": execution.version,
+                "execution_id": execution.id,
+            },
+            tags=[f"mode:{execution.mode.value.lower()}"],
+        )
+    return str(flow_run.id)
+
+
+async def auto_scheduled(flow_run_id: str | None) -> bool:
+    """The flow run was started by a deployment's schedule."""
+    if flow_run_id is None:
+        return False
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(UUID(flow_run_id))
+    return bool(flow_run.auto_scheduled)
+
+
+def states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Flow run id -> (state type, state name, message) of those flow runs."""
+    return on_server(lambda: _states(ids))
+
+
+async def _states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
+        )
+    return {
+        str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "") for r in runs if r.state is not None
+    }
+
+
+def logs(flow_run_id: str, limit: int) -> list[LogLine]:
+    """A flow run's log lines, oldest first, each named by its task run (a node or a fused step)."""
+    return on_server(lambda: _read_logs(flow_run_id, limit))
+
+
+async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+        names = {str(t.id): t.name for t in task_runs}
+        found: list[Any] = []
+        while len(found) < limit:  # the API pages by at most 200
+            page = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
+                limit=min(200, limit - len(found)),
+                offset=len(found),
+                sort=LogSort.TIMESTAMP_ASC,
+            )
+            found.extend(page)
+            if len(page) < 200:
+                break
+    return [
+        LogLine(
+            log.timestamp,
+            logging.getLevelName(log.level),
+            names.get(str(log.task_run_id)) if log.task_run_id else None,
+            log.message,
+        )
+        for log in found
+    ]
+
+
+def cancel(flow_run_id: str) -> None:
+    """Cancel a flow run: Cancelling while it runs (its worker stops it), else Cancelled at once."""
+    on_server(lambda: _cancel(flow_run_id))
+
+
+async def _cancel(flow_run_id: str) -> None:
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(UUID(flow_run_id))
+        running = flow_run.state is not None and flow_run.state.is_running()
+        await client.set_flow_run_state(UUID(flow_run_id), Cancelling() if running else Cancelled(), force=True)

@@ -1,0 +1,122 @@
+"""Run history: list and read executions, repair them from Prefect, read their logs, wait, cancel."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from weflow import children, leases, monitor
+from weflow.core.entities import Execution, RunState, Workflow
+from weflow.errors import ConflictError, ExecutionTimeout
+from weflow.execution import flow_runs
+from weflow.execution.flow_runs import LogLine
+from weflow.workflows import Scope, get, version
+
+current = leases.current  # the API's and CLI's read of one execution
+
+
+def find(execution_id: str, scope: Scope) -> Execution:
+    """One execution of the scope's organization, as recorded (no repair)."""
+    return scope.catalog.execution(execution_id, scope.user.organization_id)
+
+
+def contract_failures(execution: Execution, scope: Scope) -> list[dict[str, Any]]:
+    """The failure cases an execution's contracts recorded (``execution`` as read by ``find``)."""
+    return scope.catalog.contract_failures(execution.id)
+
+
+def executions(
+    scope: Scope, workflow: str | Workflow | None = None, limit: int = 100, offset: int = 0
+) -> list[Execution]:
+    """Executions of the organization (or of one workflow), most recent first, without node records.
+
+    Unfinished ones whose process died are ended first (``leases.reap``).
+    """
+    workflow_id = (get(workflow, scope) if isinstance(workflow, str) else workflow).id if workflow else None
+    org = scope.user.organization_id
+    found = scope.catalog.executions(org, workflow_id, limit=limit, offset=offset)
+    if leases.reap(scope, [e.id for e in found if not e.status.final]):  # their processes died
+        found = scope.catalog.executions(org, workflow_id, limit=limit, offset=offset)
+    return found
+
+
+def sync(scope: Scope) -> list[Execution]:
+    """Repair the catalog mirror: unfinished records whose flow run has ended, or whose process died.
+
+    Prefect first: a deployed run that was cancelled or crashed ends with the state its worker reported.
+    """
+    pending = [
+        e
+        for e in scope.catalog.executions(scope.user.organization_id, limit=10_000)
+        if not e.status.final and e.flow_run_id
+    ]
+    repaired = _sync_from_prefect(scope, pending) if pending else []
+    return repaired + leases.reap(scope)
+
+
+def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution]:
+    repaired = []
+    states = flow_runs.states([e.flow_run_id for e in pending if e.flow_run_id])
+    for e in pending:
+        kind, name, message = states.get(e.flow_run_id or "", ("", "", ""))
+        status = flow_runs.final_state(kind, name) if kind else None
+        if status is None:
+            continue
+        fixed = replace(
+            e,
+            status=status,
+            finished_at=datetime.now(UTC),
+            error_type=None if status is RunState.SUCCEEDED else f"Prefect{name}",
+            error_message=None if status is RunState.SUCCEEDED else f"flow run {name.lower()}: {message}",
+        )
+        nodes = [
+            replace(n, status=RunState.CANCELLED if status is RunState.CANCELLED else RunState.FAILED)
+            if not n.status.final
+            else n
+            for n in e.nodes
+        ]
+        if scope.catalog.finish_execution(fixed, nodes, only_if_unfinished=True):
+            repaired.append(fixed)
+            monitor.alert(fixed, version(e.workflow, scope, e.version).definition, scope)
+    return repaired
+
+
+def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 5000) -> list[LogLine]:
+    """An execution's log lines from Prefect (the system of record), oldest first, per node if asked."""
+    execution = find(execution_id, scope)
+    if execution.flow_run_id is None:
+        return []
+    lines = flow_runs.logs(execution.flow_run_id, limit)
+    if node is not None:
+        lines = [line for line in lines if line.node == node or (line.node or "").startswith(f"{node} (+")]
+    return lines
+
+
+def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:
+    """Block until an execution ends (syncing from Prefect meanwhile); ExecutionTimeout past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = scope.catalog.execution(execution_id)
+        if found.status.final:
+            return found
+        if time.monotonic() > deadline:
+            raise ExecutionTimeout(f"execution {execution_id} still {found.status.value} after {timeout:g} s")
+        sync(scope)
+        time.sleep(poll)
+
+
+def cancel(execution_id: str, scope: Scope) -> Execution:
+    """Cancel a queued or running execution through Prefect; the record ends CANCELLED."""
+    execution = find(execution_id, scope)
+    if execution.status.final:
+        raise ConflictError(f"execution {execution_id} already ended {execution.status.value}")
+    if execution.flow_run_id is None:
+        if children.cancel(execution.id):  # a run this process (the API) handed to a child
+            return scope.catalog.execution(execution_id)
+        raise ConflictError(f"execution {execution_id} runs in a process weflow cannot reach; it cannot be cancelled")
+    flow_runs.cancel(execution.flow_run_id)
+    if execution.status is RunState.QUEUED:
+        scope.catalog.update_execution(execution.id, status=RunState.CANCELLED, finished_at=datetime.now(UTC))
+    return scope.catalog.execution(execution_id)

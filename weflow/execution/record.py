@@ -1,0 +1,195 @@
+"""Where a run's records go: one ``Recorder`` interface, the catalog here or the weflow API from a worker.
+
+A run is recorded twice (DESIGN decision 7): ``begin`` writes the RUNNING record before the flow
+starts, ``finish`` the final state with every node record and contract failure in one batch.
+``CatalogRecorder`` writes the catalog and holds the run's lease while it runs; ``ApiRecorder``
+(a remote worker, DESIGN decision 8) sends both to the weflow API, whose ``/runner`` routes write
+them with the ``report_*`` functions below; ``UNRECORDED`` keeps nothing (previews, benchmarks).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from weflow import leases, monitor
+from weflow.client import WeflowApi
+from weflow.core.entities import Execution, Mode, NodeExecution, RunState
+from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
+from weflow.errors import ConflictError
+from weflow.workflows import Scope, check, version
+
+Failures = list[dict[str, Any]]
+
+
+class Recorder(Protocol):
+    """The records of one run: mark it running, hold it while it runs, write its end."""
+
+    def begin(self, execution: Execution, queued: bool, from_node: str | None = None) -> None:
+        """Record ``execution`` (already RUNNING, with its start time) as running."""
+        ...
+
+    def holding(self, execution_id: str) -> AbstractContextManager[Any]:
+        """Hold the run while the block runs (the catalog's lease heartbeat)."""
+        ...
+
+    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+        """Record the end: the final state, every node record, the contract failures."""
+        ...
+
+
+class StoredRecorder(Recorder, Protocol):
+    """A recorder that also holds the definitions: what the deployment entrypoint runs with."""
+
+    @property
+    def scope(self) -> Scope | None:
+        """The catalog's scope, whose data roots the run reads; None on a remote worker (the settings' roots)."""
+        ...
+
+    def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
+        """An execution recorded QUEUED and its checked, pinned definition."""
+        ...
+
+    def create(
+        self, workflow: str, version_number: int | None, mode: Mode, input_data: dict[str, Any] | None,
+        flow_run_id: str | None,
+    ) -> tuple[Definition, Execution]:  # fmt: skip
+        """A new execution of a run started outside weflow (the Prefect UI, a schedule) and its definition."""
+        ...
+
+
+class Unrecorded:
+    """Keeps nothing: a preview, or a run measured without its catalog writes."""
+
+    def begin(self, execution: Execution, queued: bool, from_node: str | None = None) -> None:
+        return None
+
+    def holding(self, execution_id: str) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+        return None
+
+
+UNRECORDED = Unrecorded()
+
+
+@dataclass(frozen=True)
+class CatalogRecorder:
+    """Records in the catalog, as the scope's user; the process running the run holds its lease."""
+
+    scope: Scope
+
+    def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
+        execution = self.scope.catalog.execution(execution_id, self.scope.user.organization_id)
+        return check(version(workflow, self.scope, execution.version).definition, self.scope), execution
+
+    def create(
+        self, workflow: str, version_number: int | None, mode: Mode, input_data: dict[str, Any] | None,
+        flow_run_id: str | None,
+    ) -> tuple[Definition, Execution]:  # fmt: skip
+        return new_execution(
+            self.scope, workflow, mode=mode, input_data=input_data, timeout=None, version_number=version_number
+        )
+
+    def begin(self, execution: Execution, queued: bool, from_node: str | None = None) -> None:
+        """Insert the RUNNING record, or move a QUEUED one on, leased to this process."""
+        lease = leases.here(execution.started_at)
+        if not queued:
+            self.scope.catalog.insert_execution(execution, from_node, lease=lease)
+            return
+        fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": execution.started_at}
+        if execution.flow_run_id:
+            fields["flow_run_id"] = execution.flow_run_id
+        self.scope.catalog.update_execution(execution.id, lease=lease, **fields)
+
+    def holding(self, execution_id: str) -> AbstractContextManager[Any]:
+        return leases.beating(self.scope.catalog, [execution_id])
+
+    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+        self.scope.catalog.finish_execution(final, nodes, failures)
+        monitor.alert(final, definition, self.scope)
+
+
+@dataclass(frozen=True)
+class ApiRecorder:
+    """Records through the weflow API (``WEFLOW_API_URL``): a remote worker never opens the catalog file."""
+
+    api: WeflowApi
+    scope: None = None
+
+    def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
+        execution = self.api.execution(execution_id)
+        definition, _ = self.api.definition(workflow, execution.version)
+        return check(definition), execution
+
+    def create(
+        self, workflow: str, version_number: int | None, mode: Mode, input_data: dict[str, Any] | None,
+        flow_run_id: str | None,
+    ) -> tuple[Definition, Execution]:  # fmt: skip
+        definition, number = self.api.definition(workflow, version_number)
+        execution = self.api.create_execution(workflow, number, mode, input_data, flow_run_id)
+        return check(definition), execution
+
+    def begin(self, execution: Execution, queued: bool, from_node: str | None = None) -> None:
+        self.api.running(execution.id, execution.flow_run_id)
+
+    def holding(self, execution_id: str) -> AbstractContextManager[Any]:
+        return nullcontext()  # the API's records carry no lease: Prefect tells a dead worker's run
+
+    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+        self.api.finish(final, nodes, failures)  # the API sends the alerts
+
+
+def new_execution(
+    scope: Scope, name: str, *, mode: Mode, input_data: Mapping[str, Any] | None, timeout: float | None,
+    version_number: int | None = None,
+) -> tuple[Definition, Execution]:  # fmt: skip
+    """A QUEUED execution record (not stored yet) pinned to a version, and that version's checked definition."""
+    wf, ver = scope.catalog.workflow_version(scope.user.organization_id, name, version_number)  # one session
+    execution = Execution(
+        id=str(uuid.uuid4()),
+        workflow_id=wf.id,
+        workflow=wf.name,
+        version=ver.number,
+        mode=mode,
+        user_id=scope.user.id,
+        status=RunState.QUEUED,
+        input_data=dict(input_data) if input_data is not None else None,
+        created_at=datetime.now(UTC),
+        timeout_seconds=timeout or ver.definition.settings.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
+    )
+    return check(ver.definition, scope), execution
+
+
+# --- the API's side of ApiRecorder (routes /runner/...) -----------------------------------------
+
+
+def report_created(scope: Scope, execution: Execution) -> Execution:
+    """Store a worker's new QUEUED execution."""
+    scope.catalog.insert_execution(execution)
+    return execution
+
+
+def report_running(scope: Scope, execution_id: str, flow_run_id: str | None) -> Execution:
+    """A worker started the run (no lease: the API is not the process that runs it)."""
+    found = scope.catalog.execution(execution_id, scope.user.organization_id)
+    if found.status.final:
+        raise ConflictError(f"execution {found.id} already ended {found.status.value}")
+    fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": datetime.now(UTC)}
+    if flow_run_id:
+        fields["flow_run_id"] = flow_run_id
+    scope.catalog.update_execution(found.id, **fields)
+    return scope.catalog.execution(found.id)
+
+
+def report_finished(scope: Scope, final: Execution, nodes: list[NodeExecution], failures: Failures) -> Execution:
+    """A worker's run ended: its end in one batch unless it already ended, then the alerts."""
+    if not scope.catalog.finish_execution(final, nodes, failures, only_if_unfinished=True):
+        raise ConflictError(f"execution {final.id} already ended")
+    monitor.alert(final, check(version(final.workflow, scope, final.version).definition, scope), scope)
+    return scope.catalog.execution(final.id)
