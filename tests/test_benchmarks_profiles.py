@@ -23,7 +23,7 @@ def test_quick_run_of_the_profiles_benchmark_shows_where_the_time_goes(tmp_path:
     weflow_q06 = next(tree for title, tree in trees if title.startswith("weflow: TPC-H"))
     raw_q06 = next(tree for title, tree in trees if title.startswith("raw Prefect"))
     cold = next(tree for title, tree in trees if "`weflow run daily_sales`" in title)
-    assert "execute  weflow/execution.py" in weflow_q06 and "run_flow_async" in weflow_q06
+    assert "execute  weflow/execution/lifecycle.py" in weflow_q06 and "run_flow_async" in weflow_q06
     assert "run_raw_tpch" in raw_q06 and "weflow/" not in raw_q06
     assert "run_  " in cold and "weflow/cli/app.py" in cold  # the CLI command, imports included
     listing = next(tree for title, tree in trees if "listings" in title)

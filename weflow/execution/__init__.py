@@ -9,7 +9,9 @@ Entry points (``from weflow import execution``; every interface goes through the
 - ``queue.py``: ``submit`` (record QUEUED, hand to a deployment or a child process), ``run_queued``.
 - ``resuming.py``: ``resume``. ``history.py``: ``executions`` (the one listing), ``current``, ``find``,
   ``sync``, ``logs``, ``wait``, ``cancel``. ``flow_runs.py``: every Prefect call of this package.
-Display (a run's Markdown and Mermaid graph) lives in ``weflow.display``.
+Display (a run's Markdown and Mermaid graph) lives in ``weflow.display``. Inside, imports point down
+(an import-linter contract): deployed | queue | resuming | history > lifecycle > record | flow_runs.
+No module is named like a function exported here (``run``, ``resume``), so none shadows it.
 """
 
 from weflow.execution.deployed import run_deployed
