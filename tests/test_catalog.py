@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -12,8 +15,10 @@ from hypothesis import strategies as st
 
 from weflow import DefinitionError, NotFoundError, parse, workflows
 from weflow.catalog import Catalog
+from weflow.catalog.rows import Columns, insert
 from weflow.catalog.schema import MIGRATIONS
 from weflow.core import document
+from weflow.core.entities import Compensation, Execution, Lease, Mode, NodeExecution, RunState
 from weflow.workflows import Scope
 
 from .conftest import REPO
@@ -237,3 +242,53 @@ def test_purge_removes_webhook_tokens_too(scope: Scope) -> None:
     with duckdb.connect(str(scope.catalog.path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM webhook_tokens").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM workflows").fetchone() == (0,)
+
+
+# --- records read and written by column name, the columns derived from the dataclasses ------
+
+
+@dataclass(frozen=True)
+class _Probe:
+    name: str
+    state: RunState
+    count: int | None = None
+    seen: datetime | None = None
+    doc: dict[str, Any] | None = None
+
+
+def test_columns_come_from_the_dataclass_and_rows_are_read_by_name() -> None:
+    probe = Columns(_Probe, sources={"doc": "document"})
+    assert probe.names == ["name", "state", "count", "seen", "document"]
+    at = datetime(2026, 12, 1, 9, 30, 0, 123456, tzinfo=UTC)
+    records = [_Probe("a", RunState.FAILED, 3, at, {"k": [1]}), _Probe("b", RunState.SUCCEEDED)]
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TABLE probes (document JSON, seen TIMESTAMPTZ, count INTEGER, state VARCHAR, name VARCHAR)"
+        )  # columns in another order than the fields: nothing is read by position
+        insert(con, "probes", probe.arrow(records), probe.names)
+        assert probe.all(con.execute(f"SELECT 1 AS extra, {probe.select} FROM probes ORDER BY name")) == records
+        assert probe.one(con.execute(f"SELECT {probe.select} FROM probes WHERE name = 'x'")) is None
+
+
+def test_an_execution_reads_back_every_field_it_was_written_with(scope: Scope) -> None:
+    catalog = scope.catalog
+    wf = workflows.apply(parse(SALES), scope).workflow
+    at = datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC)
+    first = Execution("e-first", wf.id, wf.name, 1, Mode.MANUAL, scope.user.id, RunState.QUEUED, created_at=at)
+    catalog.insert_execution(first)
+    queued = replace(first, id="e-second", mode=Mode.API, input_data={"day": "2026-12-01"}, flow_run_id="fr-1",
+                     created_at=at + timedelta(seconds=1), timeout_seconds=30.0, resumed_from="e-first")  # fmt: skip
+    lease = Lease("host-a", 4242, 987654, at + timedelta(seconds=2), 15.0)
+    catalog.insert_execution(queued, from_node="paid", lease=lease)
+    assert catalog.leased(scope.user.organization_id) == [(queued, lease)]
+    node = NodeExecution("e-second", "paid", RunState.FAILED, 2, 10, 4, at, at + timedelta(seconds=3), 3000.5,
+                         "boom", {"failures": 1}, "load+paid", "runs/paid.parquet")  # fmt: skip
+    ended = replace(queued, status=RunState.FAILED, started_at=at, finished_at=at + timedelta(seconds=4),
+                    duration_ms=4000.0, error_type="ContractError", error_message="1 failure", error_node="paid",
+                    output={"rows": 4}, compensations=(Compensation("load", "undo", "DONE", "ok", at),))  # fmt: skip
+    failure = {"node": "paid", "column": "amount", "check": "ge(0)", "failure_case": "-1", "index": 7}
+    assert catalog.finish_execution(ended, [node, replace(node, node="load", started_at=None)], [failure])
+    assert catalog.execution("e-second") == replace(ended, nodes=(node, replace(node, node="load", started_at=None)))
+    assert catalog.executions(scope.user.organization_id) == [replace(ended, compensations=()), first]
+    assert catalog.contract_failures("e-second") == [failure]
+    assert catalog.leased(None) == []

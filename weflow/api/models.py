@@ -1,15 +1,20 @@
-"""Request and response bodies of the REST API, in the seed's camelCase field names."""
+"""Request and response bodies of the REST API, in the seed's camelCase field names.
+
+A response that shows a record (``WorkflowOut``, ``VersionOut``, ``NodeExecutionOut``,
+``ExecutionOut``, ``HookOut``) takes its fields from the ``core.entities`` dataclass
+(``record_fields``), so a field added there reaches the API with no second list to keep.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 
-from weflow.catalog import WebhookToken
-from weflow.core.entities import Execution, Mode, NodeExecution, RunState, Status, Version, Workflow
+from weflow.core.entities import Execution, NodeExecution, Version, WebhookToken, Workflow
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 
@@ -19,6 +24,38 @@ class Body(BaseModel):
 
     model_config = ConfigDict(
         alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, from_attributes=True
+    )
+
+
+def record_fields(record: type[Any], skip: frozenset[str] = frozenset(), **override: Any) -> type[Body]:
+    """A body with the fields of a ``core.entities`` record, each required (responses always carry it).
+
+    ``override``: a field's ``Field(...)`` (the record's type kept) or ``(type, Field(...))``.
+    """
+    hints = get_type_hints(record)
+    definitions: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        given = override.get(field.name, ...)
+        if field.name not in skip:
+            definitions[field.name] = given if isinstance(given, tuple) else (hints[field.name], given)
+    return create_model(f"_{record.__name__}Fields", __base__=Body, **definitions)
+
+
+# mypy sees plain bodies (it cannot type a class built at run time); their fields come from the records.
+if TYPE_CHECKING:
+    _WorkflowFields = Body
+    _VersionFields = Body
+    _NodeExecutionFields = Body
+    _ExecutionFields = Body
+    _HookFields = Body
+else:
+    _WorkflowFields = record_fields(Workflow, skip=frozenset({"deleted_at"}))
+    _VersionFields = record_fields(Version, skip=frozenset({"definition"}))
+    _NodeExecutionFields = record_fields(
+        NodeExecution, skip=frozenset({"execution_id"}), group=Field(description="the fused step the node ran in")
+    )
+    _HookFields = record_fields(
+        WebhookToken, prefix=Field(description="the public start of the token, to tell tokens apart")
     )
 
 
@@ -38,21 +75,7 @@ class Health(Body):
     status: Literal["ok"] = "ok"
 
 
-class WorkflowOut(Body):
-    id: int
-    name: str
-    description: str
-    status: Status
-    configuration: dict[str, Any]
-    is_active: bool
-    execution_count: int
-    last_executed_at: datetime | None
-    owner_id: int
-    organization_id: int
-    created_at: datetime
-    updated_at: datetime
-    current_version: int
-
+class WorkflowOut(_WorkflowFields):
     @classmethod
     def of(cls, workflow: Workflow) -> WorkflowOut:
         return cls.model_validate(workflow)
@@ -77,14 +100,7 @@ class WorkflowPage(Body):
     has_more: bool
 
 
-class VersionOut(Body):
-    workflow_id: int
-    number: int
-    content_hash: str
-    author_id: int
-    message: str
-    created_at: datetime
-
+class VersionOut(_VersionFields):
     @classmethod
     def of(cls, version: Version) -> VersionOut:
         return cls.model_validate(version)
@@ -114,46 +130,21 @@ class ExecutionIn(Body):
     )
 
 
-class NodeExecutionOut(Body):
-    node: str
-    status: RunState
-    attempts: int
-    rows_in: int | None
-    rows_out: int | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration_ms: float | None
-    error: str | None
-    contract: dict[str, Any] | None
-    group: str | None = Field(description="the fused step the node ran in")
-    output_path: str | None
-
+class NodeExecutionOut(_NodeExecutionFields):
     @classmethod
     def of(cls, node: NodeExecution) -> NodeExecutionOut:
         return cls.model_validate(node)
 
 
-class ExecutionOut(Body):
-    id: str
-    workflow_id: int
-    workflow: str
-    version: int
-    mode: Mode
-    user_id: int
-    status: RunState
-    input_data: dict[str, Any] | None
-    flow_run_id: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration_ms: float | None
-    error_type: str | None
-    error_message: str | None
-    error_node: str | None
-    output: dict[str, Any] | None
-    timeout_seconds: float | None
-    nodes: list[NodeExecutionOut] = Field(description="node by node; empty in listings")
+if not TYPE_CHECKING:
+    _ExecutionFields = record_fields(
+        Execution,
+        skip=frozenset({"resumed_from", "compensations"}),
+        nodes=(list[NodeExecutionOut], Field(description="node by node; empty in listings")),
+    )
 
+
+class ExecutionOut(_ExecutionFields):
     @classmethod
     def of(cls, execution: Execution) -> ExecutionOut:
         return cls.model_validate(execution)
@@ -166,15 +157,7 @@ class ExecutionPage(Body):
     has_more: bool
 
 
-class HookOut(Body):
-    id: int
-    workflow_id: int
-    workflow: str
-    user_id: int
-    prefix: str = Field(description="the public start of the token, to tell tokens apart")
-    created_at: datetime
-    revoked_at: datetime | None
-
+class HookOut(_HookFields):
     @classmethod
     def of(cls, hook: WebhookToken) -> HookOut:
         return cls.model_validate(hook)

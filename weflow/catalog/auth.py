@@ -11,13 +11,15 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
+
+from weflow.catalog.owners import USER, find_users
+from weflow.catalog.rows import Columns, first, named
 from weflow.catalog.store import Catalog
-from weflow.core.entities import User, Workflow
+from weflow.core.entities import ApiKey, User, WebhookToken, Workflow
 from weflow.errors import NotFoundError
 
 KEY_KIND = "wfk"
@@ -25,32 +27,6 @@ HOOK_KIND = "wfh"
 _TOKEN = re.compile(r"^(wfk|wfh)_([0-9a-f]{16})_([0-9a-f]{64})$")
 _MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs
 _UNKNOWN = hashlib.sha256(b"no such secret").hexdigest()  # compared against when no row matches
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """A user's key for the REST API (the secret itself is never stored)."""
-
-    id: int
-    user_id: int
-    user: str
-    organization: str
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class WebhookToken:
-    """A token that starts one workflow as the user who created it."""
-
-    id: int
-    workflow_id: int
-    workflow: str
-    user_id: int
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 def _digest(secret: str) -> str:
@@ -70,13 +46,20 @@ def _split(token: str, kind: str) -> tuple[str, str] | None:
     return found.group(2), found.group(3)
 
 
+def _prefix(kind: str, table: str) -> str:
+    """The SQL of a secret's public start, ``<kind>_<lookup>``."""
+    return f"'{kind}_' || {table}.lookup"
+
+
 def _matches(secret: str, stored: str | None) -> bool:
     # Always compare, also when no row matched, so unknown and wrong secrets take the same time.
     return hmac.compare_digest(_digest(secret), stored or _UNKNOWN) and stored is not None
 
 
-def _user(row: Sequence[Any]) -> User:
-    return User(id=row[0], name=row[1], organization_id=row[2], created_at=row[3])
+def _live(con: duckdb.DuckDBPyConnection, parts: tuple[str, str], sql: str) -> dict[str, Any] | None:
+    """The row ``sql`` finds by the lookup (its one parameter), if the secret matches its ``secret_hash``."""
+    row = first(con.execute(sql, [parts[0]]))
+    return row if _matches(parts[1], row["secret_hash"] if row else None) else None
 
 
 # --- users ---------------------------------------------------------------------------
@@ -85,36 +68,37 @@ def _user(row: Sequence[Any]) -> User:
 def users(catalog: Catalog) -> list[tuple[str, User]]:
     """Every user with the name of its organization, by organization then name."""
     with catalog.transaction() as con:
-        rows = con.execute(
-            "SELECT u.id, u.name, u.organization_id, u.created_at, o.name FROM users u "
-            "JOIN organizations o ON o.id = u.organization_id ORDER BY o.name, u.name"
-        ).fetchall()
-    return [(r[4], _user(r)) for r in rows]
+        rows = named(
+            con.execute(
+                f"SELECT {USER.select}, o.name AS organization FROM users u "
+                "JOIN organizations o ON o.id = u.organization_id ORDER BY o.name, u.name"
+            )
+        )
+    return [(r["organization"], USER.build(r)) for r in rows]
 
 
 def find_user(catalog: Catalog, organization: str, name: str) -> User:
     """The user ``name`` of ``organization``; NotFoundError if either is missing."""
     with catalog.transaction() as con:
-        row = con.execute(
-            "SELECT u.id, u.name, u.organization_id, u.created_at FROM users u "
-            "JOIN organizations o ON o.id = u.organization_id WHERE o.name = ? AND u.name = ?",
-            [organization, name],
-        ).fetchone()
-    if row is None:
+        found = find_users(con, "o.name = ? AND u.name = ?", [organization, name])
+    if not found:
         raise NotFoundError(f"no user {name!r} in organization {organization!r} (add one: weflow users add)")
-    return _user(row)
+    return found[0]
 
 
 # --- API keys ------------------------------------------------------------------------
 
+_KEY = Columns(
+    ApiKey, prefix="k.", sources={"user": "u.name", "organization": "o.name", "prefix": _prefix(KEY_KIND, "k")}
+)
 _KEY_COLUMNS = (
-    "k.id, k.user_id, u.name, o.name, k.lookup, k.created_at, k.revoked_at FROM api_keys k "
-    "JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = u.organization_id"
+    f"{_KEY.select} FROM api_keys k JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = u.organization_id"
 )
 
-
-def _key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(row[0], row[1], row[2], row[3], f"{KEY_KIND}_{row[4]}", row[5], row[6])
+_KEY_SECRET = (
+    f"SELECT {USER.select}, k.secret_hash FROM api_keys k "
+    "JOIN users u ON u.id = k.user_id WHERE k.lookup = ? AND k.revoked_at IS NULL"
+)
 
 
 def create_key(catalog: Catalog, user: User) -> tuple[ApiKey, str]:
@@ -126,16 +110,15 @@ def create_key(catalog: Catalog, user: User) -> tuple[ApiKey, str]:
             [user.id, lookup, digest],
         ).fetchone()
         assert row is not None
-        found = con.execute(f"SELECT {_KEY_COLUMNS} WHERE k.id = ?", [row[0]]).fetchone()
+        found = _KEY.one(con.execute(f"SELECT {_KEY_COLUMNS} WHERE k.id = ?", [row[0]]))
     assert found is not None
-    return _key(found), token
+    return found, token
 
 
 def keys(catalog: Catalog) -> list[ApiKey]:
     """Every key, revoked ones included, by id."""
     with catalog.transaction() as con:
-        rows = con.execute(f"SELECT {_KEY_COLUMNS} ORDER BY k.id").fetchall()
-    return [_key(r) for r in rows]
+        return _KEY.all(con.execute(f"SELECT {_KEY_COLUMNS} ORDER BY k.id"))
 
 
 def revoke_key(catalog: Catalog, key_id: int) -> ApiKey:
@@ -146,10 +129,10 @@ def revoke_key(catalog: Catalog, key_id: int) -> ApiKey:
         con.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [datetime.now(UTC), key_id]
         )
-        row = con.execute(f"SELECT {_KEY_COLUMNS} WHERE k.id = ?", [key_id]).fetchone()
-    if row is None:
+        found = _KEY.one(con.execute(f"SELECT {_KEY_COLUMNS} WHERE k.id = ?", [key_id]))
+    if found is None:
         raise NotFoundError(f"no API key with id {key_id}")
-    return _key(row)
+    return found
 
 
 def authenticate(catalog: Catalog, token: str) -> User | None:
@@ -158,25 +141,18 @@ def authenticate(catalog: Catalog, token: str) -> User | None:
     if parts is None:
         return None
     with catalog.transaction() as con:
-        row = con.execute(
-            "SELECT u.id, u.name, u.organization_id, u.created_at, k.secret_hash FROM api_keys k "
-            "JOIN users u ON u.id = k.user_id WHERE k.lookup = ? AND k.revoked_at IS NULL",
-            [parts[0]],
-        ).fetchone()
-    if not _matches(parts[1], row[4] if row else None):
-        return None
-    assert row is not None
-    return _user(row)
+        row = _live(con, parts, _KEY_SECRET)
+    return None if row is None else USER.build(row)
 
 
 # --- webhook tokens ------------------------------------------------------------------
 
-_HOOK_FIELDS = "h.id, h.workflow_id, w.name, h.user_id, h.lookup, h.created_at, h.revoked_at"
-_HOOK_COLUMNS = f"{_HOOK_FIELDS} FROM webhook_tokens h JOIN workflows w ON w.id = h.workflow_id"
-
-
-def _hook(row: Sequence[Any]) -> WebhookToken:
-    return WebhookToken(row[0], row[1], row[2], row[3], f"{HOOK_KIND}_{row[4]}", row[5], row[6])
+_HOOK = Columns(WebhookToken, prefix="h.", sources={"workflow": "w.name", "prefix": _prefix(HOOK_KIND, "h")})
+_HOOK_COLUMNS = f"{_HOOK.select} FROM webhook_tokens h JOIN workflows w ON w.id = h.workflow_id"
+_HOOK_SECRET = (
+    f"SELECT {_HOOK.select}, h.secret_hash FROM webhook_tokens h JOIN workflows w ON w.id = h.workflow_id "
+    "WHERE h.lookup = ? AND h.revoked_at IS NULL AND w.deleted_at IS NULL"
+)
 
 
 def create_hook(catalog: Catalog, workflow: Workflow, user: User) -> tuple[WebhookToken, str]:
@@ -188,9 +164,9 @@ def create_hook(catalog: Catalog, workflow: Workflow, user: User) -> tuple[Webho
             [workflow.id, user.id, lookup, digest],
         ).fetchone()
         assert row is not None
-        found = con.execute(f"SELECT {_HOOK_COLUMNS} WHERE h.id = ?", [row[0]]).fetchone()
+        found = _HOOK.one(con.execute(f"SELECT {_HOOK_COLUMNS} WHERE h.id = ?", [row[0]]))
     assert found is not None
-    return _hook(found), token
+    return found, token
 
 
 def hooks(catalog: Catalog, organization_id: int, workflow_id: int | None = None) -> list[WebhookToken]:
@@ -201,8 +177,7 @@ def hooks(catalog: Catalog, organization_id: int, workflow_id: int | None = None
         sql += " AND h.workflow_id = ?"
         params.append(workflow_id)
     with catalog.transaction() as con:
-        rows = con.execute(sql + " ORDER BY h.id", params).fetchall()
-    return [_hook(r) for r in rows]
+        return _HOOK.all(con.execute(sql + " ORDER BY h.id", params))
 
 
 def revoke_hook(catalog: Catalog, organization_id: int, hook_id: int, workflow_id: int | None = None) -> WebhookToken:
@@ -221,9 +196,9 @@ def revoke_hook(catalog: Catalog, organization_id: int, hook_id: int, workflow_i
             "UPDATE webhook_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             [datetime.now(UTC), hook_id],
         )
-        row = con.execute(sql, params).fetchone()
-    assert row is not None
-    return _hook(row)
+        found = _HOOK.one(con.execute(sql, params))
+    assert found is not None
+    return found
 
 
 def resolve_hook(catalog: Catalog, token: str) -> tuple[WebhookToken, User] | None:
@@ -232,17 +207,11 @@ def resolve_hook(catalog: Catalog, token: str) -> tuple[WebhookToken, User] | No
     if parts is None:
         return None
     with catalog.transaction() as con:
-        row = con.execute(
-            f"SELECT {_HOOK_FIELDS}, h.secret_hash FROM webhook_tokens h JOIN workflows w ON w.id = h.workflow_id "
-            "WHERE h.lookup = ? AND h.revoked_at IS NULL AND w.deleted_at IS NULL",
-            [parts[0]],
-        ).fetchone()
-        if not _matches(parts[1], row[7] if row else None):
+        row = _live(con, parts, _HOOK_SECRET)
+        if row is None:
             return None
-        assert row is not None
-        user = con.execute("SELECT id, name, organization_id, created_at FROM users WHERE id = ?", [row[3]]).fetchone()
-    assert user is not None
-    return _hook(row), _user(user)
+        user = find_users(con, "u.id = ?", [row["user_id"]])[0]
+    return _HOOK.build(row), user
 
 
 def delete_hooks(catalog: Catalog, workflow_id: int) -> None:

@@ -102,6 +102,23 @@ def session(path: Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnec
             con.close()
 
 
+class Repository:
+    """Base of the catalog's repositories: where the file is, and one short transaction on it."""
+
+    def __init__(self, path: str | Path, lock_timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A raw transaction, for batching several operations in one session."""
+        with session(self.path, self.lock_timeout) as con:
+            yield con
+
+
 def forget_migrations() -> None:
     """Make the next session re-check the schema (a catalog file was replaced)."""
     _migrated.clear()

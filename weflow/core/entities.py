@@ -162,3 +162,29 @@ class Lease:
     process_started: int  # the process's start time (clock ticks after boot): tells a reused pid apart
     heartbeat_at: datetime
     lease_seconds: float  # past this without a heartbeat, a reader on another host takes the owner for dead
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A user's key for the REST API (the secret itself is never stored)."""
+
+    id: int
+    user_id: int
+    user: str  # its user's name
+    organization: str  # its user's organization's name
+    prefix: str  # wfk_<lookup>: the public start of the key, to tell keys apart
+    created_at: datetime
+    revoked_at: datetime | None = None  # a revoked key stays revoked; its row is kept
+
+
+@dataclass(frozen=True)
+class WebhookToken:
+    """A token that starts one workflow as the user who created it."""
+
+    id: int
+    workflow_id: int
+    workflow: str  # the workflow's name
+    user_id: int  # the user the workflow runs as
+    prefix: str  # wfh_<lookup>: the public start of the token
+    created_at: datetime
+    revoked_at: datetime | None = None
