@@ -22,7 +22,7 @@ from weflow import outbound
 from weflow.core.entities import AlertDelivery, Execution, RunState, Status
 from weflow.core.model import AlertRule, Definition
 from weflow.errors import OutboundError, OutboundRefused
-from weflow.workflows import Scope, list_workflows, version
+from weflow.workflows import Scope, get, list_workflows, version
 
 log = logging.getLogger("weflow.alerts")
 RETRIES = 3
@@ -221,3 +221,17 @@ def missed_schedules(scope: Scope, now: datetime | None = None) -> list[AlertDel
                 if delivery is not None:
                     sent.append(delivery)
     return sent
+
+
+def stats(scope: Scope, workflow: str | None = None, since: datetime | None = None) -> dict[str, Any]:
+    """Metrics per workflow of the organization over finished executions (``Catalog.stats``)."""
+    if workflow:
+        get(workflow, scope)  # a clear error for an unknown name
+    return scope.catalog.stats(scope.user.organization_id, workflow, since)
+
+
+def deliveries(scope: Scope, workflow: str | None = None) -> list[tuple[str, AlertDelivery]]:
+    """Alerts of the organization's live workflows (of ``workflow``, if given), oldest first, with its name."""
+    workflow_id = get(workflow, scope).id if workflow else None
+    mine = {w.id: w.name for w in list_workflows(scope)}
+    return [(mine[d.workflow_id], d) for d in scope.catalog.alert_deliveries(workflow_id) if d.workflow_id in mine]

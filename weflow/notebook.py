@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weflow import workflows
-from weflow.catalog import Catalog, SaveResult
 from weflow.core.builder import WorkflowBuilder
 from weflow.core.diff import DefinitionDiff
 from weflow.core.entities import Version, Workflow
 from weflow.core.model import Definition
-from weflow.workflows import Scope
+from weflow.workflows import Catalog, SaveResult, Scope
 
 if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
     import polars as pl

@@ -1,15 +1,22 @@
-"""Definitions service: check, store, version, diff, roll back and export workflows."""
+"""Definitions service: check, store, version, diff, roll back and export workflows.
+
+``check`` raises or returns the definition; ``checked`` also returns the proof, a ``Checked``
+that ``apply``/``apply_many``/``create`` store without checking again in the same data roots
+(``weflow apply`` checks each file once). ``Scope`` carries the catalog as an opaque handle:
+interfaces pass it to services (here, ``execution``, ``monitor``, ``accounts``), never call it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from weflow import outbound
-from weflow.catalog import Catalog, SaveResult
+from weflow.catalog import Catalog as Catalog  # the interfaces' opaque handle (see open_catalog)
+from weflow.catalog import SaveResult as SaveResult
 from weflow.config import ORGANIZATION, settings, using
 from weflow.core import document, graph
 from weflow.core.diff import DefinitionDiff
@@ -18,6 +25,8 @@ from weflow.core.entities import Status, User, Version, Workflow
 from weflow.core.model import Definition
 from weflow.errors import ConflictError, DefinitionError, NotFoundError
 from weflow.nodes.registry import signatures
+
+MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs; anything larger cannot exist
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,33 @@ class Scope:
     @classmethod
     def current(cls, catalog: Catalog | str | Path | None = None) -> Scope:
         cfg = settings()
-        cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog or cfg.catalog)
+        cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
         return cls(cat, cat.ensure_user(cfg.organization, cfg.user))
+
+
+_PROOF = object()  # only ``checked`` holds it: a Checked cannot be made by hand
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A definition that passed every check against ``roots`` (made only by ``checked``).
+
+    ``roots``: the data roots its paths were checked in. Storing it in a scope with the same
+    roots checks nothing again: ``weflow apply`` checks each file once.
+    """
+
+    definition: Definition
+    roots: tuple[Path, ...]
+    proof: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.proof is not _PROOF:
+            raise TypeError("a Checked is made by workflows.checked")
+
+
+def open_catalog(path: str | Path | None = None) -> Catalog:
+    """The catalog at ``path`` (default WEFLOW_CATALOG, else data/weflow.duckdb); interfaces hold it opaquely."""
+    return Catalog(path or settings().catalog)
 
 
 def data_roots(scope: Scope) -> tuple[Path, ...]:
@@ -54,17 +88,39 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
             return check(definition)
     policy = outbound.Policy.current()
     hooks = [(f"alerts[{i}].webhook", p) for i, r in enumerate(definition.alerts) if (p := policy.check_url(r.webhook))]
-    try:
-        graph.check(definition, signatures())
-    except DefinitionError as exc:
-        raise DefinitionError([*exc.problems, *hooks], workflow=definition.name) from None
-    if hooks:
-        raise DefinitionError(hooks, workflow=definition.name)
+    found = [*graph.problems(definition, signatures()), *hooks]
+    if found:
+        raise DefinitionError(found, workflow=definition.name)
     return definition
+
+
+def checked(definition: Definition, scope: Scope | None = None) -> Checked:
+    """``check``, remembering the data roots it checked paths in (the scope's, else the settings')."""
+    if scope is not None:
+        with using(data_roots=data_roots(scope)):
+            return checked(definition)
+    cfg = settings()
+    return Checked(check(definition), cfg.roots_for(cfg.organization), _PROOF)
+
+
+def _ready(items: Sequence[Definition | Checked], scope: Scope) -> list[Definition]:
+    """The definitions to store in ``scope``: a Checked against the scope's data roots as is, the rest checked now."""
+    roots = data_roots(scope)
+    ready = []
+    with using(data_roots=roots):
+        for item in items:
+            definition = item.definition if isinstance(item, Checked) else item
+            ready.append(definition if isinstance(item, Checked) and item.roots == roots else check(definition))
+    return ready
 
 
 def read(path: str | Path) -> Definition:
     """Parse and check a definition file (YAML or JSON) of at most WEFLOW_MAX_DEFINITION_BYTES."""
+    return check(parse_file(path))
+
+
+def parse_file(path: str | Path) -> Definition:
+    """Parse a definition file (YAML or JSON) of at most WEFLOW_MAX_DEFINITION_BYTES, unchecked."""
     path = Path(path)
     limit = document.max_bytes(os.environ)
     try:
@@ -72,20 +128,19 @@ def read(path: str | Path) -> Definition:
             raw = file.read(limit + 1)  # a larger file is refused unread
     except OSError as exc:
         raise DefinitionError([("", f"cannot read {path}: {exc.strerror}")]) from None
-    return check(document.parse(raw, source=str(path), limit=limit))
+    return document.parse(raw, source=str(path), limit=limit)
 
 
-def apply(definition: Definition | dict[str, Any], scope: Scope, message: str = "") -> SaveResult:
+def apply(definition: Definition | Checked | dict[str, Any], scope: Scope, message: str = "") -> SaveResult:
     """Check then store; a new version only if the content changed."""
-    if not isinstance(definition, Definition):
+    if isinstance(definition, dict):
         definition = document.from_data(definition)
-    check(definition, scope)
-    return scope.catalog.save(definition, scope.user, message)
+    return scope.catalog.save(_ready([definition], scope)[0], scope.user, message)
 
 
-def create(definition: Definition, scope: Scope, message: str = "") -> SaveResult:
+def create(item: Definition | Checked, scope: Scope, message: str = "") -> SaveResult:
     """Store a new workflow (version 1); ConflictError if its name is taken in the organization."""
-    check(definition, scope)
+    definition = _ready([item], scope)[0]
     with scope.catalog.transaction() as con:
         taken = scope.catalog.find_workflow(con, scope.user.organization_id, definition.name)
         if taken is not None:
@@ -93,11 +148,15 @@ def create(definition: Definition, scope: Scope, message: str = "") -> SaveResul
         return scope.catalog.save(definition, scope.user, message, con)
 
 
-def replace(workflow: Workflow, definition: Definition, scope: Scope, message: str = "") -> SaveResult:
-    """Store ``definition`` as the next version of ``workflow`` (same name); none if unchanged."""
-    if definition.name != workflow.name:
+def replace(workflow: Workflow, item: dict[str, Any], scope: Scope, message: str = "") -> SaveResult:
+    """Store a document (its name defaults to the workflow's) as the next version of ``workflow``; none if unchanged.
+
+    The name is compared before the document is parsed: a rename is the error, whatever else is wrong.
+    """
+    data = {"name": workflow.name, **item}
+    if data["name"] != workflow.name:
         raise DefinitionError([("name", f"must stay {workflow.name!r}: a workflow cannot be renamed")])
-    check(definition, scope)
+    definition = check(document.from_data(data), scope)
     with scope.catalog.transaction() as con:
         current = scope.catalog.find_workflow(con, workflow.organization_id, workflow.name)
         if current is None or current.id != workflow.id:  # deleted (or replaced) since it was read
@@ -105,28 +164,47 @@ def replace(workflow: Workflow, definition: Definition, scope: Scope, message: s
         return scope.catalog.save(definition, scope.user, message, con)
 
 
-def apply_many(definitions: Sequence[Definition], scope: Scope, message: str = "") -> list[SaveResult]:
-    """Check all, then store all in one transaction: all or nothing."""
-    for d in definitions:
-        check(d, scope)
+def apply_many(definitions: Sequence[Definition | Checked], scope: Scope, message: str = "") -> list[SaveResult]:
+    """Check all (a Checked against the scope's data roots is not checked again), then store all in one go."""
+    ready = _ready(definitions, scope)
     with scope.catalog.transaction() as con:
-        return [scope.catalog.save(d, scope.user, message, con) for d in definitions]
+        return [scope.catalog.save(d, scope.user, message, con) for d in ready]
 
 
 def get(name: str, scope: Scope) -> Workflow:
     return scope.catalog.workflow(scope.user.organization_id, name)
 
 
+def by_id(workflow_id: int, scope: Scope) -> Workflow:
+    """A live workflow of the scope's organization by id; NotFoundError otherwise (also for ids out of range)."""
+    if not 1 <= workflow_id <= MAX_ID:
+        raise NotFoundError(f"no workflow with id {workflow_id}")
+    return scope.catalog.workflow_by_id(scope.user.organization_id, workflow_id)
+
+
+def version_of(workflow: Workflow, scope: Scope, number: int | None = None) -> Version:
+    """One version of a workflow already found (the current one by default)."""
+    return scope.catalog.version(workflow, number)
+
+
 def version(name: str, scope: Scope, number: int | None = None) -> Version:
     return scope.catalog.workflow_version(scope.user.organization_id, name, number)[1]
 
 
-def list_workflows(scope: Scope, status: Status | str | None = None) -> list[Workflow]:
-    return scope.catalog.workflows(scope.user.organization_id, Status(status) if status else None)
+def list_workflows(
+    scope: Scope, status: Status | str | None = None, limit: int | None = None, offset: int = 0
+) -> list[Workflow]:
+    """The organization's workflows by name; ``limit``/``offset`` for a page."""
+    return scope.catalog.workflows(scope.user.organization_id, Status(status) if status else None, limit, offset)
 
 
 def versions(name: str, scope: Scope) -> list[Version]:
-    return scope.catalog.versions(get(name, scope))
+    return versions_of(get(name, scope), scope)
+
+
+def versions_of(workflow: Workflow, scope: Scope) -> list[Version]:
+    """Every version of a workflow already found, oldest first."""
+    return scope.catalog.versions(workflow)
 
 
 def diff(name: str, a: int, b: int, scope: Scope) -> DefinitionDiff:
@@ -140,7 +218,12 @@ def rollback(name: str, number: int, scope: Scope, message: str = "") -> SaveRes
 
 
 def delete(name: str, scope: Scope, purge: bool = False) -> None:
-    scope.catalog.delete(get(name, scope), purge=purge)
+    remove(get(name, scope), scope, purge=purge)
+
+
+def remove(workflow: Workflow, scope: Scope, purge: bool = False) -> None:
+    """Soft delete (history kept) or purge a workflow already found."""
+    scope.catalog.delete(workflow, purge=purge)
 
 
 def export(name: str, scope: Scope, number: int | None = None) -> dict[str, Any]:

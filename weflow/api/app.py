@@ -11,9 +11,8 @@ from fastapi import APIRouter, FastAPI, Response
 from weflow.api import definitions, metrics, pages, runner, runs
 from weflow.api.http import HANDLERS, BodyLimit
 from weflow.api.models import Health
-from weflow.catalog import Catalog
-from weflow.config import settings
 from weflow.errors import WeflowError
+from weflow.workflows import open_catalog
 
 DEFAULT_BODY_LIMIT = 1 << 20  # 1 MiB: a large definition document is a few kB
 BODY_LIMIT_ENV = "WEFLOW_API_BODY_LIMIT"
@@ -52,7 +51,7 @@ def create_app(catalog_path: str | Path | None = None, body_limit: int | None = 
         version=version("weflow"),
         description="Workflows stored as data, run as Prefect flows. Send `Authorization: Bearer <API key>`.",
     )
-    app.state.catalog = Catalog(catalog_path or settings().catalog)
+    app.state.catalog = open_catalog(catalog_path)
     for router in (
         health,
         definitions.router,

@@ -18,14 +18,9 @@ from weflow.api.models import (
     WorkflowPage,
 )
 from weflow.api.security import Caller
-from weflow.catalog import SaveResult
 from weflow.core import document
 from weflow.core.entities import Status, Workflow
-from weflow.core.model import Definition
-from weflow.errors import DefinitionError, NotFoundError
-from weflow.workflows import Scope
-
-MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs; anything larger cannot exist
+from weflow.workflows import MAX_ID, SaveResult, Scope
 
 router = APIRouter(route_class=StrictJSONRoute, tags=["workflows"], responses=documented(400, 401, 413, 422, 503))
 
@@ -51,14 +46,7 @@ WorkflowId = Annotated[int, Path(description="the id of a workflow of your organ
 
 def find(scope: Scope, workflow_id: int) -> Workflow:
     """A live workflow of the caller's organization; NotFoundError otherwise."""
-    if not 1 <= workflow_id <= MAX_ID:
-        raise NotFoundError(f"no workflow with id {workflow_id}")
-    return scope.catalog.workflow_by_id(scope.user.organization_id, workflow_id)
-
-
-def _definition(data: dict[str, Any]) -> Definition:
-    """Parse; ``workflows.create``/``replace`` run every check the CLI runs, in the caller's scope."""
-    return document.from_data(data)
+    return workflows.by_id(workflow_id, scope)
 
 
 def _saved(result: SaveResult) -> SavedWorkflow:
@@ -74,7 +62,7 @@ def list_workflows(
     status: Status | None = None,
 ) -> WorkflowPage:
     """Workflows of your organization by name, a page at a time."""
-    found = scope.catalog.workflows(scope.user.organization_id, status, limit + 1, offset)
+    found = workflows.list_workflows(scope, status, limit + 1, offset)
     items = [WorkflowOut.of(w) for w in found[:limit]]
     return WorkflowPage(items=items, limit=limit, offset=offset, has_more=len(found) > limit)
 
@@ -82,14 +70,14 @@ def list_workflows(
 @router.post("/workflows", status_code=201, response_model=SavedWorkflow, responses=documented(409))
 def create_workflow(scope: Caller, body: DocumentBody, message: Message = "") -> SavedWorkflow:
     """Check and store a new workflow (version 1); 409 if the name is taken."""
-    return _saved(workflows.create(_definition(body), scope, message))
+    return _saved(workflows.create(document.from_data(body), scope, message))  # checked there, in the caller's scope
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowDetail, responses=documented(404))
 def get_workflow(scope: Caller, workflow_id: WorkflowId) -> WorkflowDetail:
     """A workflow and the definition of its current version."""
     workflow = find(scope, workflow_id)
-    return WorkflowDetail.with_definition(workflow, scope.catalog.version(workflow))
+    return WorkflowDetail.with_definition(workflow, workflows.version_of(workflow, scope))
 
 
 @router.put("/workflows/{workflow_id}", response_model=SavedWorkflow, responses=documented(404))
@@ -97,11 +85,7 @@ def replace_workflow(
     scope: Caller, workflow_id: WorkflowId, body: DocumentBody, message: Message = ""
 ) -> SavedWorkflow:
     """Store a changed definition as a new version; an unchanged one makes none."""
-    workflow = find(scope, workflow_id)
-    data = {"name": workflow.name, **body}
-    if data["name"] != workflow.name:
-        raise DefinitionError([("name", f"must stay {workflow.name!r}: a workflow cannot be renamed")])
-    return _saved(workflows.replace(workflow, _definition(data), scope, message))
+    return _saved(workflows.replace(find(scope, workflow_id), body, scope, message))
 
 
 @router.delete("/workflows/{workflow_id}", status_code=204, response_class=Response, responses=documented(404))
@@ -111,14 +95,14 @@ def delete_workflow(
     purge: Annotated[bool, Query(description="also remove versions, executions and webhook tokens")] = False,
 ) -> Response:
     """Soft delete (history kept) or purge a workflow."""
-    scope.catalog.delete(find(scope, workflow_id), purge=purge)
+    workflows.remove(find(scope, workflow_id), scope, purge=purge)
     return Response(status_code=204)
 
 
 @router.get("/workflows/{workflow_id}/versions", response_model=list[VersionOut], responses=documented(404))
 def list_versions(scope: Caller, workflow_id: WorkflowId) -> list[VersionOut]:
     """Every version of a workflow, oldest first."""
-    return [VersionOut.of(v) for v in scope.catalog.versions(find(scope, workflow_id))]
+    return [VersionOut.of(v) for v in workflows.versions_of(find(scope, workflow_id), scope)]
 
 
 @router.get("/workflows/{workflow_id}/versions/{number}", response_model=VersionDetail, responses=documented(404))

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from weflow import monitor
 from weflow.api.security import Caller
 
 router = APIRouter(tags=["metrics"])
@@ -17,7 +18,7 @@ def _label(value: Any) -> str:
 
 
 def render(stats: dict[str, Any]) -> str:
-    """Prometheus exposition text for the output of ``Catalog.stats``."""
+    """Prometheus exposition text for the output of ``monitor.stats``."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], Any]]) -> None:
@@ -68,5 +69,5 @@ def render(stats: dict[str, Any]) -> str:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(scope: Caller) -> PlainTextResponse:
     """Execution metrics of the caller's organization (Prometheus text format 0.0.4)."""
-    stats = scope.catalog.stats(scope.user.organization_id)
+    stats = monitor.stats(scope)
     return PlainTextResponse(render(stats), media_type="text/plain; version=0.0.4")

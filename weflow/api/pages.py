@@ -16,7 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from weflow import execution
+from weflow import execution, workflows
 from weflow.api.security import bearer, caller
 from weflow.core import mermaid
 from weflow.display import execution_graph
@@ -109,8 +109,8 @@ def swagger() -> HTMLResponse:
 def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
     """One execution: graph coloured by node state, node table, error, contract failures, Prefect link."""
     found = execution.find(execution_id, scope)
-    workflow = scope.catalog.workflow_by_id(scope.user.organization_id, found.workflow_id)
-    definition = scope.catalog.version(workflow, found.version).definition
+    workflow = workflows.by_id(found.workflow_id, scope)
+    definition = workflows.version_of(workflow, scope, found.version).definition
     parts = [
         f"<h1>{escape(found.workflow)} <span class='muted'>v{found.version}</span></h1>",
         f"<p>execution <code>{escape(found.id)}</code> · {escape(found.mode.value)} · "
@@ -149,8 +149,8 @@ def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
 @router.get("/workflows/{workflow_id}", response_class=HTMLResponse)
 def workflow_page(scope: PageCaller, workflow_id: int) -> HTMLResponse:
     """A workflow: its current graph and its recent executions."""
-    workflow = scope.catalog.workflow_by_id(scope.user.organization_id, workflow_id)
-    definition = scope.catalog.version(workflow).definition
+    workflow = workflows.by_id(workflow_id, scope)
+    definition = workflows.version_of(workflow, scope).definition
     runs = execution.executions(scope, workflow, limit=50)
     rows = [
         [f"<a href='/ui/executions/{escape(e.id)}'>{escape(e.id[:8])}</a>", e.version, escape(e.mode.value),

@@ -10,15 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from weflow import children, execution
-from weflow.api.definitions import MAX_ID, WorkflowId, find
+from weflow import accounts, children, execution
+from weflow.api.definitions import WorkflowId, find
 from weflow.api.http import StrictJSONRoute, documented
 from weflow.api.models import ExecutionIn, ExecutionOut, ExecutionPage, HookCreated, HookOut, LogLineOut
 from weflow.api.security import Caller, CatalogDep
-from weflow.catalog import auth
 from weflow.core.entities import Mode
 from weflow.errors import NotFoundError
-from weflow.workflows import Scope
+from weflow.workflows import MAX_ID, Scope
 
 
 @asynccontextmanager
@@ -95,7 +94,7 @@ def cancel_execution(scope: Caller, execution_id: ExecutionId) -> ExecutionOut:
 @router.post("/workflows/{workflow_id}/hooks", status_code=201, response_model=HookCreated, tags=["webhooks"])
 def create_hook(scope: Caller, workflow_id: WorkflowId, request: Request) -> HookCreated:
     """A new webhook token for the workflow; the token is shown only in this response."""
-    hook, token = auth.create_hook(scope.catalog, find(scope, workflow_id), scope.user)
+    hook, token = accounts.create_hook(scope, find(scope, workflow_id))
     url = str(request.url_for("trigger_webhook", token=token))
     return HookCreated.model_validate({**HookOut.of(hook).model_dump(), "token": token, "url": url})
 
@@ -104,14 +103,14 @@ def create_hook(scope: Caller, workflow_id: WorkflowId, request: Request) -> Hoo
 def list_hooks(scope: Caller, workflow_id: WorkflowId) -> list[HookOut]:
     """The workflow's webhook tokens (revoked ones included), without their secrets."""
     workflow = find(scope, workflow_id)
-    return [HookOut.of(h) for h in auth.hooks(scope.catalog, scope.user.organization_id, workflow.id)]
+    return [HookOut.of(h) for h in accounts.hooks(scope, workflow)]
 
 
 @router.delete("/workflows/{workflow_id}/hooks/{hook_id}", status_code=204, response_class=Response, tags=["webhooks"])
 def revoke_hook(scope: Caller, workflow_id: WorkflowId, hook_id: Annotated[int, Path()]) -> Response:
     """Revoke a webhook token: its URL answers 404 from now on."""
     workflow = find(scope, workflow_id)
-    auth.revoke_hook(scope.catalog, scope.user.organization_id, hook_id, workflow.id)
+    accounts.revoke_hook(scope, hook_id, workflow)
     return Response(status_code=204)
 
 
@@ -124,7 +123,7 @@ def trigger_webhook(
     body: Annotated[dict[str, Any] | None, Body(description="becomes the run's input data")] = None,
 ) -> ExecutionOut:
     """Start the token's workflow with the JSON body as input data (mode WEBHOOK)."""
-    found = auth.resolve_hook(catalog, token)
+    found = accounts.resolve_hook(catalog, token)
     if found is None:
         raise NotFoundError("no such webhook (unknown or revoked token)")
     hook, user = found

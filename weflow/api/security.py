@@ -7,15 +7,15 @@ from typing import Annotated, cast
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from weflow.catalog import Catalog, auth
-from weflow.workflows import Scope
+from weflow import accounts
+from weflow.workflows import Catalog, Scope
 
 bearer = HTTPBearer(auto_error=False, description="an API key made by `weflow keys create ORG USER`")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def catalog_of(request: Request) -> Catalog:
-    """The catalog the app was built over."""
+    """The catalog the app was built over (opaque here: only services call it)."""
     return cast(Catalog, request.app.state.catalog)
 
 
@@ -23,11 +23,10 @@ def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials
     """The scope of the key's user; 401 without a valid key."""
     if credentials is None:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
-    catalog = catalog_of(request)
-    user = auth.authenticate(catalog, credentials.credentials)
-    if user is None:
+    found = accounts.authenticate(catalog_of(request), credentials.credentials)
+    if found is None:
         raise HTTPException(401, "unknown or revoked API key", headers=_CHALLENGE)
-    return Scope(catalog, user)
+    return found
 
 
 Caller = Annotated[Scope, Depends(caller)]

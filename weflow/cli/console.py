@@ -1,0 +1,122 @@
+"""The ``weflow`` Typer app every command module adds to, the global options' state, and how results print."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from weflow.config import settings
+from weflow.errors import WeflowError
+from weflow.workflows import Scope
+
+app = typer.Typer(
+    name="weflow",
+    help="Workflows stored as data in DuckDB, run as Prefect flows over Polars frames.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Markup and emoji codes off: names, descriptions, conditions, paths and log lines are user text,
+# and a description with `[/x]` made `weflow list` exit 1 (issue 14); styles come from Text only.
+out = Console(soft_wrap=True, markup=False, emoji=False)
+if not out.is_terminal:
+    out.width = 200  # scripts and logs: never truncate columns
+# What came before a secret on stdout: secrets go alone to stdout, what they are to stderr.
+note = Console(stderr=True, soft_wrap=True, highlight=False, markup=False, emoji=False)
+_catalog: dict[str, Path | None] = {"path": None}
+_verbose = {"on": False}
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class DocFormat(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table for people, json for scripts")]
+
+
+class BadInput(WeflowError):
+    """A command-line value is wrong."""
+
+
+def use(catalog: Path | None, verbose: bool) -> None:
+    """Keep the global options for the command that runs next."""
+    _catalog["path"] = catalog
+    _verbose["on"] = verbose
+
+
+def catalog_path() -> Path:
+    """The ``--catalog`` given to ``weflow`` (or WEFLOW_CATALOG), else the default catalog."""
+    return _catalog["path"] or settings().catalog
+
+
+def scope() -> Scope:
+    return Scope.current(catalog_path())
+
+
+def _quiet_prefect_console() -> None:
+    """Silence the console handler Prefect puts on the root logger, unless ``--verbose``.
+
+    A failing run printed two full Prefect tracebacks on stderr (issue 14); the CLI prints one line
+    instead. Prefect's API handler sits on its own loggers, so every line still reaches ``weflow logs``.
+    Call after importing the services (importing Prefect configures logging once per process).
+    """
+    if _verbose["on"]:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "to_document"):
+        return value.to_document()
+    return value
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(title=title, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])
+    out.print(t)
+
+
+def bold(text: str) -> Text:
+    return Text(text, style="bold")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
