@@ -161,7 +161,7 @@ def workflow_page(scope: PageCaller, workflow_id: int) -> HTMLResponse:
     body = (
         f"<h1>{escape(workflow.name)} <span class='muted'>v{workflow.current_version} · "
         f"{workflow.status.value}</span></h1><p>{escape(workflow.description)}</p>"
-        f"<pre class='mermaid'>{escape(mermaid.graph(definition))}</pre>"
+        f"<pre class='mermaid'>{escape(mermaid.graph(*definition.outline()))}</pre>"
         "<h2>Executions</h2>" + _table(["execution", "version", "mode", "status", "started", "ms", "error"], rows)
     )
     return _page(workflow.name, body)

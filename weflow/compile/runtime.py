@@ -33,7 +33,7 @@ from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.errors import ContractError, NodeError
 from weflow.files import write_atomic
-from weflow.nodes.base import Frame, Input, NodeInputs, NodeType, RunContext
+from weflow.nodes.base import Frame, Inbound, NodeInputs, NodeType, RunContext
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh, settle, watch_memory
 
 T = TypeVar("T")
@@ -374,7 +374,7 @@ class PlanRun:
                 contract = node.input_contracts.get(e.port)
                 if contract is not None:
                     frame = await self._check(name, contract, frame, f"input {e.port!r}", stop)
-                items.append(Input(e.source, e.port, frame.lazy()))
+                items.append(Inbound(e.source, e.port, frame.lazy()))
             ctx = RunContext(
                 self.spec.workflow, name, self.spec.params, self.spec.data_roots, logger,
                 work_dir=self.spec.spill_dir, undo=self._registrar(name) if node.compensate else None, stop=stop,
