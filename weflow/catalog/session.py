@@ -110,7 +110,7 @@ class Repository:
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
-        return f"Catalog({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
