@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import PIPE
@@ -79,17 +80,23 @@ def api(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         WEFLOW_USER="ada",
         PYTHONPATH=str(REPO),
     )
+    with weflow_serve(env, REPO, tmp / "serve.log") as url:
+        yield Api(url, catalog, env, keys)
+
+
+@contextmanager
+def weflow_serve(env: dict[str, str], cwd: Path, log: Path, body_limit: int = BODY_LIMIT) -> Iterator[str]:
+    """A `weflow serve` process on a free loopback port, its output in ``log``; yields its URL, stops it after."""
     port = _free_port()
-    log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(BODY_LIMIT)],
-            env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(body_limit)],
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log)
-        yield Api(url, catalog, env, keys)
+        yield url
     finally:
         proc.terminate()
         try:

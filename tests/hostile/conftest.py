@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, weflow_exe
-from tests.test_api import BODY_LIMIT, Api, _free_port, _wait_healthy
+from tests.conftest import REPO
+from tests.test_api import BODY_LIMIT, Api, weflow_serve
 from weflow.catalog import Catalog, auth
 from weflow.core.document import parse
 from weflow.core.entities import Execution, Mode, RunState
@@ -51,24 +50,8 @@ def serving(
         PYTHONPATH=str(REPO),
     )
     env.update(env_extra or {})
-    port = _free_port()
-    log = folder / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [weflow_exe(), "serve", "--port", str(port), "--body-limit", str(body_limit)],
-            env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
+    with weflow_serve(env, folder, folder / "serve.log", body_limit) as url:
         yield Api(url, catalog, env, keys)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
