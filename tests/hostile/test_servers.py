@@ -226,20 +226,26 @@ def test_stop_finds_every_server_of_the_home(tmp_path: Path, migrated_db: Path) 
         kill_all({home})
 
 
-def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path) -> None:
-    """`weflow server start` on a home whose server a command started implicitly turns its idle stop off."""
-    IDLE = 10  # long enough for two CLI starts on a loaded 2-core machine (2 s stopped it under CI load)
+def implicit_server(tmp_path: Path, migrated_db: Path, idle: int) -> tuple[Path, Path, str]:
+    """A home (from the migrated database) whose server a command started implicitly: (folder, home, API URL)."""
     folder = tmp_path / "work"
     home = folder / "data" / "prefect"
     home.mkdir(parents=True)
     shutil.copy(migrated_db, home / "prefect.db")
+    started = subprocess.run(
+        [str(Path(weflow_exe()).with_name("python")), "-c",
+         "from weflow import server; print(server.ensure(quiet=True).api_url)"],
+        cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS=str(idle)), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    return folder, home, started.stdout.strip()
+
+
+def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path) -> None:
+    """`weflow server start` on a home whose server a command started implicitly turns its idle stop off."""
+    IDLE = 10  # long enough for two CLI starts on a loaded 2-core machine (2 s stopped it under CI load)
+    folder, home, _ = implicit_server(tmp_path, migrated_db, IDLE)
     try:
-        implicit = subprocess.run(
-            [str(Path(weflow_exe()).with_name("python")), "-c", "from weflow import server; server.ensure(quiet=True)"],
-            cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS=str(IDLE)), capture_output=True, text=True,
-            timeout=180,
-        )  # fmt: skip
-        assert implicit.returncode == 0, implicit.stderr
         [(code, out, err)] = finish([launch(folder, "server", "status")])
         assert code == 0 and f"started implicitly, stops after {IDLE} s idle" in out, (out, err)
         [(code, out, err)] = finish([launch(folder, "server", "start")])
@@ -256,18 +262,8 @@ def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path
 
 def test_an_active_flow_run_keeps_an_idle_server(tmp_path: Path, migrated_db: Path) -> None:
     """No client for longer than the idle period, but a flow run RUNNING: the server stays until it ends."""
-    folder = tmp_path / "work"
-    home = folder / "data" / "prefect"
-    home.mkdir(parents=True)
-    shutil.copy(migrated_db, home / "prefect.db")
+    _, home, api = implicit_server(tmp_path, migrated_db, 2)
     try:
-        implicit = subprocess.run(
-            [str(Path(weflow_exe()).with_name("python")), "-c",
-             "from weflow import server; print(server.ensure(quiet=True).api_url)"],
-            cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS="2"), capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert implicit.returncode == 0, implicit.stderr
-        api = implicit.stdout.strip()
         flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
         running = {"type": "RUNNING", "name": "Running"}
         run = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
