@@ -26,6 +26,11 @@ def param_names(text: str) -> list[str]:
     return list(dict.fromkeys(_PARAM.findall(bare)))
 
 
+def bound(query: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs a DuckDB ``query`` references as ``$name``, for its ``params=``."""
+    return {n: params[n] for n in param_names(query)}
+
+
 def _rewrite(text: str) -> str:
     out, last = [], 0
     for quoted in _QUOTED.finditer(text):

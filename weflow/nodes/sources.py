@@ -1,0 +1,95 @@
+"""Source node types: lazy scans of CSV, Parquet and NDJSON files, a DuckDB query, a JSON API."""
+
+from __future__ import annotations
+
+import glob
+from typing import Any
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from weflow import outbound
+from weflow.errors import OutboundError
+from weflow.nodes import expressions
+from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext, resolve_files, resolve_path
+
+
+class PathConfig(NodeConfig):
+    path: str = Field(min_length=1, description="file or glob under the data roots")
+
+
+class CsvConfig(PathConfig):
+    separator: str = Field(default=",", min_length=1, max_length=1)
+    has_header: bool = True
+
+
+def read_csv(config: CsvConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    files = resolve_files(config.path, ctx.data_roots)
+    return pl.scan_csv(files, separator=config.separator, has_header=config.has_header, glob=False)
+
+
+def read_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    return pl.scan_parquet(resolve_files(config.path, ctx.data_roots), glob=False)
+
+
+def read_ndjson(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    # scan_ndjson has no glob=False: escaped, a matched name such as 'a[1].json' stays itself
+    return pl.scan_ndjson([glob.escape(str(f)) for f in resolve_files(config.path, ctx.data_roots)])
+
+
+class DuckdbReadConfig(NodeConfig):
+    database: str = Field(min_length=1, description="DuckDB file under the data roots")
+    query: str = Field(min_length=1, description="SELECT over the file's tables; $name binds an input")
+
+
+def read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    path = resolve_path(config.database, ctx.data_roots, "database")
+    if not path.is_file():
+        raise FileNotFoundError(f"database {config.database!r} does not exist")
+    con = ctx.stop.connect(str(path), read_only=True, config={"enable_external_access": False})
+    try:
+        result: pl.DataFrame = con.sql(config.query, params=expressions.bound(config.query, ctx.params) or None).pl()
+        return result
+    finally:
+        ctx.stop.release(con)
+
+
+class HttpJsonConfig(NodeConfig):
+    url: str = Field(pattern=r"^https?://", description="http(s) URL returning JSON")
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    record_path: str | None = Field(default=None, description="dotted key of the list of records")
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, url: str) -> str:
+        problem = outbound.Policy.current().check_url(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "null")
+
+
+def http_json(config: HttpJsonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    """The records at ``record_path`` of a JSON answer; errors never quote the body (it may hold secrets)."""
+    where = outbound.redact(config.url)
+    data: Any = outbound.get_json(config.url, config.params, config.timeout_seconds)
+    for key in (config.record_path or "").split("."):
+        if not key:
+            continue
+        if not isinstance(data, dict) or key not in data:
+            got = f"an object without {key!r}" if isinstance(data, dict) else _json_kind(data)
+            raise OutboundError(f"{where}: record_path {config.record_path!r}: found {got}")
+        data = data[key]
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise OutboundError(f"{where}: expected a list of records, found {_json_kind(data)}")
+    try:
+        return pl.DataFrame(data)
+    except Exception as exc:  # Polars quotes the values it could not load: only the kind of problem is shown
+        raise OutboundError(f"{where}: the records do not make a table ({type(exc).__name__})") from None
