@@ -33,10 +33,9 @@ def compile_flow(run: PlanRun, timeout_seconds: float, name: str | None = None) 
         return result
 
     extra: dict[str, Any] = {}
-    if run.spec.dask is not None:
-        from weflow.compile.remote import dask_runner
-
-        extra["task_runner"] = dask_runner(run.spec.dask)
+    runner = run.executor.task_runner()
+    if runner is not None:
+        extra["task_runner"] = runner
     decorate = flow(
         **extra,
         name=name or run.plan.definition.name,

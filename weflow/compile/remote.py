@@ -5,7 +5,8 @@ stay Prefect's), but that task only hands the step to a task worker: ``apply_asy
 task, whose task key names the queue, so every ``weflow node-worker`` serving that queue takes
 steps from it and adding workers adds capacity. Frames cross processes as Parquet files in the
 execution's spill folder (shared storage when workers are on other hosts); parameters carry the
-definition snapshot itself, so a node worker never needs the catalog.
+definition snapshot itself, so a node worker never needs the catalog. ``NodeQueue`` and ``Dask``
+are the two step executors that hand steps over; the worker runs its step with ``InProcess``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from prefect.states import Cancelled
 
 from weflow import config
 from weflow.compile import plan as planning
+from weflow.compile.executors import InProcess
 from weflow.compile.plan import Step
-from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec
+from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec, StepExecutor
 from weflow.config import settings
 from weflow.core.document import from_data
 from weflow.core.entities import RunState
@@ -92,7 +94,7 @@ async def run_step(
             return await run_step(document, nodes, params, inputs, output, attempt)
     cfg = settings()  # data roots and the python allow-list are the node worker's own
     roots = cfg.roots_for(cfg.organization)
-    run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=roots))
+    run = PlanRun(plan, types, RunSpec(workflow=definition.name, params=params, data_roots=roots), InProcess())
     for source, path in inputs.items():
         run.frames[source] = pl.read_parquet(path)
     records = {n: run.records[n] for n in step.nodes}
@@ -141,6 +143,39 @@ def node_task(queue: str) -> Task[..., Any]:
 _dask_task: Task[..., Any] = Task(run_step, name="weflow-step/dask", cache_policy=NO_CACHE, persist_result=False)
 
 
+@dataclass(frozen=True)
+class NodeQueue:
+    """Hand each step to the task workers serving ``queue`` (``weflow node-worker``)."""
+
+    queue: str
+
+    def task_runner(self) -> Any | None:
+        return None
+
+    async def attempt(self, run: PlanRun, step: Step) -> None:
+        await dispatch(run, step, self.queue)
+
+
+@dataclass(frozen=True)
+class Dask:
+    """Hand each step to the flow's Dask task runner: a scheduler ``address``, or ``local``."""
+
+    address: str
+
+    def task_runner(self) -> Any | None:
+        return dask_runner(self.address)
+
+    async def attempt(self, run: PlanRun, step: Step) -> None:
+        await dispatch(run, step, None)
+
+
+def executor_for(on_queue: bool, dask: str | None) -> StepExecutor:
+    """Where a run's steps go: the node queue (``WORKFLOW_NODE_QUEUE``) first, then Dask, else this process."""
+    if on_queue:
+        return NodeQueue(node_queue())
+    return Dask(dask) if dask is not None else InProcess()
+
+
 async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
     """In the flow: send ``step`` to the node queue (or, without one, to the flow's Dask task
     runner), wait for it, take its records and output back."""
@@ -178,10 +213,7 @@ async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
             raise
     for name, rec in outcome.records.items():
         mine = run.records[name]
-        attempts, group = mine.attempts, mine.group
-        for key, value in vars(rec).items():
-            setattr(mine, key, value)
-        mine.attempts, mine.group = attempts, group
+        mine.value = replace(rec.value, attempts=mine.attempts, group=mine.group)
     run.failures.extend(outcome.failures)
     if outcome.error is not None:
         failing = outcome.error_node or step.root

@@ -130,14 +130,13 @@ def prepare(
         data_roots=data_roots(scope) if scope else cfg.roots_for(cfg.organization),  # the organization's
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
-        node_queue=remote.node_queue() if on_queue else None,
-        dask=None if on_queue else (dask or definition.settings.dask),
         spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
         reuse=dict(reuse or {}),
         max_memory_mb=definition.settings.max_memory_mb,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
-    return Prepared(definition, execution, PlanRun(plan, types, spec), params, timeout, recorder)
+    executor = remote.executor_for(on_queue, dask or definition.settings.dask)  # where steps run, chosen once
+    return Prepared(definition, execution, PlanRun(plan, types, spec, executor), params, timeout, recorder)
 
 
 def begin(prepared: Prepared, queued: bool, flow_run_id: str | None = None, from_node: str | None = None) -> None:
