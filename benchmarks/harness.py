@@ -88,6 +88,8 @@ def _digits(value: float) -> int:
 def ratio_text(value: float | None) -> str:
     if value is None:
         return "—"
+    if 0 < value < 0.01:  # two decimals would print a real, tiny ratio as 0.00
+        return f"{value:.2g}"
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 

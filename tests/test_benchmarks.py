@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import BENCHMARKS, main
+from benchmarks.harness import ratio_text
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -61,3 +62,7 @@ def smoke(names: tuple[str, ...], out: Path) -> None:
 @pytest.mark.timeout(600)
 def test_quick_run_writes_a_table_per_benchmark(tmp_path: Path) -> None:
     smoke(tuple(n for n in BENCHMARKS if n not in PROCESS_BENCHMARKS), tmp_path / "BENCHMARKS.md")
+
+
+def test_a_tiny_ratio_is_printed_as_itself_not_as_zero() -> None:
+    assert [ratio_text(v) for v in (0.0043, 0.5, 12.34, 345.0, None)] == ["0.0043", "0.50", "12.3", "345", "—"]
