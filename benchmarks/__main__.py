@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failed:
             shown["failed"] = "; ".join(failed)
         if prefect_api.cache_info().currsize:
-            shown["Prefect server"] = f"{prefect_api()} (from `weflow.server.ensure()`), on this machine"
+            shown["Prefect server"] = f"{prefect_api()} (from `prefect_gateway.server.ensure()`), on this machine"
         if QUIET.calls:
             shown["waiting for an idle Prefect server"] = (
                 f"{QUIET.waited:.0f} s before {QUIET.calls} measurements; gave up waiting {QUIET.gave_up} times"

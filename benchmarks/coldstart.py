@@ -7,7 +7,7 @@ benchmarks/raw_cold.py`` in a new process, an async flow of the same three Prefe
 the same Polars work (read the CSV, keep paid orders, sum and count per region, sort, write
 Parquet), ``NO_CACHE`` and ``persist_result=False``. Both with a Prefect server running
 (``PREFECT_API_URL`` set), interleaved; and without one (``PREFECT_API_URL`` unset, a fresh
-Prefect home): weflow then starts its own local server (``weflow.server.ensure``) and reuses
+Prefect home): weflow then starts its own local server (``weflow.prefect_gateway.server.ensure``) and reuses
 it on the next run, raw Prefect starts its ephemeral server inside every process. Plus the
 imports alone (``python -c "import weflow.cli.app"`` against ``python -c "import prefect"``).
 """
@@ -34,9 +34,9 @@ from polars.testing import assert_frame_equal
 
 from benchmarks.harness import REPO, Row, Section, Stat, interleave, log, prefect_api, settle, watch_server
 from weflow import config, workflows
-from weflow import server as weflow_server
 from weflow.catalog import Catalog
 from weflow.core.document import from_data
+from weflow.prefect_gateway import server as weflow_server
 from weflow.workflows import Scope
 
 RAW = "raw Prefect script"
@@ -62,7 +62,8 @@ from datetime import UTC, datetime
 t = [time.perf_counter()]
 import weflow.cli.app
 t.append(time.perf_counter())
-from weflow import contracts, execution, server
+from weflow import contracts, execution
+from weflow.prefect_gateway import server
 t.append(time.perf_counter())
 import polars as pl
 from weflow.core.entities import Mode, NodeExecution, RunState

@@ -278,7 +278,7 @@ Prefect for weflow, Polars only for the baseline).""",
         'The "of which inside" rows are weflow\'s own node records of the same runs (`duration_ms` of each '
         "step task: building the plan, collecting it, recording); the rest of a run is the Prefect flow run "
         "around the tasks and weflow's preparation. weflow collects on Polars' streaming engine, batch by "
-        'batch in a thread it can stop (`weflow.compile.runtime.collect`: `collect_batches(engine="streaming")`; '
+        'batch in a thread it can stop (`weflow.engine.threads.collect`: `collect_batches(engine="streaming")`; '
         "`collect(background=True)`, used before, silently ran the in-memory engine at ~1.5x the time and "
         "~3x the working memory). Peak memory of a fresh process includes the imports (the last row).",
         "A fresh process pays first-run costs (Prefect client set-up, the first flow run; imports are "

@@ -307,8 +307,8 @@ def log(message: str) -> None:
 
 @cache
 def prefect_api() -> str:
-    """The API every Prefect run of a benchmark talks to (weflow's own choice, see weflow.server)."""
-    from weflow import server
+    """The API every Prefect run of a benchmark talks to (weflow's own choice, see weflow.prefect_gateway.server)."""
+    from weflow.prefect_gateway import server
 
     url = server.ensure().api_url
     watch_server(url)

@@ -8,7 +8,7 @@ Prefect: ``benchmarks/raw_flow.py`` (an async flow awaiting one async task that 
 CSV and filters it), deployed with ``client.create_deployment`` to the same work pool and queue;
 a run is ``client.create_flow_run_from_deployment`` then polling the flow run until COMPLETED.
 Both sides poll at the same interval. ONE ``prefect worker`` (process type, started by
-``weflow.server.start_worker``, so ``PREFECT_WORKER_QUERY_SECONDS=1``) serves both; the work
+``weflow.prefect_gateway.server.start_worker``, so ``PREFECT_WORKER_QUERY_SECONDS=1``) serves both; the work
 pool is this benchmark's own (so no other worker takes its runs) and runs at most
 ``POOL_LIMIT`` flow runs at once. If the shared server holds weflow deployments of another
 catalog, a private server is used (``deploy.deploy`` would remove them). Measured: the latency of
@@ -46,8 +46,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from benchmarks import raw_flow
 from benchmarks.harness import QUIET, REPO, Row, Section, Stat, Unit, interleave, log, prefect_api, watch_server
-from weflow import config, deploy, execution, server, workflows
+from weflow import config, deploy, execution, workflows
 from weflow.core.entities import Execution, Mode, RunState
+from weflow.prefect_gateway import server
+from weflow.prefect_gateway.client import blocking
 from weflow.workflows import Scope
 
 POOL = f"weflow-bench-queued-{os.getpid()}"  # this benchmark's own work pool (WEFLOW_WORK_POOL meanwhile)
@@ -112,7 +114,7 @@ def _server(root: Path) -> Iterator[str]:
     """
     shared = prefect_api()
     with temporary_settings(updates={PREFECT_API_URL: shared}):
-        foreign = server.blocking(_foreign_weflow_deployments())
+        foreign = blocking(_foreign_weflow_deployments())
     if not foreign:
         # PREFECT_API_URL pins weflow's server.ensure() to this server (as in the tests): without
         # it every weflow call checks the server named in data/prefect, and one slow answer (over
@@ -242,7 +244,7 @@ def weflow_once(scope: Scope, name: str, worker: int) -> Trip:
         seconds, seen = time.perf_counter() - t0, time.time()
     if done.status is not RunState.SUCCEEDED or done.flow_run_id is None:
         raise RuntimeError(f"weflow run {done.id} ended {done.status.value}: {done.error_message}")
-    return Trip(seconds, triggered, seen, server.blocking(_states(UUID(done.flow_run_id))), watch.peak_mb, done)
+    return Trip(seconds, triggered, seen, blocking(_states(UUID(done.flow_run_id))), watch.peak_mb, done)
 
 
 async def _raw_run(client: PrefectClient, deployment_id: UUID) -> UUID:
@@ -268,9 +270,9 @@ def raw_once(deployment_id: UUID, worker: int) -> Trip:
     """create_flow_run_from_deployment -> poll the flow run until COMPLETED."""
     with TreeWatch(worker, every=0.25) as watch:
         triggered, t0 = time.time(), time.perf_counter()
-        flow_run_id = server.blocking(_raw_once(deployment_id))
+        flow_run_id = blocking(_raw_once(deployment_id))
         seconds, seen = time.perf_counter() - t0, time.time()
-    return Trip(seconds, triggered, seen, server.blocking(_states(flow_run_id)), watch.peak_mb)
+    return Trip(seconds, triggered, seen, blocking(_states(flow_run_id)), watch.peak_mb)
 
 
 def import_seconds(module: str) -> float:
@@ -353,7 +355,7 @@ def _described(found: Batch, peak_mb: float) -> Batch:
     """``found`` with what the runs' state histories say: concurrency and process start times."""
     events: list[tuple[float, int]] = []
     starts = []
-    for states in server.blocking(_history(found.flow_runs)):
+    for states in blocking(_history(found.flow_runs)):
         at = {s.type: s.timestamp.timestamp() for s in states}  # the last of each type
         events += [(at[StateType.RUNNING], 1), (at[StateType.COMPLETED], -1)]
         starts.append(at[StateType.RUNNING] - at[StateType.PENDING])
@@ -399,7 +401,7 @@ async def _raw_batch(deployment_id: UUID, n: int) -> Batch:
 
 def raw_batch(deployment_id: UUID, n: int, worker: int) -> Batch:
     with TreeWatch(worker) as watch:
-        found = server.blocking(_raw_batch(deployment_id, n))
+        found = blocking(_raw_batch(deployment_id, n))
     return _described(found, watch.peak_mb)
 
 
@@ -455,7 +457,7 @@ run from the deployment) then `weflow.execution.wait` until the catalog record i
 read and filter, deployed with `client.create_deployment`; one run is
 `client.create_flow_run_from_deployment` then reading the flow run until it is COMPLETED.
 Both deployments are on one work pool and queue served by ONE `prefect worker` (process type,
-`weflow.server.start_worker`: `PREFECT_WORKER_QUERY_SECONDS=1`); both callers look every
+`weflow.prefect_gateway.server.start_worker`: `PREFECT_WORKER_QUERY_SECONDS=1`); both callers look every
 {LATENCY_POLL:g} s for one run and every {BATCH_POLL:g} s for a batch. The one-run workflow has weflow's
 default `max_concurrent_runs: 1` (a deployment concurrency limit); the batch workflow has
 `settings: {{max_concurrent_runs: {BATCH_LIMIT}}}` and the raw deployment no limit; the work pool
@@ -484,12 +486,12 @@ of each phase, so they need not add up exactly.""",
                 deployed = deploy.deploy(scope)
                 deployments += [d.deployment_id for d in deployed if d.deployment_id is not None]
                 assert {d.workflow for d in deployed} == {ONE, MANY}, deployed
-                deployments.append(server.blocking(_deploy_raw(csv)))
+                deployments.append(blocking(_deploy_raw(csv)))
                 raw_id = deployments[-1]
-                server.blocking(_limit_pool(POOL_LIMIT))
+                blocking(_limit_pool(POOL_LIMIT))
                 worker = server.start_worker(api, POOL, deploy.execution_queue(), root / "worker")
                 try:
-                    server.blocking(_wait_for_worker(POOL, [worker]))
+                    blocking(_wait_for_worker(POOL, [worker]))
                     log(f"queued: worker {worker.pid} on pool {POOL!r}")
                     latency = interleave(
                         {
@@ -529,7 +531,7 @@ of each phase, so they need not add up exactly.""",
                     os.killpg(worker.pid, signal.SIGTERM)
                     worker.wait(timeout=60)
             finally:
-                server.blocking(_cleanup(deployments))
+                blocking(_cleanup(deployments))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -33,7 +33,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from benchmarks import queued, raw_fanout
 from benchmarks.harness import Row, Section, Stat, interleave, log, prefect_api
-from weflow import config, deploy, execution, server, workflows
+from weflow import config, deploy, execution, workflows
+from weflow.prefect_gateway import server
+from weflow.prefect_gateway.client import blocking
 from weflow.workflows import Scope
 
 POOL = f"weflow-bench-throughput-{os.getpid()}"
@@ -86,7 +88,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
         workflows.apply(queued.workflow_document(RUNS, csv, max_concurrent_runs=queued.BATCH_LIMIT), scope)
         try:
             deployments += [d.deployment_id for d in deploy.deploy(scope) if d.deployment_id is not None]
-            raw_id = server.blocking(queued._deploy_raw(csv))
+            raw_id = blocking(queued._deploy_raw(csv))
             deployments.append(raw_id)
             for count in (1, 2):
                 procs = [
@@ -95,7 +97,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
                 ]
                 first = procs[0].pid  # its process tree is what the batch helpers watch
                 try:
-                    server.blocking(queued._wait_for_worker(POOL, procs, count))
+                    blocking(queued._wait_for_worker(POOL, procs, count))
                     seconds = interleave(
                         {
                             "weflow": lambda: queued.weflow_batch(scope, RUNS, batch, first).seconds,  # noqa: B023
@@ -110,7 +112,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
                 finally:
                     _stop(procs)
         finally:
-            server.blocking(queued._cleanup(deployments, POOL))
+            blocking(queued._cleanup(deployments, POOL))
     return found
 
 

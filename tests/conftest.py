@@ -30,7 +30,7 @@ def weflow_exe() -> str:
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server on loopback for the whole session; PREFECT_API_URL points at it."""
-    from weflow import server
+    from weflow.prefect_gateway import server
 
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "5"  # cron tests should not wait a minute

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from weflow import deploy, execution, parse, server, workflows
+from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Execution, Mode, RunState
+from weflow.prefect_gateway import server
 from weflow.workflows import Scope
 
 from .conftest import REPO, eventually, render

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from polars.testing import assert_frame_equal
 
-from weflow import execution, parse, server, workflows
+from weflow import execution, parse, workflows
 from weflow.core.entities import RunState
+from weflow.prefect_gateway import server
 from weflow.workflows import Scope
 
 from .conftest import REPO

@@ -21,10 +21,11 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from weflow import deploy, execution, parse, server, workflows
+from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.config import Settings
 from weflow.core.entities import Execution, Mode, RunState
+from weflow.prefect_gateway import server
 from weflow.workflows import Scope
 
 from . import postgres

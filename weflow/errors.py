@@ -36,6 +36,14 @@ class CatalogError(WeflowError):
     """The catalog could not be read or written."""
 
 
+class ServerError(WeflowError):
+    """The Prefect server could not be reached or started."""
+
+
+class DeployError(WeflowError):
+    """A workflow could not be deployed or queued."""
+
+
 class NotFoundError(WeflowError):
     """A workflow, version or execution does not exist (or is not visible to the caller)."""
 

@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from weflow import deploy, monitor, server
-from weflow.compile import remote
+from weflow import deploy, monitor
 from weflow.core.entities import AlertDelivery
+from weflow.engine import remote
+from weflow.prefect_gateway import server
 from weflow.workflows import Scope
 
 MISSED_SCHEDULE_CHECK_SECONDS = 60

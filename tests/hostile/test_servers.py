@@ -1,7 +1,7 @@
 """Issue 14, item 10: background Prefect servers, one per home, found again, stopped when idle.
 
 Each test runs `weflow` in fresh folders with no ``PREFECT_API_URL``, so weflow starts its own
-local servers; processes are counted from /proc here (not through ``weflow.server``), and every
+local servers; processes are counted from /proc here (not through ``weflow.prefect_gateway.server``), and every
 process a test leaves is killed by pid in ``finally``.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, weflow_exe
-from weflow import server
+from weflow.prefect_gateway import server
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +234,7 @@ def implicit_server(tmp_path: Path, migrated_db: Path, idle: int) -> tuple[Path,
     shutil.copy(migrated_db, home / "prefect.db")
     started = subprocess.run(
         [str(Path(weflow_exe()).with_name("python")), "-c",
-         "from weflow import server; print(server.ensure(quiet=True).api_url)"],
+         "from weflow.prefect_gateway import server; print(server.ensure(quiet=True).api_url)"],
         cwd=folder, env=folder_env(WEFLOW_SERVER_IDLE_SECONDS=str(idle)), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr

@@ -17,8 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weflow.api.models import ErrorOut, Problem
 from weflow.core.document import format_path, loads_json
-from weflow.errors import CatalogError, ConflictError, DefinitionError, NotFoundError, WeflowError
-from weflow.server import ServerError
+from weflow.errors import CatalogError, ConflictError, DefinitionError, NotFoundError, ServerError, WeflowError
 
 
 def _no_constant(name: str) -> Any:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from weflow import monitor
-from weflow import server as prefect_server
+from weflow import monitor, servers
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core.entities import Mode
 
@@ -122,19 +120,15 @@ app.add_typer(server_app, name="server")
 @server_app.command("start")
 def server_start() -> None:
     """Start (or reuse) the local Prefect server of the Prefect home; it runs until `weflow server stop`."""
-    found = (
-        prefect_server.ensure()
-        if os.environ.get("PREFECT_API_URL")
-        else prefect_server.acquire(prefect_server.default_home(), keep=True)
-    )
+    found = servers.start()
     out.print(f"Prefect API {found.api_url}; UI {found.ui_url}")
 
 
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop every local Prefect server of the Prefect home (and its supervisor), recorded or not."""
-    home = prefect_server.default_home()
-    stopped = prefect_server.stop(home)
+    home = servers.home()
+    stopped = servers.stop()
     pids = ", ".join(str(pid) for pid in stopped)
     out.print(f"stopped {pids} ({home})" if stopped else f"no server was running ({home})")
 
@@ -142,12 +136,12 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """List the local Prefect servers of the Prefect home: pid, URL, whether it stops when idle."""
-    home = prefect_server.default_home()
-    found = prefect_server.servers(home)
+    home = servers.home()
+    found = servers.status()
     if not found:
         raise BadInput(f"no local Prefect server is running for {home} (weflow server start)")
     for p in found:
-        answers = "answers" if p.api_url and prefect_server.healthy(p.api_url) else "does not answer"
+        answers = "answers" if p.answers else "does not answer"
         stops = f"started implicitly, stops after {p.idle_seconds:g} s idle" if p.idle_seconds else "runs until stopped"
         recorded = "" if p.recorded else "; not recorded in the home"
         out.print(f"pid {p.pid}: Prefect API {p.api_url or '?'} ({answers}); {stops}{recorded}")

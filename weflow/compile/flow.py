@@ -1,44 +1,49 @@
-"""A plan becomes a Prefect flow: async (no heartbeat join), no result persistence, timed out; `call` runs it
-with Prefect clients made once per run (see its note on what that saves)."""
+"""A run becomes a Prefect flow: async (no heartbeat join), no result persistence, timed out.
+
+The flow's body is the run engine's ``run`` (``engine.runtime.PlanRun.run``), passed in: compile
+knows the shape of its outcome, not the engine. ``prefect_gateway.client.run_flow`` runs the flow.
+"""
 
 from __future__ import annotations
 
-import functools
-import ssl
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-import certifi
 from prefect import Flow, flow
-from prefect.client.orchestration import PrefectClient, SyncPrefectClient
-from prefect.client.schemas.objects import State
-from prefect.context import AsyncClientContext, SyncClientContext
-from prefect.settings import get_current_settings
 
-from weflow.compile.runtime import PlanResult, PlanRun
 from weflow.config import settings
 from weflow.core.entities import RunState
 
 
+class Outcome(Protocol):
+    """What a run's body returns: its status, and the error that ended it."""
+
+    @property
+    def status(self) -> RunState: ...
+
+    @property
+    def error(self) -> BaseException | None: ...
+
+
 class RunFailed(Exception):
-    """The flow's run did not succeed; the PlanRun holds the records."""
+    """The flow's run did not succeed; the run engine holds the records."""
 
 
-def compile_flow(run: PlanRun, timeout_seconds: float, name: str | None = None) -> Flow[..., Any]:
-    """A flow named after the workflow whose body runs every step of ``run``."""
+def compile_flow(
+    body: Callable[[], Awaitable[Outcome]], name: str, timeout_seconds: float, task_runner: Any = None
+) -> Flow[..., Any]:
+    """A flow named after the workflow whose body awaits ``body()``; a run that did not succeed fails the flow."""
 
-    async def body(execution_id: str, input_data: dict[str, Any] | None = None) -> PlanResult:
-        result = await run.run()
+    async def run(execution_id: str, input_data: dict[str, Any] | None = None) -> Outcome:
+        result = await body()
         if result.status is not RunState.SUCCEEDED:
             raise RunFailed(str(result.error) if result.error else result.status.value)
         return result
 
-    extra: dict[str, Any] = {}
-    runner = run.executor.task_runner()
-    if runner is not None:
-        extra["task_runner"] = runner
+    extra: dict[str, Any] = {"task_runner": task_runner} if task_runner is not None else {}
     decorate = flow(
         **extra,
-        name=name or run.plan.definition.name,
+        name=name,
         timeout_seconds=timeout_seconds,
         persist_result=False,
         # Named storage, never written (persist_result=False): without it the engine asks the server for its
@@ -47,39 +52,4 @@ def compile_flow(run: PlanRun, timeout_seconds: float, name: str | None = None) 
         validate_parameters=False,
         log_prints=True,
     )
-    return decorate(body)  # type: ignore[return-value]
-
-
-@functools.cache
-def _tls(cert_file: str | None, insecure: bool) -> ssl.SSLContext:
-    """The SSL context Prefect's clients build for themselves (``PrefectClient.__init__``), built once."""
-    if insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=cert_file or certifi.where())
-
-
-async def call(flow: Flow[..., Any], *args: Any) -> State[Any]:
-    """Run ``flow`` to its final state with one sync and one async Prefect client, made here.
-
-    Prefect's engine makes an async client per flow run and a sync client each time it sets up a
-    result store (twice per run), and every new client builds an SSL context from the CA bundle:
-    ~45 ms each here, even for an http:// API. The engine reuses clients it finds in Prefect's client
-    contexts, so weflow enters both contexts first, with clients that share one SSL context per
-    process (built from the same settings, so TLS verification is unchanged).
-    """
-    api = get_current_settings().api
-    key = api.key.get_secret_value() if api.key else None
-    auth = api.auth_string.get_secret_value() if api.auth_string else None
-    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
-    sync = SyncPrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
-    client = PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
-    # model_construct: the contexts' __init__ would build clients of their own; their _httpx_settings stay
-    # None so that the engine's get_client() (no settings) matches them.
-    with SyncClientContext.model_construct(client=sync):
-        async with AsyncClientContext.model_construct(client=client):
-            running: Any = flow(*args, return_state=True)  # an async flow: a coroutine
-            state: State[Any] = await running
-    return state
+    return decorate(run)  # type: ignore[return-value]

@@ -8,14 +8,13 @@ Entry points (``from weflow import execution``; every interface goes through the
 - ``deployed.py``: ``run_deployed``, the one body of the deployment entrypoint (``flows/run_workflow.py``).
 - ``queue.py``: ``submit`` (record QUEUED, hand to a deployment or a child process), ``run_queued``.
 - ``resuming.py``: ``resume``. ``history.py``: ``executions`` (the one listing), ``current``, ``find``,
-  ``sync``, ``logs``, ``wait``, ``cancel``. ``flow_runs.py``: every Prefect call of this package.
+  ``sync``, ``logs``, ``wait``, ``cancel``. Every Prefect call goes through ``weflow.prefect_gateway``.
 Display (a run's Markdown and Mermaid graph) lives in ``weflow.display``. Inside, imports point down
-(an import-linter contract): deployed | queue | resuming | history > lifecycle > record | flow_runs.
+(an import-linter contract): deployed | queue | resuming | history > lifecycle > record.
 No module is named like a function exported here (``run``, ``resume``), so none shadows it.
 """
 
 from weflow.execution.deployed import run_deployed
-from weflow.execution.flow_runs import LogLine
 from weflow.execution.history import cancel, contract_failures, current, executions, find, logs, sync, wait
 from weflow.execution.lifecycle import (
     Prepared,
@@ -42,6 +41,7 @@ from weflow.execution.record import (
     report_running,
 )
 from weflow.execution.resuming import resume
+from weflow.prefect_gateway.flow_runs import LogLine
 
 __all__ = [
     "ApiRecorder",

@@ -10,9 +10,9 @@ from typing import Any
 
 from weflow.client import WeflowApi
 from weflow.core.entities import Mode
-from weflow.execution import flow_runs
 from weflow.execution.lifecycle import RunResult, begin, prepare, run_in_flow
 from weflow.execution.record import ApiRecorder, CatalogRecorder, StoredRecorder
+from weflow.prefect_gateway import flow_runs
 from weflow.workflows import Scope
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from weflow import children, leases, monitor
 from weflow.core.entities import Execution, RunState, Workflow
 from weflow.errors import ConflictError, ExecutionTimeout
-from weflow.execution import flow_runs
-from weflow.execution.flow_runs import LogLine
+from weflow.prefect_gateway import flow_runs
+from weflow.prefect_gateway.flow_runs import LogLine
+from weflow.prefect_gateway.states import final_state
 from weflow.workflows import Scope, get, version
 
 current = leases.current  # the API's and CLI's read of one execution
@@ -61,7 +62,7 @@ def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution
     states = flow_runs.states([e.flow_run_id for e in pending if e.flow_run_id])
     for e in pending:
         kind, name, message = states.get(e.flow_run_id or "", ("", "", ""))
-        status = flow_runs.final_state(kind, name) if kind else None
+        status = final_state(kind, name) if kind else None
         if status is None:
             continue
         fixed = replace(

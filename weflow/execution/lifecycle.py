@@ -21,20 +21,20 @@ import polars as pl
 
 from weflow import display
 from weflow.compile import plan as planning
-from weflow.compile import remote
-from weflow.compile.flow import call as call_flow
 from weflow.compile.flow import compile_flow
-from weflow.compile.runtime import PlanRun, RunSpec
 from weflow.config import settings
 from weflow.core import input_types
 from weflow.core.entities import Compensation, Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
+from weflow.engine import remote
+from weflow.engine.runtime import PlanRun, RunSpec
 from weflow.errors import DefinitionError
-from weflow.execution import flow_runs
 from weflow.execution.record import UNRECORDED, CatalogRecorder, Recorder, new_execution
 from weflow.files import write_addressed
 from weflow.nodes.registry import node_types
+from weflow.prefect_gateway.client import run_flow
+from weflow.prefect_gateway.states import ended
 from weflow.workflows import Scope, check, data_roots
 
 
@@ -219,14 +219,10 @@ def execute(
     flow_run_name = f"{definition.name}-{execution.id[:8]}"
     with recorder.holding(execution.id):
         t0 = time.perf_counter()
-        state = flow_runs.on_server(
-            lambda: call_flow(
-                compile_flow(prepared.run, prepared.timeout).with_options(flow_run_name=flow_run_name),
-                execution.id,
-                prepared.params,
-            )
-        )
-        status = flow_runs.ended(state, run_status(prepared.run))
+        run = prepared.run
+        flow = compile_flow(run.run, definition.name, prepared.timeout, run.executor.task_runner())
+        state = run_flow(flow.with_options(flow_run_name=flow_run_name), execution.id, prepared.params)
+        status = ended(state, run_status(run))
         flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000)
 

@@ -10,9 +10,9 @@ from weflow import children, leases
 from weflow.catalog import Catalog
 from weflow.config import settings
 from weflow.core.entities import Execution, Mode
-from weflow.execution import flow_runs
 from weflow.execution.lifecycle import RunResult, execute, resolve_inputs
 from weflow.execution.record import new_execution
+from weflow.prefect_gateway import flow_runs
 from weflow.workflows import Scope, check, version
 
 

@@ -4,7 +4,7 @@
 ``$PREFECT_HOME`` when the user set it, else ``data/prefect`` of the working directory. Finding or
 starting that server happens under the home's exclusive lock, so concurrent first runs start one
 server and the others reuse it (they raced for a port and one SQLite database before). Each server
-runs under a supervisor (``weflow.supervisor``) that owns it; one started implicitly by a command
+runs under a supervisor (``supervisor``) that owns it; one started implicitly by a command
 (``ensure``) stops after ``WEFLOW_SERVER_IDLE_SECONDS`` (default 300; 0 = never) with no weflow
 client and no active flow run, while ``weflow server start`` and ``weflow up`` keep theirs. Every
 process of a home is found again from /proc (``find``), whatever the record in the home says.
@@ -12,33 +12,24 @@ process of a home is found again from /proc (``find``), whatever the record in t
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 
-from weflow import supervisor
-from weflow.errors import WeflowError
-from weflow.supervisor import Process
+from weflow.errors import ServerError
+from weflow.prefect_gateway import supervisor
+from weflow.prefect_gateway.supervisor import Process
 
 DEFAULT_HOME = Path("data/prefect")  # when PREFECT_HOME is unset
 IDLE_SECONDS = 300.0  # 5 min: gone well within the 10 min issue 14 allows; WEFLOW_SERVER_IDLE_SECONDS overrides
-T = TypeVar("T")
-
-
-class ServerError(WeflowError):
-    """The Prefect server could not be reached or started."""
 
 
 @dataclass(frozen=True)
@@ -379,53 +370,3 @@ def start_node_worker(api_url: str, queue: str, home: Path | None = None, limit:
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
-
-
-_prefect_settings: dict[str, tuple[Any, Any]] = {}
-
-
-@contextmanager
-def pointed_at(api_url: str) -> Iterator[None]:
-    """Prefect's settings with ``PREFECT_API_URL=api_url`` for the block.
-
-    ``prefect.settings.temporary_settings`` rebuilds every Prefect setting from the environment, ~85 ms
-    here (a sixth of a flow run's fixed cost); this copy is made once per base settings and URL and
-    then reused, and none is made when the current settings already point there.
-    """
-    from prefect.context import SettingsContext, get_settings_context
-    from prefect.settings import PREFECT_API_URL
-
-    current = get_settings_context()
-    if current.settings.api.url == api_url:
-        yield
-        return
-    base, pointed = _prefect_settings.get(api_url, (None, None))
-    if base is not current.settings:
-        base, pointed = current.settings, current.settings.copy_with_update(updates={PREFECT_API_URL: api_url})
-        _prefect_settings[api_url] = (base, pointed)
-    with SettingsContext(profile=current.profile, settings=pointed):
-        yield
-
-
-def blocking(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to the end from sync code, also where a loop already runs (a Jupyter kernel)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[T] = []
-    failure: list[BaseException] = []
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            result.append(context.run(asyncio.run, coro))
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="weflow-blocking")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]

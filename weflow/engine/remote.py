@@ -31,12 +31,12 @@ from prefect.states import Cancelled
 
 from weflow import config
 from weflow.compile import plan as planning
-from weflow.compile.executors import InProcess
 from weflow.compile.plan import Step
-from weflow.compile.runtime import NodeRecord, PlanRun, RunSpec, StepExecutor
 from weflow.config import settings
 from weflow.core.document import from_data
 from weflow.core.entities import RunState
+from weflow.engine.executors import InProcess
+from weflow.engine.runtime import NodeRecord, PlanRun, RunSpec, StepExecutor
 from weflow.errors import ContractError, NodeError
 from weflow.files import write_atomic
 from weflow.nodes.registry import node_types

@@ -3,14 +3,14 @@
 Also where a home's processes are found again from /proc (``find``, ``terminate``), whatever the
 record says, for ``weflow server status`` and ``weflow server stop``.
 
-``weflow.server.start`` runs this file by path (``python -P .../supervisor.py --home H --port P
+``server.start`` runs this file by path (``python -P .../supervisor.py --home H --port P
 --idle S``); it starts ``prefect server start`` as its child, takes it down with itself on SIGTERM
 (and the child dies with it on SIGKILL, through ``PR_SET_PDEATHSIG``), and, when ``--idle`` is
 positive, stops both once no weflow client has touched the home's activity file for that long and
 the server has no active flow run. It imports only the standard library: a supervisor per server
 cost 105 MB and 0.75 s with the ``weflow`` package imported, 22 MB and under 0.1 s of CPU without it here.
 
-The home's files, shared with ``weflow.server``:
+The home's files, shared with ``server``:
 
 - ``weflow-server.json``: the record (``api_url``, ``pid`` of the supervisor, ``idle_seconds``;
   ``null`` = never idle-stop, which ``weflow server start`` writes to keep a server running);

@@ -27,9 +27,9 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from weflow.compile.plan import Plan, Step
-from weflow.compile.threads import NodeTimeout, in_thread
 from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
+from weflow.engine.threads import NodeTimeout, in_thread
 from weflow.errors import ContractError, NodeError
 from weflow.files import write_atomic
 from weflow.nodes.base import NodeType

@@ -1,37 +1,27 @@
 """Prefect flow runs as the execution service sees them: created from a deployment, states, logs, cancel.
 
-Each call goes to the Prefect server of this home (``weflow.server``): ``on_server`` starts or
-finds it, points Prefect's client at it and blocks on the call (an in-process flow run too).
-``final_state`` is the one map from Prefect's states to weflow's; ``ended`` applies it to a run's end.
+Each call goes to the Prefect server of this home through ``client.on_server``; the states a
+flow run reports are mapped to weflow's by ``states.final_state``, the one map.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from prefect import runtime as prefect_runtime
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
-from prefect.client.schemas.objects import State
 from prefect.client.schemas.sorting import LogSort
 from prefect.states import Cancelled, Cancelling
 
-from weflow import deploy, server
-from weflow.core.entities import Execution, RunState
-
-T = TypeVar("T")
-
-_FINAL = {
-    "COMPLETED": RunState.SUCCEEDED,
-    "FAILED": RunState.FAILED,
-    "CRASHED": RunState.FAILED,
-    "CANCELLED": RunState.CANCELLED,
-}
+from weflow.core.entities import Execution
+from weflow.errors import DeployError
+from weflow.prefect_gateway import deployments
+from weflow.prefect_gateway.client import on_server
 
 
 @dataclass(frozen=True)
@@ -40,29 +30,6 @@ class LogLine:
     level: str
     node: str | None  # None: the flow's own lines
     message: str
-
-
-def final_state(kind: str, name: str) -> RunState | None:
-    """The weflow state of a Prefect state type and name; None while the flow run has not ended."""
-    mapped = _FINAL.get(kind)
-    return RunState.TIMED_OUT if mapped is not None and name == "TimedOut" else mapped
-
-
-def ended(state: State[Any] | None, fallback: RunState) -> RunState:
-    """The end of an in-process flow run: Prefect's word where it is clear, else what the run's records say."""
-    if state is None:
-        return fallback
-    mapped = final_state(state.type.value, state.name or "")
-    if mapped in (RunState.SUCCEEDED, RunState.CANCELLED, RunState.TIMED_OUT):
-        return mapped
-    return fallback if fallback is not RunState.SUCCEEDED else RunState.FAILED
-
-
-def on_server(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Block on ``call()`` with Prefect's client pointed at this home's server (started if need be)."""
-    api = server.ensure()
-    with server.pointed_at(api.api_url):
-        return server.blocking(call())
 
 
 def current_id() -> str | None:
@@ -78,8 +45,8 @@ def create(execution: Execution, required: bool) -> str | None:
 async def _create(execution: Execution, required: bool) -> str | None:
     async with get_client() as client:
         try:
-            deployment_id = await deploy.find_deployment(client, execution.workflow)
-        except deploy.DeployError:
+            deployment_id = await deployments.find(client, execution.workflow)
+        except DeployError:
             if required:
                 raise
             return None

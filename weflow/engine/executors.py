@@ -19,9 +19,9 @@ from prefect.artifacts import acreate_table_artifact
 
 from weflow import contracts
 from weflow.compile.plan import Step
-from weflow.compile.runtime import PlanRun, now
-from weflow.compile.threads import NodeTimeout, collect, in_thread
 from weflow.core.entities import RunState
+from weflow.engine.runtime import PlanRun, now
+from weflow.engine.threads import NodeTimeout, collect, in_thread
 from weflow.errors import ContractError, NodeError
 from weflow.nodes.base import Frame, Inbound, NodeInputs, RunContext
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh

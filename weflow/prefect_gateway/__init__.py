@@ -1,0 +1,14 @@
+"""The Prefect gateway: every call weflow's services make to Prefect goes through here.
+
+- ``server``: the home's local Prefect server process (find, start once under a lock, stop), its
+  workers' processes; ``supervisor``: the standard-library process that owns one server.
+- ``client``: Prefect's clients pointed at that server (``on_server``), ``run_flow`` for a compiled flow.
+- ``states``: the one map from Prefect's flow-run states to weflow's.
+- ``flow_runs``: create from a deployment, read states and logs, cancel.
+- ``deployments``: the entrypoint's deployments, work pool and queue, crash detection.
+
+Outside this package only the compiled flow (``weflow.compile.flow``) and the run engine's tasks
+(``weflow.engine``) import ``prefect`` (import-linter contracts). Importing the package or ``server``
+does not import Prefect (~1.5 s), so commands that only manage the server stay fast. It knows the
+core types and the config, never the catalog.
+"""
