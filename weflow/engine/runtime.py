@@ -73,15 +73,20 @@ def _record(value: NodeExecution) -> NodeRecord:
 
 @dataclass
 class PlanResult:
+    """What a run of a plan produced: the kept outputs, every node's record, the contract failures,
+    the error that ended it (and where), and the compensations run after a failure."""
+
     outputs: dict[str, pl.DataFrame]
-    records: dict[str, NodeRecord]
+    records: tuple[NodeExecution, ...]  # execution_id still empty: the recorder's side fills it
     failures: list[dict[str, Any]] = field(default_factory=list)
     error: BaseException | None = None
     error_node: str | None = None
+    compensations: tuple[Compensation, ...] = ()
 
     @property
     def status(self) -> RunState:
-        states = {r.status for r in self.records.values()}
+        """The run's state from its nodes': the worst of TIMED_OUT, FAILED, CANCELLED, else SUCCEEDED."""
+        states = {r.status for r in self.records}
         for bad in (RunState.TIMED_OUT, RunState.FAILED, RunState.CANCELLED):
             if bad in states:
                 return bad
@@ -171,8 +176,24 @@ class PlanRun:
         finally:
             finished.set()
             settle(self.threads, self.stop)  # blocking on purpose: a cancelled scope cancels every await
+        return self.result()
+
+    def result(self, compensations: tuple[Compensation, ...] = ()) -> PlanResult:
+        """The run as it stands, as one result object."""
         outputs = {n: f for n, f in self.frames.items() if n in self.keep}
-        return PlanResult(outputs, self.records, self.failures, self.error, self.error_node)
+        records = tuple(rec.value for rec in self.records.values())
+        return PlanResult(outputs, records, list(self.failures), self.error, self.error_node, compensations)
+
+    def end(self, status: RunState, message: str | None = None) -> PlanResult:
+        """The run's end once its state is known (also when it was stopped from outside): nodes still
+        running take ``status`` with ``message``; a run that did not succeed leaves what succeeded on
+        disk for ``weflow resume`` (spill) and runs its compensations."""
+        if status in (RunState.TIMED_OUT, RunState.CANCELLED):
+            self.mark_unfinished(status, message)
+        if status is RunState.SUCCEEDED:
+            return self.result()
+        self.spill()
+        return self.result(tuple(self.compensate()))
 
     def mark_unfinished(self, state: RunState, error: str | None = None) -> None:
         """After the run was stopped from outside: running (or cancelled) nodes take ``state``."""

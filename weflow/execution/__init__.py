@@ -27,7 +27,6 @@ from weflow.execution.lifecycle import (
     resolve_inputs,
     run,
     run_in_flow,
-    run_status,
     start_execution,
 )
 from weflow.execution.queue import run_queued, submit
@@ -71,7 +70,6 @@ __all__ = [
     "run_deployed",
     "run_in_flow",
     "run_queued",
-    "run_status",
     "start_execution",
     "submit",
     "sync",

@@ -24,7 +24,7 @@ from weflow.compile import plan as planning
 from weflow.compile.flow import compile_flow
 from weflow.config import settings
 from weflow.core import input_types
-from weflow.core.entities import Compensation, Execution, Mode, RunState
+from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.engine import remote
@@ -148,33 +148,29 @@ def begin(prepared: Prepared, queued: bool, flow_run_id: str | None = None, from
 
 
 def conclude(prepared: Prepared, status: RunState, flow_run_id: str | None, elapsed_ms: float) -> RunResult:
-    """Write the final state and every node record in one batch."""
-    run, timeout = prepared.run, prepared.timeout
-    if status is RunState.TIMED_OUT:
-        run.mark_unfinished(RunState.TIMED_OUT, f"execution timed out after {timeout:g} s")
-    elif status is RunState.CANCELLED:
-        run.mark_unfinished(RunState.CANCELLED, "execution cancelled")
+    """End the run (``PlanRun.end``) and write its final state and every node record in one batch."""
+    timeout = prepared.timeout
+    message = {
+        RunState.TIMED_OUT: f"execution timed out after {timeout:g} s",
+        RunState.CANCELLED: "execution cancelled",
+    }.get(status)
+    result = prepared.run.end(status, message)
     ok = status is RunState.SUCCEEDED
-    compensations: tuple[Compensation, ...] = ()
-    if not ok:
-        run.spill()  # what succeeded stays on disk for `weflow resume`
-        compensations = tuple(run.compensate())
     final = replace(
         prepared.execution,
         status=status,
         flow_run_id=flow_run_id or prepared.execution.flow_run_id,
         finished_at=datetime.now(UTC),
         duration_ms=elapsed_ms,
-        error_type=None if ok else _error_type(run.error, status),
-        error_message=None if ok else _error_message(run.error, status, timeout),
-        error_node=None if ok else run.error_node,
-        output={n: {"rows": f.height, "columns": f.columns} for n, f in run.frames.items() if n in run.keep},
-        compensations=compensations,
+        error_type=None if ok else _error_type(result.error, status),
+        error_message=None if ok else _error_message(result.error, status, timeout),
+        error_node=None if ok else result.error_node,
+        output={n: {"rows": f.height, "columns": f.columns} for n, f in result.outputs.items()},
+        compensations=result.compensations,
     )
-    nodes = [rec.frozen(final.id) for rec in run.records.values()]
-    prepared.recorder.finish(final, nodes, run.failures, prepared.definition)
-    outputs = {n: f for n, f in run.frames.items() if n in run.keep}
-    return RunResult(replace(final, nodes=tuple(nodes)), outputs, prepared.definition, list(run.failures))
+    nodes = [replace(rec, execution_id=final.id) for rec in result.records]
+    prepared.recorder.finish(final, nodes, result.failures, prepared.definition)
+    return RunResult(replace(final, nodes=tuple(nodes)), result.outputs, prepared.definition, result.failures)
 
 
 async def run_in_flow(prepared: Prepared, flow_run_id: str | None) -> RunResult:
@@ -182,8 +178,7 @@ async def run_in_flow(prepared: Prepared, flow_run_id: str | None) -> RunResult:
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(prepared.timeout):
-            await prepared.run.run()
-        status = run_status(prepared.run)
+            status = (await prepared.run.run()).status
     except TimeoutError:
         status = RunState.TIMED_OUT
     except asyncio.CancelledError:
@@ -222,17 +217,9 @@ def execute(
         run = prepared.run
         flow = compile_flow(run.run, definition.name, prepared.timeout, run.executor.task_runner())
         state = run_flow(flow.with_options(flow_run_name=flow_run_name), execution.id, prepared.params)
-        status = ended(state, run_status(run))
+        status = ended(state, run.result().status)
         flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         return conclude(prepared, status, flow_run_id, (time.perf_counter() - t0) * 1000)
-
-
-def run_status(run: PlanRun) -> RunState:
-    states = {r.status for r in run.records.values()}
-    for bad in (RunState.TIMED_OUT, RunState.FAILED, RunState.CANCELLED):
-        if bad in states:
-            return bad
-    return RunState.SUCCEEDED
 
 
 def _persists(definition: Definition) -> bool:
