@@ -29,6 +29,10 @@ from weflow.errors import CatalogError
 _WIDTH = 20  # digits of a ticket: file names sort in ticket order
 
 
+class CatalogBusy(CatalogError):
+    """The catalog's lock was not free within the timeout; the message names the process holding it."""
+
+
 class _Late(Exception):
     """The deadline passed while waiting (a private type: a TimeoutError of the caller's block passes through)."""
 
@@ -96,8 +100,8 @@ def holder(path: Path) -> str:
     return f"process {pid} ({_command(pid)}), holding it for {max(0.0, time.time() - since):.1f} s"
 
 
-def _busy(path: Path, timeout: float) -> CatalogError:
-    return CatalogError(f"catalog {path} is busy: gave up after waiting {timeout:g} s for {holder(path)}")
+def _busy(path: Path, timeout: float) -> CatalogBusy:
+    return CatalogBusy(f"catalog {path} is busy: gave up after waiting {timeout:g} s for {holder(path)}")
 
 
 def _ticket(queue: Path, deadline: float) -> int:
