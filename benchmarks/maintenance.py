@@ -180,6 +180,7 @@ def _measure(root: Path, executions: int, repeats: int, quick: bool) -> Section:
     with session(cat) as con:
         con.execute("CHECKPOINT")
     rows = sum(maintenance.check(cat).counts.values())
+    checked = Stat(tuple(clock(maintenance.check, cat) for _ in range(repeats)))
     backup = interleave(
         {
             "weflow": _timed_into(lambda t: maintenance.backup(cat, t), out),
@@ -217,6 +218,8 @@ def _measure(root: Path, executions: int, repeats: int, quick: bool) -> Section:
         f"backup: {rows / b:,.0f} rows/s; catalog {cat.stat().st_size / 2**20:.1f} MiB, backup {size / 2**20:.1f} MiB "
         "(the file's bytes, free blocks included)",
         f"compact: {kept / c:,.0f} rows/s; {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB, every row kept",
+        f"check (every column of every row read, keys and parents checked, under the lock): {checked.cell()} "
+        f"for {rows:,} rows",
     ]
     if waits:
         section.notes.append(
