@@ -329,13 +329,16 @@ def test_backup_refuses_a_bad_path_and_writes_nothing(cat: Path, tmp_path: Path)
 
 
 def test_each_command_refuses_a_missing_or_foreign_catalog_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
-    missing = {**env, "WEFLOW_CATALOG": str(tmp_path / "none.duckdb")}
-    for args in (("check",), ("compact",), ("backup", str(tmp_path / "b.duckdb"))):
-        refused(weflow(missing, "catalog", *args), "does not exist")
-    text = tmp_path / "text.duckdb"
+    none, text = tmp_path / "none.duckdb", tmp_path / "text.duckdb"
     text.write_text("hello")
+    for command in (maintenance.check, maintenance.compact, lambda c: maintenance.backup(c, tmp_path / "b.duckdb")):
+        with pytest.raises(CatalogError, match="does not exist"):
+            command(none)
+        with pytest.raises(CatalogError, match="not a DuckDB database file"):
+            command(text)
+    refused(weflow({**env, "WEFLOW_CATALOG": str(none)}, "catalog", "check"), "does not exist")
     refused(weflow({**env, "WEFLOW_CATALOG": str(text)}, "catalog", "compact"), "not a DuckDB database file")
-    assert text.read_text() == "hello" and not (tmp_path / "none.duckdb").exists()
+    assert text.read_text() == "hello" and not none.exists() and not (tmp_path / "b.duckdb").exists()
     refused(weflow(env, "catalog", "backup", str(tmp_path)), "is a directory")
 
 
