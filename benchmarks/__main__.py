@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import catalog, coldstart, dataframe, overhead, profiles, queued, throughput, tpch
+from benchmarks import catalog, coldstart, dataframe, maintenance, overhead, profiles, queued, throughput, tpch
 from benchmarks.harness import QUIET, Section, document, log, machine, prefect_api
 
 BENCHMARKS: dict[str, Callable[[bool], Section]] = {
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "coldstart": coldstart.run,
     "throughput": throughput.run,
     "profiles": profiles.run,
+    "maintenance": maintenance.run,
 }
 EARLIER = "_Measured in an earlier run"
 

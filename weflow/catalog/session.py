@@ -1,14 +1,13 @@
 """Short, serialised sessions on the catalog file (DESIGN decision 7).
 
 DuckDB lets one process hold the file; while it does nobody else can open it. Every access
-here is one short transaction taken under an advisory file lock, so processes queue instead
-of failing, and lock conflicts that still happen (a foreign process) are retried with backoff.
+here is one short transaction taken under the catalog's lock (``lock.hold``: callers served in
+arrival order), so processes queue instead of failing, and lock conflicts that still happen (a
+foreign process) are retried with backoff.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -17,33 +16,11 @@ from pathlib import Path
 
 import duckdb
 
+from weflow.catalog.lock import hold
 from weflow.catalog.schema import MIGRATIONS
 from weflow.errors import CatalogError
 
 _migrated: set[str] = set()
-
-
-@contextmanager
-def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CatalogError(
-                        f"catalog {path} is busy: another process held it for over {timeout:.0f} s"
-                    ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _connect(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
@@ -81,7 +58,7 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
 def session(path: Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """One transaction on the catalog: committed on success, rolled back on any error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(path, timeout):
+    with hold(path, timeout):
         con = _connect(path, timeout)
         try:
             key = str(path.resolve())

@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from weflow.cli import admin, definitions, runs, stack
+from weflow.cli import catalog as catalog_commands
 from weflow.cli.console import app, use
 from weflow.errors import WeflowError
 
@@ -72,3 +73,4 @@ def run() -> None:
 
 
 admin.register(app)
+catalog_commands.register(app)

@@ -2,9 +2,11 @@
 
 A run is recorded twice (DESIGN decision 7): ``begin`` writes the RUNNING record before the flow
 starts, ``finish`` the final state with every node record and contract failure in one batch.
-``CatalogRecorder`` writes the catalog and holds the run's lease while it runs; ``ApiRecorder``
+``CatalogRecorder`` writes the catalog (one session per record, or in batches through a
+``batching.Batcher`` in a process recording many runs) and holds the run's lease while it runs; ``ApiRecorder``
 (a remote worker, DESIGN decision 8) sends both to the weflow API, whose ``/runner`` routes write
-them with the ``report_*`` functions below; ``UNRECORDED`` keeps nothing (previews, benchmarks).
+them with the ``report_*`` functions below (through the API process's shared batcher: concurrent
+reports share a session); ``UNRECORDED`` keeps nothing (previews, benchmarks).
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from weflow import leases, monitor
+from weflow.catalog.batch import Begun, Finished
 from weflow.client import WeflowApi
 from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError
+from weflow.execution.batching import Batcher, shared
 from weflow.workflows import Scope, check, version
 
 Failures = list[dict[str, Any]]
@@ -80,9 +84,17 @@ UNRECORDED = Unrecorded()
 
 @dataclass(frozen=True)
 class CatalogRecorder:
-    """Records in the catalog, as the scope's user; the process running the run holds its lease."""
+    """Records in the catalog, as the scope's user; the process running the run holds its lease.
+
+    Without a ``batcher`` every record is its own session, written when the call returns (an
+    in-process CLI run). With one (a process recording many runs), begins of QUEUED records and
+    ends are written in its next batch and ``finish`` returns at once, the alerts sent once the end
+    is written; a begin that inserts a new record still waits for its batch, because a record
+    that never existed is the one loss ``weflow sync`` cannot repair from Prefect.
+    """
 
     scope: Scope
+    batcher: Batcher | None = None
 
     def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
         execution = self.scope.catalog.execution(execution_id, self.scope.user.organization_id)
@@ -99,6 +111,9 @@ class CatalogRecorder:
     def begin(self, execution: Execution, queued: bool, from_node: str | None = None) -> None:
         """Insert the RUNNING record, or move a QUEUED one on, leased to this process."""
         lease = leases.here(execution.started_at)
+        if self.batcher is not None:
+            self.batcher.put(Begun(execution, queued, from_node, lease), wait=not queued)
+            return
         if not queued:
             self.scope.catalog.insert_execution(execution, from_node, lease=lease)
             return
@@ -111,6 +126,11 @@ class CatalogRecorder:
         return leases.beating(self.scope.catalog, [execution_id])
 
     def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+        if self.batcher is not None:
+            scope = self.scope
+            self.batcher.put(Finished(final, tuple(nodes), tuple(failures)), after=lambda: monitor.alert(
+                final, definition, scope))  # fmt: skip
+            return
         self.scope.catalog.finish_execution(final, nodes, failures)
         monitor.alert(final, definition, self.scope)
 
@@ -170,8 +190,8 @@ def new_execution(
 
 
 def report_created(scope: Scope, execution: Execution) -> Execution:
-    """Store a worker's new QUEUED execution."""
-    scope.catalog.insert_execution(execution)
+    """Store a worker's new QUEUED execution (in the API's next batch, waited for)."""
+    shared(scope.catalog).put(Begun(execution), wait=True)
     return execution
 
 
@@ -180,16 +200,15 @@ def report_running(scope: Scope, execution_id: str, flow_run_id: str | None) -> 
     found = scope.catalog.execution(execution_id, scope.user.organization_id)
     if found.status.final:
         raise ConflictError(f"execution {found.id} already ended {found.status.value}")
-    fields: dict[str, Any] = {"status": RunState.RUNNING, "started_at": datetime.now(UTC)}
-    if flow_run_id:
-        fields["flow_run_id"] = flow_run_id
-    scope.catalog.update_execution(found.id, **fields)
+    running = replace(found, status=RunState.RUNNING, started_at=datetime.now(UTC), flow_run_id=flow_run_id)
+    shared(scope.catalog).put(Begun(running, queued=True), wait=True)
     return scope.catalog.execution(found.id)
 
 
 def report_finished(scope: Scope, final: Execution, nodes: list[NodeExecution], failures: Failures) -> Execution:
-    """A worker's run ended: its end in one batch unless it already ended, then the alerts."""
-    if not scope.catalog.finish_execution(final, nodes, failures, only_if_unfinished=True):
+    """A worker's run ended: its end (in the API's next batch, waited for) unless it already ended, then the alerts."""
+    end = Finished(final, tuple(nodes), tuple(failures), only_if_unfinished=True)
+    if not shared(scope.catalog).put(end, wait=True):
         raise ConflictError(f"execution {final.id} already ended")
     monitor.alert(final, check(version(final.workflow, scope, final.version).definition, scope), scope)
     return scope.catalog.execution(final.id)
