@@ -48,3 +48,17 @@ def test_notebook_api_saves_versions_diffs_and_rolls_back(settings) -> None:
 def test_no_export_shadows_a_submodule() -> None:
     modules = {m.name for m in pkgutil.iter_modules(weflow.__path__)}
     assert not modules & set(weflow.__all__)
+
+
+def test_every_module_outside_the_prefect_gateway_is_held_to_the_no_prefect_contract() -> None:
+    """The import-linter contract lists modules by name: a new top-level module must join it (or be a Prefect one)."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(weflow.__file__).parent.parent / "pyproject.toml").read_text())
+    contract = next(
+        c for c in config["tool"]["importlinter"]["contracts"] if c["name"].startswith("Outside the Prefect gateway")
+    )
+    may_import_prefect = {"weflow.compile", "weflow.engine", "weflow.prefect_gateway"}
+    top_level = {f"weflow.{m.name}" for m in pkgutil.iter_modules(weflow.__path__)}
+    assert top_level - may_import_prefect == set(contract["source_modules"])
