@@ -18,6 +18,7 @@ from benchmarks import (
     catalog,
     coldstart,
     dataframe,
+    history,
     maintenance,
     overhead,
     profiles,
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "profiles": profiles.run,
     "maintenance": maintenance.run,
     "recording": recording.run,
+    "history": history.run,
 }
 EARLIER = "_Measured in an earlier run"
 
