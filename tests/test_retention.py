@@ -155,8 +155,12 @@ def test_prune_removes_every_dependent_row_and_file_and_keeps_the_rest(old_histo
     assert (again.executions, again.files, counts(path)) == (0, 0, after)
 
 
-def test_dry_run_changes_nothing_and_tells_what_prune_then_removes(old_history: History) -> None:
+@pytest.mark.parametrize("batch", [retention.BATCH, 1])
+def test_dry_run_changes_nothing_and_tells_what_prune_then_removes(
+    old_history: History, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     h = old_history
+    monkeypatch.setattr(retention, "BATCH", batch)  # 1: a dry run looks past the batches it counted
     before, on_disk = counts(h.scope.catalog.path), files(h.runs)
     dry = retention.prune(h.scope.catalog, dry_run=True)
     assert counts(h.scope.catalog.path) == before and files(h.runs) == on_disk

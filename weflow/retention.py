@@ -123,9 +123,12 @@ def _tail(path: Path) -> str:
 
 
 def _files(
-    catalog: Catalog, ids: list[str], named: Iterable[str], runs: Path, dry_run: bool
+    catalog: Catalog, ids: list[str], named: Iterable[str], runs: Path, counted: list[str]
 ) -> tuple[set[Path], list[str]]:
-    """The files pruning ``ids`` frees (inside ``runs``, named by no other execution), and those left outside."""
+    """The files pruning ``ids`` frees (inside ``runs``, named by no other execution), and those left outside.
+
+    ``counted``: executions a dry run counted as pruned (still in the catalog): their names do not keep a file.
+    """
     spill = runs / "executions"
     candidates = {Path(p).resolve() for p in named}
     for execution_id in ids:
@@ -134,7 +137,7 @@ def _files(
             candidates |= {f.resolve() for f in folder.iterdir() if f.is_file()}
     inside = {p for p in candidates if p.is_relative_to(runs)}
     left = sorted(str(p) for p in candidates - inside)
-    kept = {Path(p).resolve() for p in catalog.named_paths({_tail(p) for p in inside}, ids if dry_run else ())}
+    kept = {Path(p).resolve() for p in catalog.named_paths({_tail(p) for p in inside}, counted)}
     return {p for p in inside - kept if p.is_file()}, left
 
 
@@ -146,8 +149,8 @@ def _remove_files(files: set[Path], ids: list[str], runs: Path) -> int:
             size = path.stat().st_size
             path.unlink()
             freed += size
-        except FileNotFoundError:
-            continue
+        except OSError as exc:  # gone meanwhile, or not ours to delete: the rows are gone either way
+            log.warning("retention: %s not deleted: %s", path, exc.strerror)
     for execution_id in ids:
         folder = runs / "executions" / execution_id
         try:
@@ -161,23 +164,25 @@ def _prune_workflow(
     catalog: Catalog, item: Pruned, workflow_id: int, now: datetime, report: Report, say: Callable[[str], None]
 ) -> None:
     """Remove (or count) a workflow's expired executions batch by batch, then its old missed-schedule alerts."""
-    policy, runs, dry, done = item.policy, report.runs, report.dry_run, 0
+    policy, runs, dry = item.policy, report.runs, report.dry_run
+    counted: list[str] = []  # a dry run removes nothing: it looks past what it counted already
     while True:
-        skip = done if dry else 0  # a dry run removes nothing: it looks past what it counted already
+        skip = len(counted)
         ids = catalog.expired(workflow_id, policy.max_age_days, policy.max_executions, now, BATCH + skip)[skip:]
         if not ids:
             break
-        removed = catalog.remove_executions(ids, dry_run=dry)
-        files, left = _files(catalog, ids, removed.paths, runs, dry)
+        removed = catalog.remove_executions(ids, dry_run=dry, counted=counted)
+        counted += ids if dry else []
+        files, left = _files(catalog, ids, removed.paths, runs, counted)
         report.left += left
         item.files += len(files)
         item.bytes += sum(p.stat().st_size for p in files) if dry else _remove_files(files, ids, runs)
         for table, count in removed.rows.items():
             item.rows[table] = item.rows.get(table, 0) + count
-        done += len(ids)
         if len(ids) < BATCH:
             break
-        say(f"{item.organization}/{item.workflow}: {item.executions:,} executions {'to remove' if dry else 'removed'}...")
+        verb = "to remove" if dry else "removed"
+        say(f"{item.organization}/{item.workflow}: {item.executions:,} executions {verb}...")
     if policy.max_age_days:
         before = now - timedelta(days=policy.max_age_days)
         alerts = catalog.expired_alerts(workflow_id, before, dry_run=dry)

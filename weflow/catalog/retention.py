@@ -24,14 +24,14 @@ from weflow.core.model import Retention
 
 _ENDED = "status NOT IN ('QUEUED', 'RUNNING')"
 _GONE = "(SELECT id FROM _weflow_gone)"
-# table -> the condition naming an execution that goes; counted and deleted in this order
+# table -> the condition naming an execution of {ids} that goes; counted and deleted in this order
 DEPENDENTS = {
-    "node_executions": f"execution_id IN {_GONE}",
-    "contract_failures": f"execution_id IN {_GONE}",
-    "compensations": f"execution_id IN {_GONE}",
-    "execution_resumes": f"execution_id IN {_GONE} OR resumed_from IN {_GONE}",
-    "execution_leases": f"execution_id IN {_GONE}",
-    "alert_deliveries": f"subject IN {_GONE}",
+    "node_executions": "execution_id IN {ids}",
+    "contract_failures": "execution_id IN {ids}",
+    "compensations": "execution_id IN {ids}",
+    "execution_resumes": "(execution_id IN {ids} OR resumed_from IN {ids})",
+    "execution_leases": "execution_id IN {ids}",
+    "alert_deliveries": "subject IN {ids}",
 }
 
 
@@ -93,21 +93,27 @@ class Retentions(Repository):
             rows = con.execute(sql, [workflow_id, max_executions, max_executions, cutoff, limit]).fetchall()
         return [r[0] for r in rows]
 
-    def remove_executions(self, ids: Sequence[str], dry_run: bool = False) -> Removed:
-        """Remove ended executions with every row that hangs off them (``dry_run``: only count them)."""
+    def remove_executions(self, ids: Sequence[str], dry_run: bool = False, counted: Sequence[str] = ()) -> Removed:
+        """Remove ended executions with every row that hangs off them (``dry_run``: only count them).
+
+        ``counted``: executions an earlier batch of a dry run counted (a resume link between two is counted once).
+        """
         removed = Removed()
         if not ids:
             return removed
         with self.transaction() as con:
             _ids(con, "_weflow_gone", ids)
+            _ids(con, "_weflow_counted", counted)
             con.execute(f"DELETE FROM _weflow_gone WHERE id NOT IN (SELECT id FROM workflow_executions WHERE {_ENDED})")
             found = con.execute(
                 f"SELECT DISTINCT output_path FROM node_executions WHERE execution_id IN {_GONE} "
                 "AND output_path IS NOT NULL"
             ).fetchall()
             removed.paths = {r[0] for r in found}
-            for table, condition in DEPENDENTS.items():
-                row = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()
+            for table, naming in DEPENDENTS.items():
+                condition = naming.format(ids=_GONE)
+                before = naming.format(ids="(SELECT id FROM _weflow_counted)")
+                row = con.execute(f"SELECT count(*) FROM {table} WHERE {condition} AND NOT {before}").fetchone()
                 removed.rows[table] = row[0] if row else 0
                 if not dry_run:
                     con.execute(f"DELETE FROM {table} WHERE {condition}")
