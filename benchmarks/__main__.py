@@ -14,7 +14,19 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import catalog, coldstart, dataframe, maintenance, overhead, profiles, queued, throughput, tpch
+from benchmarks import (
+    catalog,
+    coldstart,
+    dataframe,
+    history,
+    maintenance,
+    overhead,
+    profiles,
+    queued,
+    recording,
+    throughput,
+    tpch,
+)
 from benchmarks.harness import QUIET, Section, document, log, machine, prefect_api
 
 BENCHMARKS: dict[str, Callable[[bool], Section]] = {
@@ -28,6 +40,8 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "throughput": throughput.run,
     "profiles": profiles.run,
     "maintenance": maintenance.run,
+    "recording": recording.run,
+    "history": history.run,
 }
 EARLIER = "_Measured in an earlier run"
 

@@ -5,29 +5,19 @@ plain two-column table of a fresh DuckDB file, opened and closed like weflow ope
 its catalog, so the ratio is weflow's overhead over raw storage: checks, version rows, the
 node and connection tables, locks, the schema check and building model objects on the way out.
 
-Two more comparisons on weflow's own catalog file: listing 10,000 workflows with
-``workflows.list_workflows`` against a raw ``SELECT`` of the same columns from the same file;
-and recording 1,000 executions from 4 processes at once (``Catalog.insert_execution`` then
-``Catalog.finish_execution`` with two node records, as ``weflow.execution`` does) against the
-same calls from one process, serially (raw DuckDB writes from 4 processes, opening the file
-per step and retrying while another process holds it, proved unworkable: see the notes).
+One more comparison on weflow's own catalog file: listing 10,000 workflows with
+``workflows.list_workflows`` against a raw ``SELECT`` of the same columns from the same file.
+Recording executions from several processes is the ``recording`` benchmark (``benchmarks/recording.py``).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
-import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime
-from multiprocessing import Queue
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +28,6 @@ from benchmarks.harness import REPO, Row, Section, Stat, clock, interleave, log
 from weflow import config, workflows
 from weflow.catalog import Catalog
 from weflow.core.document import content_hash, from_data
-from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import Definition
 from weflow.workflows import Scope
 
@@ -46,8 +35,6 @@ SAMPLE = "data/samples/orders.csv"
 ROWS = "duckdb: INSERT per document"
 BULK = "duckdb: one Arrow insert"
 DOCS_TABLE = "CREATE TABLE docs (name VARCHAR PRIMARY KEY, definition JSON NOT NULL)"
-WORKERS = 4
-LOCK_TIMEOUT = 900.0  # weflow's default is 60 s: see the notes on waits in the recording rows
 APPLIED = 20  # of the many listed workflows, applied with weflow; the rest are SQL copies of these rows
 WORKFLOW_COLUMNS = (  # the columns `Catalog.workflows` selects, timestamps as DuckDB returns them
     "id, name, description, status, configuration, is_active, execution_count, last_executed_at, "
@@ -211,126 +198,14 @@ def raw_list_workflows(path: Path, organization_id: int) -> list[tuple[Any, ...]
         con.close()
 
 
-# --- executions recorded from several processes ------------------------------------------
-
-
-def _node_records(execution_id: str, at: datetime) -> list[NodeExecution]:
-    return [
-        NodeExecution(execution_id=execution_id, node="orders", status=RunState.SUCCEEDED, attempts=1,
-                      rows_out=500, started_at=at, finished_at=at, duration_ms=3.0),
-        NodeExecution(execution_id=execution_id, node="f1", status=RunState.SUCCEEDED, attempts=1, rows_in=500,
-                      rows_out=250, started_at=at, finished_at=at, duration_ms=2.0, group="f1"),
-    ]  # fmt: skip
-
-
-def weflow_recorder(
-    path: str, workflow_id: int, user_id: int, count: int, start: Barrier, end: Barrier, out: Queue[list[float]]
-) -> None:
-    """In a worker process: record ``count`` executions as ``weflow.execution`` does (RUNNING, then the end).
-
-    Puts the seconds each catalog call took (waiting for the lock included) on ``out``.
-    """
-    catalog = Catalog(path, lock_timeout=LOCK_TIMEOUT)
-    catalog.organizations()  # the process's first session (schema check, DuckDB loaded) before the clock
-    calls: list[float] = []
-    start.wait(timeout=300)
-    for _ in range(count):
-        at = datetime.now(UTC)
-        running = Execution(
-            id=str(uuid.uuid4()), workflow_id=workflow_id, workflow="wf_00000", version=1, mode=Mode.MANUAL,
-            user_id=user_id, status=RunState.RUNNING, created_at=at, started_at=at,
-        )  # fmt: skip
-        calls.append(clock(catalog.insert_execution, running))
-        done = replace(
-            running, status=RunState.SUCCEEDED, finished_at=datetime.now(UTC), duration_ms=5.0,
-            output={"f1": {"rows": 250, "columns": ["order_id", "amount"]}},
-        )  # fmt: skip
-        calls.append(clock(catalog.finish_execution, done, _node_records(running.id, at)))
-    out.put(calls)
-    end.wait(timeout=LOCK_TIMEOUT)
-
-
-def from_processes(
-    target: Callable[..., None], args: tuple[Any, ...], total: int, workers: int
-) -> tuple[float, list[float]]:
-    """Seconds from releasing ``workers`` spawned processes (imports and first session done) until all
-    finished, and the seconds of every catalog call they made."""
-    ctx = multiprocessing.get_context("spawn")
-    start, end = ctx.Barrier(workers + 1), ctx.Barrier(workers + 1)
-    out: Queue[list[float]] = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, total // workers, start, end, out)) for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    ok = False
-    calls: list[float] = []
-    try:
-        start.wait(timeout=300)
-        t0 = time.perf_counter()
-        end.wait(timeout=LOCK_TIMEOUT * 2)
-        seconds = time.perf_counter() - t0
-        for _ in procs:
-            calls += out.get(timeout=60)
-        ok = True
-    finally:
-        if not ok:
-            start.abort()
-            end.abort()
-        for proc in procs:
-            proc.join(timeout=60)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-    codes = [proc.exitcode for proc in procs]
-    if any(code != 0 for code in codes):
-        raise RuntimeError(f"a recording process failed (exit codes {codes})")
-    return seconds, calls
-
-
-def _check_none_lost(path: Path, total: int) -> None:
-    """Every execution SUCCEEDED with its 2 node rows, and the workflow counted every run."""
-    con = duckdb.connect(str(path))
-    try:
-        row = con.execute(
-            "SELECT (SELECT count(*) FROM workflow_executions WHERE status = 'SUCCEEDED'), "
-            "(SELECT count(*) FROM node_executions), (SELECT sum(execution_count) FROM workflows)"
-        ).fetchone()
-    finally:
-        con.close()
-    assert row is not None
-    done, recorded, counted = row
-    if done != total or recorded != 2 * total or counted != total:
-        raise RuntimeError(
-            f"{path.name}: {done} of {total} executions, {recorded} of {2 * total} node records "
-            f"and a run count of {counted} arrived"
-        )
-
-
-def _waits_text(label: str, calls: list[float]) -> str:
-    if not calls:
-        return f"{label}: no calls"
-    ranked = sorted(calls)
-    p99 = ranked[min(len(ranked) - 1, int(0.99 * len(ranked)))]
-    slow = sum(c > 60 for c in calls)
-    return (
-        f"{label}: median {statistics.median(calls) * 1000:.0f} ms, p99 {p99:.2f} s, max {ranked[-1]:.1f} s, "
-        f"{slow} of {len(calls)} over 60 s"
-    )
-
-
 def many_workflows_count(quick: bool) -> int:
     return 200 if quick else 10_000
 
 
-def executions_count(quick: bool) -> int:
-    return 40 if quick else 1000
-
-
-def listing_and_recording(section: Section, files: Files, quick: bool) -> None:
-    """The many-workflows list and the several-processes recording rows (appended to ``section``)."""
+def listing(section: Section, files: Files, quick: bool) -> None:
+    """The many-workflows list rows (appended to ``section``)."""
     many = many_workflows_count(quick)
-    total = executions_count(quick)
     repeats = 3 if quick else 7
-    record_repeats = 1  # one round of each takes minutes: the catalog file grows, and every session opens it
 
     t0 = time.perf_counter()
     path = files.new("many")
@@ -352,72 +227,12 @@ def listing_and_recording(section: Section, files: Files, quick: bool) -> None:
         Row(f"list {many:,}, per workflow", ls["weflow"].per(many), {ROWS: ls["raw"].per(many), BULK: None}),
     ]  # fmt: skip
 
-    waits: dict[int, list[float]] = {WORKERS: [], 1: []}
-    growth: list[tuple[float, float]] = []
-    sizes: list[float] = []
-
-    def recording(workers: int) -> Callable[[], float]:
-        def measure() -> float:
-            target = files.new("recorded")
-            own = _fresh_scope(target)
-            wf = workflows.apply(from_data(chain_document("wf_00000", 2)), own).workflow
-            seconds, calls = from_processes(weflow_recorder, (str(target), wf.id, own.user.id), total, workers)
-            _check_none_lost(target, total)
-            waits[workers] += calls
-            if workers == 1:  # one process: its calls in order, so the first and last tenth can be compared
-                tenth = max(1, len(calls) // 10)
-                growth.append((statistics.median(calls[:tenth]), statistics.median(calls[-tenth:])))
-                sizes.append(target.stat().st_size / 2**20)
-            return seconds
-
-        return measure
-
-    recorded = interleave(
-        {"processes": recording(WORKERS), "serial": recording(1)},
-        record_repeats,
-        warmup=0,  # every round spawns new processes, warmed up before their clock starts
-        max_settle=0.5 if quick else 1.0,
-        progress=f"catalog: record {total:,} executions",
-    )
-    rs = {k: Stat(tuple(v)) for k, v in recorded.items()}
-    section.rows += [
-        Row(f"record {total:,} executions from {WORKERS} processes (baseline: the same weflow calls from 1 "
-            "process, serially)", rs["processes"], {ROWS: rs["serial"], BULK: None}),
-        Row(f"record, per execution ({WORKERS} processes vs 1 process)", rs["processes"].per(total),
-            {ROWS: rs["serial"].per(total), BULK: None}),
-    ]  # fmt: skip
     section.notes += [
         f"The {many:,} listed workflows: {min(many, APPLIED)} applied with `workflows.apply_many`, the rest "
         f"copies of the first one's rows made with SQL (each with its own name, document and hash; "
         f"{setup:.1f} s of setup, untimed). `list_workflows` takes the file lock, opens the file, runs the "
         "query in a transaction (timestamps read as epoch microseconds) and builds a `Workflow` per row "
         "(parsing its configuration JSON); the raw side returns tuples, timestamps converted by DuckDB.",
-        f"Recording: each of the {WORKERS} processes records {total // WORKERS:,} executions, or one process "
-        f"records all {total:,}; one execution is weflow's two catalog sessions (`insert_execution` RUNNING, "
-        "then `finish_execution` with the final state, 2 node rows and the workflow's counters). The clock "
-        "starts when every process has imported weflow and opened the catalog once, and stops when the last "
-        "one is done; afterwards the rows are counted and a missing one is an error (none was missing). "
-        "weflow's processes queue on an advisory lock file (`weflow/catalog/session.py`), then open the "
-        "DuckDB file, so only one writes at a time: more processes add no throughput.",
-        "How long one catalog call took, waiting for the lock included (all rounds): "
-        + "; ".join(_waits_text(f"{n} process{'es' if n > 1 else ''}", waits[n]) for n in (WORKERS, 1))
-        + f". The processes are given `Catalog(path, lock_timeout={LOCK_TIMEOUT:.0f})`: with weflow's default "
-        "of 60 s every call over 60 s fails with `CatalogError: catalog ... is busy: another process held it "
-        "for over 60 s` (in a trial run at the default, 3 of the 4 processes did). The lock is polled "
-        "(non-blocking `flock`, sleeping 2 ms doubling to 50 ms, times 1-2) and free only for the instant "
-        "between two sessions of the process holding it, so that process usually takes it again and the "
-        "others can wait for its whole share.",
-        "In the 1-process rounds one catalog call took "
-        + ", ".join(f"{a * 1000:.0f} ms" for a, _ in growth)
-        + " (median of the first tenth of the calls) and "
-        + ", ".join(f"{b * 1000:.0f} ms" for _, b in growth)
-        + f" (the last tenth), with the catalog file at {max(sizes):.1f} MiB in the end: every session opens "
-        "the DuckDB file, and opening it costs more as the file grows.",
-        "Why no raw DuckDB baseline for recording: 4 processes doing the same writes with a plain "
-        "`duckdb.connect` / write / `close` per step, retrying on DuckDB's lock error (2 ms backoff doubling "
-        "to 50 ms), failed in 1 of 5 trial rounds of 200 executions on this machine (duckdb 2.0.1) with "
-        "`IO Error: Could not read enough bytes from file`: without weflow's own lock the file is not safe "
-        "to share this way, so that baseline would time a race rather than a method.",
     ]
 
 
@@ -441,11 +256,9 @@ ORDER BY name`, show = select one document and `json.loads` it, save = insert on
 Every baseline opens and closes the file, as weflow does for every operation. Per-workflow rows
 divide the same measurements by {count}.
 
-The last rows work on weflow's own catalog files: `workflows.list_workflows` of
+The last rows work on weflow's own catalog file: `workflows.list_workflows` of
 {many_workflows_count(quick):,} workflows against a raw `SELECT` of the same columns from the same file
-(in the **{ROWS}** column), and {executions_count(quick):,} executions recorded from {WORKERS} processes at
-once, each as `weflow.execution` records a run (`insert_execution`, then `finish_execution` with
-two node records), against the same calls from one process, serially (also in that column).""",
+(in the **{ROWS}** column). Recording executions from several processes: see `recording`.""",
         baselines=(ROWS, BULK),
     )
     with _workdir() as root, config.using(catalog=root / "unused.duckdb", data_roots=(REPO,)):
@@ -543,7 +356,7 @@ two node records), against the same calls from one process, serially (also in th
 
         size = state["catalog"].stat().st_size / 2**20
         raw_size = state["rows"].stat().st_size / 2**20
-        listing_and_recording(section, files, quick)
+        listing(section, files, quick)
     section.notes += [
         f"Outside the timings: building the {count} `Definition` objects from their documents took "
         f"{parse_seconds * 1000:.0f} ms, and `workflows.check` of all of them {check_seconds * 1000:.0f} ms "

@@ -19,14 +19,15 @@ import pytest
 from weflow import leases, parse, workflows
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Batch, Begun, Finished, write
+from weflow.catalog.batcher import Batcher
 from weflow.core.entities import Compensation, Execution, Mode, NodeExecution, RunState
 from weflow.errors import ConflictError
-from weflow.execution.batching import Batcher
 from weflow.execution.history import sync
 from weflow.execution.record import CatalogRecorder, report_created, report_finished, report_running
 from weflow.workflows import Scope
 
 from .conftest import REPO
+from .test_benchmarks import smoke
 
 SALES = (REPO / "data/workflows/daily_sales.yaml").read_text()
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -184,7 +185,7 @@ from dataclasses import replace
 from weflow import leases
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Begun, Finished
-from weflow.execution.batching import Batcher
+from weflow.catalog.batcher import Batcher
 from tests.test_batched_recording import _nodes, _runs_for_child
 catalog = Catalog(sys.argv[1])
 batcher = Batcher(catalog, max_delay=3600)
@@ -253,7 +254,7 @@ LOOP = """
 import sys
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Begun, Finished
-from weflow.execution.batching import Batcher
+from weflow.catalog.batcher import Batcher
 from weflow.workflows import Scope, get
 from tests.test_batched_recording import _nodes, _pair
 catalog = Catalog(sys.argv[1])
@@ -311,3 +312,9 @@ def test_the_api_s_reports_share_its_batcher_and_refuse_a_second_end(settings: A
         report_running(scope, queued.id, None)
     assert scope.catalog.execution(queued.id).status is RunState.SUCCEEDED
     assert workflows.get("daily_sales", scope).execution_count == 1
+
+
+def test_the_recording_benchmark_s_quick_run_has_its_rows(tmp_path: Path) -> None:
+    smoke(("recording",), tmp_path / "BENCHMARKS.md")
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "0 lost, 0 failed calls" in text

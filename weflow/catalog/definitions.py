@@ -205,7 +205,10 @@ class Workflows(Repository):
                 "contract_failures", "node_executions", "compensations", "execution_resumes", "execution_leases",
             ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
-            for table in ("workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries"):
+            for table in (
+                "workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries", "execution_hours",
+                "node_failure_hours", "recent_durations",
+            ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
         with self.transaction() as con:
             for table in ("workflow_executions", "workflow_versions"):

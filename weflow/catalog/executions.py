@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from weflow.catalog.metrics import roll_up
 from weflow.catalog.rows import Columns, insert, named, where
 from weflow.catalog.session import Repository
 from weflow.core.entities import Compensation, Execution, Lease, NodeExecution, RunState
@@ -42,6 +43,25 @@ _FAILURE_KEYS = {"node": "node", "column": "column_name", "check": "check_name",
                  "index": "row_index"}  # fmt: skip
 
 
+_WINDOWS = (1, 31, 0)  # days of history a page is looked for in, widening; 0: all of it
+
+
+def _page(
+    organization_id: int, workflow_id: int | None, since: datetime | None, limit: int, offset: int
+) -> tuple[str, list[Any]]:
+    """One page of executions created ``since``: the page's rows chosen first, then joined to their workflows."""
+    inner, params = where(
+        "SELECT * FROM workflow_executions WHERE workflow_id IN (SELECT id FROM workflows WHERE organization_id = ?)",
+        {"workflow_id = ?": workflow_id, "created_at >= ?": since},
+    )
+    inner += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
+    sql = (
+        f"SELECT {EXECUTION.select} FROM ({inner}) e JOIN workflows w ON w.id = e.workflow_id "
+        "LEFT JOIN execution_resumes r ON r.execution_id = e.id ORDER BY e.created_at DESC"
+    )
+    return sql, [organization_id, *params, limit, offset]
+
+
 def _hold(con: duckdb.DuckDBPyConnection, execution_id: str, lease: Lease) -> None:
     con.execute(
         "INSERT OR REPLACE INTO execution_leases VALUES (?, ?, ?, ?, ?, ?)",
@@ -59,6 +79,23 @@ def _set(con: duckdb.DuckDBPyConnection, execution_id: str, fields: dict[str, An
     cols = ", ".join(f"{k} = ?" for k in fields)
     values = [json.dumps(v) if isinstance(v, dict) else (str(v) if k == "status" else v) for k, v in fields.items()]
     con.execute(f"UPDATE workflow_executions SET {cols} WHERE id = ?", [*values, execution_id])
+
+
+def _unfinished(
+    con: duckdb.DuckDBPyConnection, ids: Sequence[str], organization_id: int | None
+) -> dict[str, dict[str, Any]]:
+    """The rows of the unfinished executions among ``ids`` (of one organization, unless None), by id.
+
+    Looked up by primary key: a join with ``workflow_executions`` scanned every execution's id.
+    """
+    if not ids:
+        return {}
+    sql, params = where(
+        f"SELECT {EXECUTION.select} FROM {EXECUTION_FROM} WHERE e.id IN ({', '.join('?' for _ in ids)}) "
+        "AND e.status IN ('QUEUED', 'RUNNING')",
+        {"w.organization_id = ?": organization_id},
+    )
+    return {row["id"]: row for row in named(con.execute(sql + " ORDER BY e.created_at", [*ids, *params]))}
 
 
 def _write_failures(con: duckdb.DuckDBPyConnection, execution_id: str, failures: Sequence[dict[str, Any]]) -> None:
@@ -84,13 +121,15 @@ def _write_compensations(con: duckdb.DuckDBPyConnection, execution: Execution) -
         )
 
 
-def _close(con: duckdb.DuckDBPyConnection, execution: Execution) -> None:
-    """An ended execution holds no lease and counts in its workflow's counters."""
+def _close(con: duckdb.DuckDBPyConnection, execution: Execution, nodes: Sequence[NodeExecution], failures: int) -> None:
+    """An ended execution holds no lease and counts in its workflow's counters and metrics."""
     con.execute("DELETE FROM execution_leases WHERE execution_id = ?", [execution.id])
     con.execute(
         "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
         [execution.finished_at or datetime.now(UTC), execution.workflow_id],
-    )
+    )  # not RETURNING: DuckDB 2.0.1 then took the row for deleted and refused it as a foreign key's target
+    row = con.execute("SELECT execution_count FROM workflows WHERE id = ?", [execution.workflow_id]).fetchone()
+    roll_up(con, execution, nodes, failures, row[0] if row else 1)
 
 
 def _finished(con: duckdb.DuckDBPyConnection, execution_id: str) -> bool:
@@ -146,17 +185,13 @@ class Executions(Repository):
         """Unfinished executions that a process holds, with their leases (one organization's, unless None)."""
         if execution_ids is not None and not execution_ids:
             return []
-        sql = (
-            f"SELECT {_LEASE.select}, {EXECUTION.select} FROM execution_leases l "
-            f"JOIN {EXECUTION_FROM} ON e.id = l.execution_id WHERE e.status IN ('QUEUED', 'RUNNING')"
-        )
-        sql, params = where(sql, {"w.organization_id = ?": organization_id})
+        sql = f"SELECT {_LEASE.select}, l.execution_id FROM execution_leases l"
         if execution_ids is not None:
-            sql += f" AND l.execution_id IN ({', '.join('?' for _ in execution_ids)})"
-            params.extend(execution_ids)
+            sql += f" WHERE l.execution_id IN ({', '.join('?' for _ in execution_ids)})"
         with self.transaction() as con:
-            rows = named(con.execute(sql, params))
-        return [(EXECUTION.build(r), _LEASE.build(r)) for r in rows]
+            held = {row["execution_id"]: row for row in named(con.execute(sql, list(execution_ids or ())))}
+            rows = _unfinished(con, list(held), organization_id)
+        return [(EXECUTION.build(row), _LEASE.build(held[eid])) for eid, row in rows.items()]
 
     def finish_execution(
         self,
@@ -181,7 +216,7 @@ class Executions(Repository):
             if execution.compensations:
                 _write_compensations(con, execution)
             if execution.status.final:
-                _close(con, execution)
+                _close(con, execution, nodes, len(failures))
         return True
 
     def execution(self, execution_id: str, organization_id: int | None = None) -> Execution:
@@ -209,13 +244,27 @@ class Executions(Repository):
     def executions(
         self, organization_id: int, workflow_id: int | None = None, limit: int = 100, offset: int = 0
     ) -> list[Execution]:
-        sql, params = where(
-            f"SELECT {EXECUTION.select} FROM {EXECUTION_FROM} WHERE w.organization_id = ?",
-            {"e.workflow_id = ?": workflow_id},
-        )
-        sql += " ORDER BY e.created_at DESC LIMIT ? OFFSET ?"
+        """A page of executions, most recent first.
+
+        Read in widening windows of creation time (a day, a month, all): DuckDB skips the older row
+        groups by their min/max, so a page costs the same with 1,000 or 1,000,000 executions kept.
+        """
         with self.transaction() as con:
-            return EXECUTION.all(con.execute(sql, [organization_id, *params, limit, offset]))
+            for days in _WINDOWS:
+                since = datetime.now(UTC) - timedelta(days=days) if days else None
+                found = EXECUTION.all(con.execute(*_page(organization_id, workflow_id, since, limit, offset)))
+                if len(found) == limit:
+                    break
+        return found
+
+    def unfinished(self, organization_id: int) -> list[Execution]:
+        """The organization's QUEUED and RUNNING executions, oldest first (without node records)."""
+        with self.transaction() as con:
+            # one column scanned, then rows by primary key: scanning every execution's row cost 2x more at 100,000
+            found = con.execute("SELECT id FROM workflow_executions WHERE status IN ('QUEUED', 'RUNNING')").fetchall()
+            ids = [r[0] for r in found]
+            rows = _unfinished(con, ids, organization_id)
+        return [EXECUTION.build(row) for row in rows.values()]
 
     def contract_failures(self, execution_id: str) -> list[dict[str, Any]]:
         columns = ", ".join(f'{column} AS "{key}"' for key, column in _FAILURE_KEYS.items())

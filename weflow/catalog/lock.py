@@ -104,18 +104,22 @@ def _busy(path: Path, timeout: float) -> CatalogBusy:
     return CatalogBusy(f"catalog {path} is busy: gave up after waiting {timeout:g} s for {holder(path)}")
 
 
-def _ticket(queue: Path, deadline: float) -> int:
-    """The next ticket number, from the counter file (its own lock is held for a few system calls)."""
-    fd = os.open(queue / "next", os.O_RDWR | os.O_CREAT, 0o644)
-    if not _take(fd, deadline):
+def _ticket(queue: Path, deadline: float) -> tuple[int, int]:
+    """The next ticket number and the descriptor of its file, locked; both taken under the counter's lock
+    (held for a few system calls), so the next caller always finds this ticket's file."""
+    counter = os.open(queue / "next", os.O_RDWR | os.O_CREAT, 0o644)
+    if not _take(counter, deadline):
         raise _Late
     try:
-        text = os.pread(fd, 64, 0).strip()
+        text = os.pread(counter, 64, 0).strip()
         number = int(text) if text.isdigit() else 0
-        os.pwrite(fd, str(number + 1).rjust(_WIDTH).encode(), 0)
-        return number
+        mine = os.open(queue / str(number).zfill(_WIDTH), os.O_RDWR | os.O_CREAT, 0o644)
+        if not _take(mine, deadline):  # free at once unless the counter was reset under a waiter
+            raise _Late
+        os.pwrite(counter, str(number + 1).rjust(_WIDTH).encode(), 0)
+        return number, mine
     finally:
-        os.close(fd)
+        os.close(counter)
 
 
 @contextmanager
@@ -123,16 +127,13 @@ def _queued(path: Path, deadline: float) -> Iterator[None]:
     """Wait until every caller that took a ticket before this one is done; hold this ticket meanwhile."""
     queue = Path(str(path) + ".queue")
     queue.mkdir(exist_ok=True)
-    number = _ticket(queue, deadline)
-    mine_path = queue / str(number).zfill(_WIDTH)
-    mine = os.open(mine_path, os.O_RDWR | os.O_CREAT, 0o644)
+    number, mine = _ticket(queue, deadline)
     try:
-        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh ticket's file: nobody else holds it
         _after(queue / str(number - 1).zfill(_WIDTH), deadline)
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(mine_path)  # before releasing: the successor then finds it gone or unlocked
+            os.unlink(queue / str(number).zfill(_WIDTH))  # before releasing: the successor finds it gone or free
         os.close(mine)
 
 

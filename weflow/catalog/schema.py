@@ -2,6 +2,30 @@
 
 from __future__ import annotations
 
+# The metrics of every ended execution, counted as ``metrics.roll_up`` counts one (migration 6; bulk loads).
+ROLL_UP_HISTORY = """
+    CREATE TEMP VIEW _ended AS
+    SELECT e.workflow_id, e.id, e.status, e.started_at, e.duration_ms,
+           coalesce(make_timestamptz((epoch_us(e.started_at) // 3600000000) * 3600000000), 'epoch'::TIMESTAMPTZ) AS hour
+    FROM workflow_executions e WHERE e.status IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELLED');
+    INSERT INTO execution_hours
+    SELECT x.workflow_id, x.hour, count(*), count(*) FILTER (WHERE x.status = 'SUCCEEDED'),
+           count(*) FILTER (WHERE x.status IN ('FAILED', 'TIMED_OUT')),
+           sum((SELECT sum(n.rows_out) FROM node_executions n WHERE n.execution_id = x.id)),
+           coalesce(sum((SELECT count(*) FROM contract_failures c WHERE c.execution_id = x.id)), 0), max(x.duration_ms)
+    FROM _ended x GROUP BY ALL;
+    INSERT INTO node_failure_hours
+    SELECT x.workflow_id, x.hour, n.node, coalesce(e.error_type, n.status), count(*)
+    FROM _ended x JOIN node_executions n ON n.execution_id = x.id JOIN workflow_executions e ON e.id = x.id
+    WHERE n.status IN ('FAILED', 'TIMED_OUT') GROUP BY ALL;
+    INSERT INTO recent_durations
+    SELECT r.workflow_id, ((w.execution_count - r.k) % 1000 + 1000) % 1000, r.started_at, r.duration_ms
+    FROM (SELECT x.*, row_number() OVER (PARTITION BY x.workflow_id ORDER BY e.finished_at DESC NULLS LAST, x.id) AS k
+          FROM _ended x JOIN workflow_executions e ON e.id = x.id) r
+    JOIN workflows w ON w.id = r.workflow_id WHERE r.k <= 1000;
+    DROP VIEW _ended;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: definitions, versions, owners, executions
     """
@@ -224,4 +248,45 @@ MIGRATIONS: tuple[str, ...] = (
         lease_seconds DOUBLE NOT NULL
     );
     """,
+    # 6: constant-cost reads as history grows (issue 16). Metrics are kept per workflow and UTC hour when an
+    # execution ends (execution_hours, node_failure_hours), with its duration in a ring of the last 1,000
+    # (recent_durations): `weflow stats` reads no execution row, and at most one row per workflow and hour.
+    # No index: DuckDB chose a sequential scan over an ART index on status or created_at for every query
+    # here, and an UPDATE of an indexed status broke the node executions' foreign key (DuckDB updates an
+    # indexed column as delete + insert). No foreign keys: DuckDB checks one against rows deleted earlier in
+    # the same transaction. Hour 1970-01-01 holds executions that never started. Existing history is rolled
+    # up here, once. retention_runs: when prune last ran (``weflow sync`` prunes when one is due).
+    """
+    CREATE TABLE execution_hours (
+        workflow_id INTEGER NOT NULL,
+        hour TIMESTAMPTZ NOT NULL,
+        runs BIGINT NOT NULL,
+        succeeded BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        rows_out BIGINT,
+        contract_failures BIGINT NOT NULL,
+        max_ms DOUBLE,
+        PRIMARY KEY (workflow_id, hour)
+    );
+    CREATE TABLE node_failure_hours (
+        workflow_id INTEGER NOT NULL,
+        hour TIMESTAMPTZ NOT NULL,
+        node VARCHAR NOT NULL,
+        error_type VARCHAR NOT NULL,
+        failures BIGINT NOT NULL,
+        PRIMARY KEY (workflow_id, hour, node, error_type)
+    );
+    CREATE TABLE recent_durations (
+        workflow_id INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        started_at TIMESTAMPTZ,
+        duration_ms DOUBLE,
+        PRIMARY KEY (workflow_id, slot)
+    );
+    CREATE TABLE retention_runs (
+        id INTEGER PRIMARY KEY,
+        finished_at TIMESTAMPTZ NOT NULL
+    );
+    """
+    + ROLL_UP_HISTORY,
 )

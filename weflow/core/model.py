@@ -161,8 +161,18 @@ class InputSpec(_Frozen):
         return value
 
 
+class Retention(_Frozen):
+    """How much of a workflow's history ``weflow prune`` keeps; a value left out takes the catalog's default.
+
+    0 keeps everything on that count (as in n8n); versions are never pruned.
+    """
+
+    max_age_days: float | None = Field(default=None, ge=0, le=36_500)
+    max_executions: int | None = Field(default=None, ge=0, le=1_000_000_000)
+
+
 class WorkflowSettings(_Frozen):
-    """How a workflow runs: its time limit, outputs, fusion, concurrency, where steps run, memory cap."""
+    """How a workflow runs: its time limit, outputs, fusion, concurrency, where steps run, memory cap, retention."""
 
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
     persist_outputs: bool = False
@@ -172,6 +182,7 @@ class WorkflowSettings(_Frozen):
     dask: str | None = Field(default=None, pattern=r"^(local|tcp://[A-Za-z0-9_.\-]+:\d+)$")  # steps on Dask
     # the run stops (FAILED) when its process RSS goes over this; DuckDB gets it as memory_limit
     max_memory_mb: int | None = Field(default=None, ge=64, le=1_048_576)
+    retention: Retention = Field(default_factory=Retention)  # how much history weflow prune keeps
 
 
 AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from weflow import children, leases, monitor
+from weflow import children, leases, monitor, retention
 from weflow.core.entities import Execution, RunState, Workflow
 from weflow.errors import ConflictError, ExecutionTimeout
 from weflow.prefect_gateway import flow_runs
@@ -47,14 +47,13 @@ def sync(scope: Scope) -> list[Execution]:
     """Repair the catalog mirror: unfinished records whose flow run has ended, or whose process died.
 
     Prefect first: a deployed run that was cancelled or crashed ends with the state its worker reported.
+    Then retention, when a prune is due (``weflow.retention.prune_due``: at most hourly).
     """
-    pending = [
-        e
-        for e in scope.catalog.executions(scope.user.organization_id, limit=10_000)
-        if not e.status.final and e.flow_run_id
-    ]
+    pending = [e for e in scope.catalog.unfinished(scope.user.organization_id) if e.flow_run_id]
     repaired = _sync_from_prefect(scope, pending) if pending else []
-    return repaired + leases.reap(scope)
+    repaired += leases.reap(scope)
+    retention.after_sync(scope.catalog)
+    return repaired
 
 
 def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution]:

@@ -3,10 +3,11 @@
 A run is recorded twice (DESIGN decision 7): ``begin`` writes the RUNNING record before the flow
 starts, ``finish`` the final state with every node record and contract failure in one batch.
 ``CatalogRecorder`` writes the catalog (one session per record, or in batches through a
-``batching.Batcher`` in a process recording many runs) and holds the run's lease while it runs; ``ApiRecorder``
-(a remote worker, DESIGN decision 8) sends both to the weflow API, whose ``/runner`` routes write
-them with the ``report_*`` functions below (through the API process's shared batcher: concurrent
-reports share a session); ``UNRECORDED`` keeps nothing (previews, benchmarks).
+``weflow.catalog.batcher.Batcher`` in a process recording many runs) and holds the run's lease
+while it runs; ``ApiRecorder`` (a remote worker, DESIGN decision 8) sends both to the weflow API,
+whose ``/runner`` routes write them with the ``report_*`` functions below (through the API
+process's shared batcher: concurrent reports share a session); ``UNRECORDED`` keeps nothing
+(previews, benchmarks).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from typing import Any, Protocol
 
 from weflow import leases, monitor
 from weflow.catalog.batch import Begun, Finished
+from weflow.catalog.batcher import Batcher, shared
 from weflow.client import WeflowApi
 from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError
-from weflow.execution.batching import Batcher, shared
 from weflow.workflows import Scope, check, version
 
 Failures = list[dict[str, Any]]
