@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from multiprocessing import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -74,21 +75,32 @@ def _records(workflow_id: int, user_id: int, execution_id: str) -> tuple[Executi
     return running, final, nodes
 
 
-def batched(path: str, workflow_id: int, user_id: int, ids: list[str]) -> Share:
-    """Record ``ids`` through one Batcher, as a worker's ``CatalogRecorder`` does; flushed at the end."""
+def _stamp(into: list[float], since: float) -> Callable[[], None]:
+    """What a Batcher runs once an end is committed: note how long it took since ``since``."""
+    return lambda: into.append(time.perf_counter() - since)
+
+
+def batched(path: str, workflow_id: int, user_id: int, ids: list[str], per_second: float | None = None) -> Share:
+    """Record ``ids`` through one Batcher, as a worker's ``CatalogRecorder`` does; flushed at the end.
+
+    ``per_second``: one run ended every ``1 / per_second`` s, else as fast as the process can.
+    """
     catalog = Catalog(path)  # weflow's default lock timeout (60 s): a call waiting longer fails and is counted
     batcher = Batcher(catalog)
     calls: list[float] = []
     committed: list[float] = []
     failed: list[str] = []
     lease = leases.here()
-    for execution_id in ids:
+    started = time.perf_counter()
+    for k, execution_id in enumerate(ids):
+        if per_second is not None:
+            time.sleep(max(0.0, started + k / per_second - time.perf_counter()))
         running, final, nodes = _records(workflow_id, user_id, execution_id)
         try:
             t0 = time.perf_counter()
             batcher.put(Begun(running, queued=True, lease=lease))
             t1 = time.perf_counter()
-            batcher.put(Finished(final, tuple(nodes)), after=lambda t=t1: committed.append(time.perf_counter() - t))
+            batcher.put(Finished(final, tuple(nodes)), after=_stamp(committed, t1))
             calls += [t1 - t0, time.perf_counter() - t1]
         except CatalogError as exc:
             failed.append(str(exc))
@@ -116,7 +128,7 @@ def unbatched(path: str, workflow_id: int, user_id: int, ids: list[str]) -> Shar
 
 
 def _process(
-    record: Callable[[str, int, int, list[str]], Share], args: tuple[Any, ...], ids: list[str],
+    record: Callable[..., Share], args: tuple[Any, ...], ids: list[str],
     start: Barrier, end: Barrier, out: Queue[Share],
 ) -> None:  # fmt: skip
     """In a spawned process: the first session untimed, then record ``ids`` once every process is ready."""
@@ -127,7 +139,7 @@ def _process(
 
 
 def from_processes(
-    record: Callable[[str, int, int, list[str]], Share], args: tuple[Any, ...], ids: list[str], workers: int
+    record: Callable[..., Share], args: tuple[Any, ...], ids: list[str], workers: int
 ) -> tuple[float, list[Share]]:
     """Seconds from releasing ``workers`` spawned processes (imports and a first session done) until the
     last one is done, and what each reported."""
@@ -184,7 +196,7 @@ def _lost(path: Path, count: int) -> int:
         ).fetchone()
     assert row is not None
     done, nodes, counted = row
-    return count - min(done, nodes // 2, counted)
+    return int(count - min(done, nodes // 2, counted))
 
 
 def raw_sessions(path: Path, workflow_id: int, user_id: int, count: int) -> float:
@@ -254,7 +266,7 @@ def _shares_text(shares: list[Share]) -> str:
 
 def run(quick: bool) -> Section:
     total = 100 if quick else 10_000
-    fleet = (1, 2) if quick else (1, 4, 8)
+    fleet = (2,) if quick else (1, 4, 8)
     raw_count, bulk_count = (5, 100) if quick else (100, 1000)
     one_by_one, one_by_one_workers = (10, 2) if quick else (1000, 4)
     section = Section(
@@ -269,8 +281,10 @@ starts when every process has imported weflow and opened the catalog once, and s
 last one has flushed. Baselines, on the same kind of fresh catalog file from one process: per
 execution open, insert its row and two node rows, commit, close (**{ROWS}**, the floor of one
 session per record), or {bulk_count:,} executions in one Arrow insert per table (**{BULK}**).
-Every row is per execution; the last one records {one_by_one:,} executions from
-{one_by_one_workers} processes with one session per record (no batcher), as before batching.""",
+Every row is per execution. The last but one paces the runs' ends, so that the time until an
+end is committed is the one of a steady load rather than of a burst; the last one records
+{one_by_one:,} executions from {one_by_one_workers} processes with one session per record (no
+batcher), as before batching.""",
         baselines=(ROWS, BULK),
     )
     root = Path(tempfile.mkdtemp(prefix="weflow-bench-recording-"))
@@ -310,6 +324,17 @@ def _measure(
             f"{workers} process{plural}: {total / seconds:,.0f} executions/s ({seconds:.1f} s), "
             f"{_shares_text(shares)}; {lost} lost, {failed} failed calls" + (f" (first: {errors[0]})" if errors else "")
         )
+    paced, workers, rate = (40, 2, 100.0) if quick else (4000, 4, 200.0)
+    log(f"recording: {paced:,} executions from {workers} processes at {rate:.0f}/s")
+    wid, uid, ids = _queued_catalog(path := next(files), paced)
+    seconds, shares = from_processes(partial(batched, per_second=rate / workers), (str(path), wid, uid), ids, workers)
+    lost, failed = _lost(path, paced), sum(len(s.failed) for s in shares)
+    section.rows.append(Row(f"record {paced:,} executions from {workers} processes at {rate:.0f}/s in all, batched "
+                            "(per execution)", Stat((seconds / paced,)), floor))  # fmt: skip
+    rates.append(
+        f"{workers} processes at {rate:.0f} executions/s in all: {paced / seconds:,.0f} executions/s "
+        f"({seconds:.1f} s), {_shares_text(shares)}; {lost} lost, {failed} failed calls"
+    )
     count, workers = before
     log(f"recording: {count:,} executions from {workers} processes, one session per record")
     wid, uid, ids = _queued_catalog(path := next(files), count)
