@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -212,18 +211,12 @@ def test_sync_prunes_when_a_prune_is_due(old_history: History) -> None:
 
 
 def test_prune_periodically_prunes_until_stopped(old_history: History) -> None:
-    stop = threading.Event()
-    worker = threading.Thread(target=retention.prune_periodically, args=(stop, 3600, old_history.scope.catalog.path))
-    worker.start()
-    try:
+    with retention.pruning(old_history.scope.catalog.path, every_seconds=3600) as thread:
         for _ in range(200):
             if old_history.scope.catalog.last_pruned() is not None:
                 break
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        worker.join(timeout=10)
-    assert not worker.is_alive()
+            thread.join(0.05)
+    assert not thread.is_alive()  # stopped at the end of the block, though its next prune was an hour away
     assert counts(old_history.scope.catalog.path)["workflow_executions"] == 4
 
 

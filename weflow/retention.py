@@ -12,7 +12,7 @@ node records name, unless a kept execution names the same file (a resume reuses 
 persisted outputs are content-addressed and shared). Only files inside the runs folder are
 deleted, after the rows are gone: a crash between leaves unreferenced files, never a reference
 to a missing file. Entry points: ``prune`` (``weflow prune``), ``prune_due`` (after ``weflow
-sync``) and ``prune_periodically`` (a thread of ``weflow up``).
+sync``), ``prune_periodically`` and ``pruning`` (a thread of ``weflow up``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,19 +196,25 @@ def prune(
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> Report:
-    """Apply every workflow's retention policy to the catalog (all organizations); ``dry_run`` removes nothing."""
+    """Apply every workflow's retention policy to the catalog (all organizations); ``dry_run`` removes nothing.
+
+    ``now``: the time the ages count from; ``stop``: set, the prune ends after the workflow it is on.
+    """
     cat = _existing(catalog)
     default, now = Policy.default(), now or datetime.now(UTC)
     report = Report(dry_run, settings().runs_dir.resolve())
     say = progress or (lambda _: None)
     for target in cat.retention_targets():
+        if stop is not None and stop.is_set():
+            return report  # not a whole prune: not marked, so the next sync prunes again
         item = Pruned(target.organization, target.workflow, default.over(target.retention))
         _prune_workflow(cat, item, target.workflow_id, now, report, say)
         if item.executions or item.rows.get("alert_deliveries"):
             report.workflows.append(item)
     if not dry_run:
-        cat.mark_pruned(now)
+        cat.mark_pruned(datetime.now(UTC))
     return report
 
 
@@ -235,13 +242,28 @@ def prune_periodically(
     """
     while not stop.is_set():
         try:
-            report = prune(catalog)
+            report = prune(catalog, stop=stop)
             if report.executions:
                 log.info("pruned %d executions, %d files (%d bytes)", report.executions, report.files, report.bytes)
-        except WeflowError as exc:
-            log.warning("retention: prune failed: %s", exc)
+        except Exception:  # a broken disk or catalog must not end the thread: the next period tries again
+            log.exception("retention: prune failed")
         if stop.wait(every_seconds):
             return
+
+
+@contextmanager
+def pruning(catalog: str | Path | None = None, every_seconds: float = DUE_SECONDS) -> Iterator[threading.Thread]:
+    """Prune now and every ``every_seconds`` in a daemon thread while the block runs (``weflow up``'s loop)."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=prune_periodically, args=(stop, every_seconds, catalog), name="weflow-retention", daemon=True
+    )
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=60)  # a batch in progress ends first (a few seconds at most)
 
 
 def after_sync(catalog: Catalog) -> None:
