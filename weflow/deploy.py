@@ -35,7 +35,7 @@ from weflow.workflows import Scope, list_workflows, version
 ROOT = Path(__file__).resolve().parent.parent
 # the deployment settings, re-exported: interfaces reach them through this service
 __all__ = ["CRASH_AUTOMATION", "FLOW_NAME", "DeployError", "Deployed", "deploy", "deployment_name"]
-__all__ += ["execution_queue", "heartbeat_seconds", "work_pool"]
+__all__ += ["entrypoint_path", "execution_queue", "heartbeat_seconds", "job_env", "work_pool"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,16 @@ def parameter_schema(definition: Definition) -> dict[str, Any]:
     }
 
 
-def _job_env(api_url: str | None = None) -> dict[str, str]:
+def entrypoint_path() -> str:
+    """The entrypoint as ``/abs/path/flows/run_workflow.py:run_workflow`` (what a weflow worker loads once)."""
+    return str(ROOT / ENTRYPOINT)
+
+
+def job_env(api_url: str | None = None) -> dict[str, str]:
     """What the flow process needs to find the catalog and data, as absolute paths.
+
+    A long-lived weflow worker sets the same in its own environment, so a deployment made here
+    runs inside it; one whose env differs (another catalog or API) runs in a process of its own.
 
     With ``api_url`` the runs report to the weflow API instead: the job names no catalog, data
     roots or allow-list, so each worker applies its own (and holds its own API key).
@@ -113,7 +121,11 @@ def _spec(
         "work_queue_name": execution_queue(),
         "entrypoint": ENTRYPOINT,
         "path": str(ROOT),
-        "job_variables": {"working_dir": str(ROOT), "env": _job_env(api_url)},
+        "job_variables": {
+            "working_dir": str(ROOT),
+            "env": job_env(api_url),
+            "isolation": definition.settings.isolation,  # inside the weflow worker, or a fresh process
+        },
         "paused": not active,
         "concurrency_limit": definition.settings.max_concurrent_runs,
         "schedules": [{"cron": c, "active": active} for c in definition.schedule],

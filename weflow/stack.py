@@ -1,4 +1,4 @@
-"""The local stack ``weflow up`` supervises: the home's Prefect server, deployments, a worker, a node worker.
+"""The local stack ``weflow up`` supervises: the home's Prefect server, deployments, a weflow worker, a node worker.
 
 A ``Stack`` owns what it starts: ``stop`` ends its workers, and the server too unless it found one
 already running. ``serve_nodes`` is the node worker itself (``weflow node-worker``).
@@ -17,7 +17,7 @@ from pathlib import Path
 from weflow import deploy, monitor
 from weflow.core.entities import AlertDelivery
 from weflow.engine import remote
-from weflow.prefect_gateway import server
+from weflow.prefect_gateway import server, worker_home
 from weflow.workflows import Scope
 
 MISSED_SCHEDULE_CHECK_SECONDS = 60
@@ -44,8 +44,8 @@ class Stack:
         return deploy.deploy(scope)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        """A process worker on the execution queue of the work pool."""
-        self.worker = server.start_worker(self.server.api_url, deploy.work_pool(), deploy.execution_queue(), self.home)
+        """A long-lived weflow worker (``weflow worker``, its supervisor) on the execution queue of the work pool."""
+        self.worker = server.start_weflow_worker(self.server.api_url, self.home)
         return self.worker
 
     def start_node_worker(self) -> subprocess.Popen[bytes]:
@@ -63,11 +63,15 @@ class Stack:
             time.sleep(1)
 
     def stop(self) -> None:
-        """Stop the workers, and the server if this stack started it."""
+        """Stop the workers (a weflow worker's runs get its grace period), and the server if this stack started it."""
         for proc in (self.worker, self.node_worker):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=worker_home.grace_seconds() + 30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         if not self.reused:
             server.stop(self.home)
 

@@ -35,7 +35,7 @@ def up(
     exit_after: Annotated[bool, typer.Option("--exit", help="stop everything after the queued runs end")] = False,
     port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
 ) -> None:
-    """Bring up the local stack: Prefect server (UI), deployments, a worker; Ctrl-C stops it."""
+    """Bring up the local stack: Prefect server (UI), deployments, a weflow worker, a node worker; Ctrl-C stops it."""
     from weflow import deploy, stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
     from weflow import execution as service
 
@@ -46,7 +46,8 @@ def up(
         for r in running.deploy(sc):
             out.print(f"deployment {deploy.deployment_name(r.workflow)}: {r.action}")
         worker = running.start_worker()
-        out.print(f"worker for pool {deploy.work_pool()!r}, queue {deploy.execution_queue()!r} (pid {worker.pid})")
+        out.print(f"weflow worker for pool {deploy.work_pool()!r}, queue {deploy.execution_queue()!r} "
+                  f"(supervisor pid {worker.pid}; `weflow worker`)")  # fmt: skip
         node_worker = running.start_node_worker()
         out.print(f"node worker for node queue {stack.node_queue()!r} (pid {node_worker.pid})")
         queued = [service.submit(name, sc, Mode.MANUAL, queue=True) for name in run or []]

@@ -183,6 +183,8 @@ class WorkflowSettings(_Frozen):
     # the run stops (FAILED) when its process RSS goes over this; DuckDB gets it as memory_limit
     max_memory_mb: int | None = Field(default=None, ge=64, le=1_048_576)
     retention: Retention = Field(default_factory=Retention)  # how much history weflow prune keeps
+    # where a deployed run runs: inside a long-lived weflow worker, or in a fresh process (heavy or untrusted work)
+    isolation: Literal["worker", "process"] = "worker"
 
 
 AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]

@@ -1,13 +1,16 @@
 """The deployment entrypoint's body: one path whatever records the run (the catalog, or the weflow API).
 
 ``flows/run_workflow.py`` calls ``run_deployed`` inside its Prefect flow run. With
-``WEFLOW_API_URL`` set (a remote worker) the records go through the weflow API, else to the catalog.
+``WEFLOW_API_URL`` set (a remote worker) the records go through the weflow API, else to the catalog:
+one session per record, or through the catalog's shared batcher in a process that runs many flow
+runs (a long-lived weflow worker calls ``record_in_batches``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from weflow.catalog.batcher import shared
 from weflow.client import WeflowApi
 from weflow.core.entities import Mode
 from weflow.execution.lifecycle import RunResult, begin, prepare, run_in_flow
@@ -15,11 +18,22 @@ from weflow.execution.record import ApiRecorder, CatalogRecorder, StoredRecorder
 from weflow.prefect_gateway import flow_runs
 from weflow.workflows import Scope
 
+_batched = False
+
+
+def record_in_batches() -> None:
+    """This process runs many deployed runs (a long-lived worker): their catalog records go in batches."""
+    global _batched
+    _batched = True
+
 
 def recorder() -> StoredRecorder:
     """The weflow API's recorder on a remote worker (``WEFLOW_API_URL``), else the catalog's for the current user."""
     api = WeflowApi.from_env()
-    return ApiRecorder(api) if api is not None else CatalogRecorder(Scope.current())
+    if api is not None:
+        return ApiRecorder(api)
+    scope = Scope.current()
+    return CatalogRecorder(scope, shared(scope.catalog) if _batched else None)
 
 
 async def run_deployed(

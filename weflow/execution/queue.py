@@ -12,7 +12,7 @@ from weflow.config import settings
 from weflow.core.entities import Execution, Mode
 from weflow.execution.lifecycle import RunResult, execute, resolve_inputs
 from weflow.execution.record import new_execution
-from weflow.prefect_gateway import flow_runs
+from weflow.prefect_gateway import flow_runs, server, worker_home
 from weflow.workflows import Scope, check, version
 
 
@@ -37,6 +37,7 @@ def submit(
         if flow_run_id is not None:
             execution = replace(execution, flow_run_id=flow_run_id)
             scope.catalog.insert_execution(execution)
+            worker_home.wake(server.default_home())  # this host's weflow workers poll now, not at their next poll
             return execution
     processes = children.default()
     scope.catalog.insert_execution(execution, lease=leases.here())  # held here until its child takes it

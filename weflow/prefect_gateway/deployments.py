@@ -97,15 +97,37 @@ async def _ensure_crash_detection(client: PrefectClient) -> None:
     await client.create_automation(wanted)
 
 
-async def _ensure_pool(client: PrefectClient) -> None:
+POOL_TYPE = "weflow"  # the work pool's worker type: weflow's long-lived worker (worker.WeflowWorker)
+
+
+def _pool_template() -> dict[str, Any]:
+    """The ``weflow`` worker type's job template (the process worker's, plus ``isolation``), without importing it."""
+    from weflow.prefect_gateway.worker import WeflowWorker  # ~0.1 s of Prefect's worker modules, deploy only
+
+    return WeflowWorker.get_default_base_job_template()
+
+
+async def _ensure_pool(client: PrefectClient) -> bool:
+    """The execution pool (type ``weflow``) and queue; True when an older stack's pool was replaced.
+
+    A pool made by an older weflow is of type ``process``: Prefect cannot change a pool's type, so
+    it is deleted and made again (its queues go with it, so every deployment is made again too).
+    """
     try:
-        await client.read_work_pool(work_pool())
+        found = await client.read_work_pool(work_pool())
     except ObjectNotFound:
-        await client.create_work_pool(WorkPoolCreate(name=work_pool(), type="process"))
+        found = None
+    replaced = found is not None and found.type != POOL_TYPE
+    if replaced:
+        await client.delete_work_pool(work_pool())
+    if found is None or replaced:
+        template = _pool_template()
+        await client.create_work_pool(WorkPoolCreate(name=work_pool(), type=POOL_TYPE, base_job_template=template))
     try:
         await client.read_work_queue_by_name(execution_queue(), work_pool_name=work_pool())
     except ObjectNotFound:
         await client.create_work_queue(name=execution_queue(), work_pool_name=work_pool())
+    return replaced
 
 
 async def _existing(client: PrefectClient) -> dict[str, Any]:
@@ -117,13 +139,13 @@ async def _existing(client: PrefectClient) -> dict[str, Any]:
 async def _apply(specs: list[dict[str, Any]]) -> list[Applied]:
     results: list[Applied] = []
     async with get_client() as client:
-        await _ensure_pool(client)
+        replaced = await _ensure_pool(client)
         await _ensure_crash_detection(client)
         flow_id = await client.create_flow_from_name(FLOW_NAME)
         existing = await _existing(client)
         for spec in specs:
             current = existing.pop(spec["name"], None)
-            if current is not None and current.version == spec["version"]:
+            if current is not None and current.version == spec["version"] and not replaced:
                 results.append((spec["name"], "unchanged", current.id))
                 continue
             if current is not None:  # schedules are replaced whole: drop the old ones first

@@ -359,6 +359,23 @@ def start_worker(
     )
 
 
+def start_weflow_worker(
+    api_url: str,
+    home: Path | None = None,
+    limit: int | None = None,
+    env_extra: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``weflow worker``: the supervisor of a long-lived weflow worker on the execution queue (``worker.py``)."""
+    home = _home(home)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(env_extra or {}), "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
+    log = (home / "weflow-worker-supervisor.log").open("ab")
+    cmd = [str(Path(sys.executable).with_name("weflow")), "worker"] + (["--limit", str(limit)] if limit else [])
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+
+
 def start_node_worker(api_url: str, queue: str, home: Path | None = None, limit: int = 10) -> subprocess.Popen[bytes]:
     """A weflow node worker (a Prefect task worker) taking steps from the node queue ``queue``."""
     home = _home(home)

@@ -1,0 +1,261 @@
+"""Issue 17: the long-lived weflow worker (`weflow worker`) against the session's real Prefect server.
+
+Real parts: the Prefect server on loopback, `weflow worker` (its supervisor and worker child) as
+processes, `prefect deployment run`, DuckDB catalog files. One worker serves the module's tests;
+the recycling test runs a second one on a queue of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import polars as pl
+import pytest
+
+from tests.conftest import REPO, eventually, weflow_exe
+from weflow import config, deploy, execution, parse, workflows
+from weflow.catalog import Catalog
+from weflow.core.entities import Execution, Mode, RunState
+from weflow.prefect_gateway import worker_home
+from weflow.workflows import Scope
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+PIDS = """
+name: NAME
+status: ACTIVE
+settings: {max_concurrent_runs: 5}
+nodes:
+  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
+  - {name: pid, type: python, config: {callable: "tests.resources.pynodes:whoami"}}
+  - {name: out, type: write_csv, config: {path: OUT}}
+connections:
+  - {from: orders, to: pid}
+  - {from: pid, to: out}
+"""
+NAP = """
+name: NAME
+status: ACTIVE
+nodes:
+  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: 60}}}
+"""
+DIE = """
+name: dies
+status: ACTIVE
+nodes:
+  - {name: boom, type: python, config: {callable: "tests.resources.pynodes:die"}}
+"""
+
+
+class Hot:
+    """A running `weflow worker`: its supervisor process, its home, its output."""
+
+    def __init__(self, home: Path, env: dict[str, str], *args: str) -> None:
+        self.home = home
+        self.log = home / "supervisor.out"
+        home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([weflow_exe(), "worker", *args], env={**env, "PREFECT_HOME": str(home)},
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def child(self, other_than: int | None = None) -> int:
+        """The pid of the worker child serving now (waiting for a fresh one after ``other_than``)."""
+
+        def ready() -> int | None:
+            found = [r for r in worker_home.live(self.home) if r["pid"] != other_than and r.get("port")]
+            return int(found[0]["pid"]) if found else None
+
+        return int(eventually(ready, 90))  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hot")
+
+
+@pytest.fixture(scope="module")
+def env(prefect_api: str, place: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
+        "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
+        "WEFLOW_RUNS_DIR": str(place / "runs"),
+        "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
+        "WEFLOW_SHARED_DATA_ROOTS": "true",
+        "WEFLOW_ORG": "acme",
+        "WEFLOW_USER": "ada",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+@pytest.fixture(scope="module")
+def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
+    with config.using(
+        catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
+        user="ada", python_node_modules=("tests.resources.pynodes",), shared_data_roots=True,
+    ) as current:  # fmt: skip
+        scope = Scope.current(Catalog(current.catalog))
+        for name in ("pids", "other_pids", "isolated"):
+            doc = PIDS.replace("NAME", name).replace("OUT", str(place / f"{name}.csv"))
+            doc = (
+                doc.replace("max_concurrent_runs: 5", "max_concurrent_runs: 5, isolation: process")
+                if name == "isolated"
+                else doc
+            )
+            workflows.apply(parse(doc), scope)
+        for name in ("naps", "killed"):
+            workflows.apply(parse(NAP.replace("NAME", name)), scope)
+        workflows.apply(parse(DIE), scope)
+        deploy.deploy(scope)
+        yield scope
+
+
+@pytest.fixture(scope="module")
+def hot(scope: Scope, env: dict[str, str], place: Path) -> Iterator[Hot]:
+    home = place / "home"
+    previous = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(home)  # where `submit` finds the workers to wake
+    worker = Hot(home, env, "--limit", "3")
+    try:
+        yield worker
+    finally:
+        assert worker.stop() == 0, worker.log.read_text()
+        if previous is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = previous
+
+
+def flow_run(prefect_api: str, flow_run_id: str | None) -> dict[str, Any]:
+    return dict(httpx.get(f"{prefect_api}/flow_runs/{flow_run_id}").json())
+
+
+def mine(scope: Scope, workflow: str) -> list[Execution]:
+    return [e for e in scope.catalog.executions(scope.user.organization_id, limit=500) if e.workflow == workflow]
+
+
+def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
+    scope: Scope, hot: Hot, prefect_api: str, place: Path, env: dict[str, str]
+) -> None:
+    child = hot.child()
+    started = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "run_workflow/pids"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    first = eventually(lambda: [e for e in mine(scope, "pids") if e.status.final], 120)
+    assert isinstance(first, list) and first[0].status is RunState.SUCCEEDED, first[0].error_message
+    assert first[0].mode is Mode.MANUAL
+    assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [child]
+
+    queued = execution.submit("pids", scope, Mode.API, queue=True)  # woken at once, not at the next poll
+    done = execution.wait(queued.id, scope, timeout=120)
+    assert done.status is RunState.SUCCEEDED, done.error_message
+    assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [child]  # the same process
+    runs = mine(scope, "pids")
+    assert len(runs) == 2 and len({e.flow_run_id for e in runs}) == 2  # each recorded once
+    for e in runs:
+        found = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
+        assert found
+        assert flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child)
+    pool = httpx.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
+    assert pool["type"] == "weflow" and "isolation" in pool["base_job_template"]["variables"]["properties"]
+    workers = httpx.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/workers/filter", json={}).json()
+    assert any(w["name"].startswith("weflow ") and w["status"] == "ONLINE" for w in workers), workers
+
+
+def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefect_api: str, place: Path) -> None:
+    child = hot.child()
+    deployed = httpx.post(f"{prefect_api}/deployments/filter", json={}).json()
+    assert {d["name"]: d["job_variables"]["isolation"] for d in deployed}["isolated"] == "process"
+    done = execution.wait(execution.submit("isolated", scope, Mode.API, queue=True).id, scope, timeout=120)
+    assert done.status is RunState.SUCCEEDED, done.error_message
+    [pid] = pl.read_csv(place / "isolated.csv")["pid"].unique().to_list()
+    assert pid != child and hot.child() == child
+    assert len(mine(scope, "isolated")) == 1
+
+
+def test_bad_worker_options_and_isolation_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    for args, wrong in ((["--limit", "0"], "--limit"), (["--max-memory-mb", "10"], "--max-memory-mb")):
+        done = subprocess.run([weflow_exe(), "worker", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and wrong in done.stderr, done.stderr
+    catalog = tmp_path / "weflow.duckdb"
+    bad = REPO / "tests/resources/bad/isolation_unknown.yaml"
+    done = subprocess.run([weflow_exe(), "--catalog", str(catalog), "apply", str(bad)], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    expected = "error: settings.isolation: input should be 'worker' or 'process'"
+    assert done.stderr.strip().splitlines() == [expected], done.stderr
+    if catalog.exists():  # catalog unchanged: no workflow stored
+        with duckdb.connect(str(catalog), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM workflows").fetchone() == (0,)
+
+
+def test_cancel_from_weflow_stops_an_in_process_run(scope: Scope, hot: Hot, prefect_api: str) -> None:
+    child = hot.child()
+    queued = execution.submit("naps", scope, Mode.API, queue=True)
+    eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
+    time.sleep(0.5)  # the node is asleep in the worker
+    execution.cancel(queued.id, scope)
+    done = execution.wait(queued.id, scope, timeout=60)
+    assert done.status is RunState.CANCELLED, done.error_message
+    assert eventually(lambda: flow_run(prefect_api, done.flow_run_id)["state_type"] == "CANCELLED", 30)
+    history = httpx.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": done.flow_run_id}).json()
+    assert "CRASHED" not in {s["type"] for s in history}
+    assert hot.child() == child  # the worker itself carries on
+
+
+@pytest.mark.parametrize("how", ["sigkill", "os._exit"])
+def test_a_dead_worker_child_ends_its_runs_crashed_and_failed(
+    scope: Scope, hot: Hot, prefect_api: str, how: str
+) -> None:
+    child = hot.child()
+    queued = execution.submit("killed" if how == "sigkill" else "dies", scope, Mode.API, queue=True)
+    if how == "sigkill":
+        eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
+        os.kill(child, signal.SIGKILL)
+    done = execution.wait(queued.id, scope, timeout=90)
+    assert done.status is RunState.FAILED and done.error_type == "PrefectCrashed", done
+    assert flow_run(prefect_api, done.flow_run_id)["state_type"] == "CRASHED"
+    assert all(n.status is not RunState.RUNNING for n in scope.catalog.execution(queued.id).nodes)
+    fresh = hot.child(other_than=child)
+    after = execution.wait(execution.submit("pids", scope, Mode.API, queue=True).id, scope, timeout=120)
+    assert after.status is RunState.SUCCEEDED, after.error_message
+    assert hot.child() == fresh
+
+
+def test_recycling_after_max_runs_loses_no_run(
+    scope: Scope, hot: Hot, env: dict[str, str], place: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKFLOW_EXECUTION_QUEUE", "recycling")  # away from the module's worker
+    other = {**env, "WORKFLOW_EXECUTION_QUEUE": "recycling"}
+    deploy.deploy(scope)
+    recycling = Hot(place / "home-recycling", other, "--max-runs", "2", "--limit", "1")
+    monkeypatch.setenv("PREFECT_HOME", str(recycling.home))
+    try:
+        recycling.child()
+        queued = [execution.submit("other_pids", scope, Mode.API, queue=True) for _ in range(5)]
+        ended = [execution.wait(e.id, scope, timeout=180) for e in queued]
+        assert [e.status for e in ended] == [RunState.SUCCEEDED] * 5, [e.error_message for e in ended]
+    finally:
+        assert recycling.stop() == 0
+        monkeypatch.undo()
+        deploy.deploy(scope)
+    assert len(mine(scope, "other_pids")) == 5
+    starts = recycling.log.read_text().count(" started (log: ")
+    assert starts >= 3, recycling.log.read_text()  # 2 runs per worker process

@@ -1,0 +1,424 @@
+"""weflow's own Prefect worker type, ``weflow``: flow runs of the execution queue run inside the worker.
+
+A ``prefect worker`` of type ``process`` starts two interpreters per flow run (~2.5-3 s and
+~200 MB here, DESIGN facts). ``WeflowWorker`` is Prefect's ``ProcessWorker`` (so
+``BaseWorker``'s polling, pool sync, heartbeats, per-worker limit and pending-run cancel) whose
+``run`` loads the deployment's entrypoint flow once, through Prefect's own loader, and runs each
+flow run with Prefect's async flow engine against the existing flow run, in a thread of its own
+(a thread keeps Prefect's SIGTERM bridge out of the worker's main thread). Prefect records the
+run's states, task runs and logs as usual; the run is still the deployment's flow run.
+
+A run goes to a fresh process instead (``ProcessWorker.run``: ``python -m prefect.engine``) when
+its job variables say ``isolation: process`` (``settings.isolation`` of the workflow), when its
+job env sets a ``WEFLOW_*`` variable to another value than this worker's (another catalog or
+API), or when its deployment pulls code from storage.
+
+Cancel: a Cancelling flow run that runs here is cancelled inside its event loop; the engine then
+ends it Cancelled (not Crashed), and weflow's run records it CANCELLED. Health: after
+``max_runs`` runs, or above ``max_memory_mb`` of RSS, the worker takes no new run, finishes the
+ones in flight and returns; its supervisor (``weflow worker``) starts a fresh one. Each worker
+records its wake-up port and in-flight flow runs in the Prefect home (``worker_home``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect import Flow
+from prefect._internal.observers import FlowRunCancellingObserver
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
+from prefect.flow_engine import AsyncFlowRunEngine
+from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+from prefect.states import Cancelled, Crashed
+from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+from prefect.utilities.services import critical_service_loop
+from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker, ProcessWorkerResult
+from pydantic import Field
+
+from weflow.prefect_gateway import worker_home
+from weflow.prefect_gateway.client import on_server
+
+Isolation = Literal["worker", "process"]
+log = logging.getLogger("weflow.worker")
+
+
+class WeflowJobConfiguration(ProcessJobConfiguration):
+    """The process worker's job, plus where the run goes: this worker (default) or a process of its own."""
+
+    isolation: Isolation = Field(default="worker")
+
+
+class WeflowVariables(ProcessVariables):
+    isolation: Isolation = Field(
+        default="worker",
+        description="worker: run inside a long-lived weflow worker; process: in a fresh Python process",
+    )
+
+
+class WeflowWorkerResult(ProcessWorkerResult):
+    """How a flow run ended on this worker (0: Prefect holds its final state)."""
+
+
+class _InProcess:
+    """A flow run running in one of this worker's threads, cancellable from the worker's loop."""
+
+    def __init__(self, flow_run_id: UUID) -> None:
+        self.flow_run_id = flow_run_id
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+
+    def attach(self) -> bool:
+        """Called in the run's thread: cancel reaches this task from now on; False if already cancelled."""
+        with self._lock:
+            task = asyncio.current_task()
+            assert task is not None
+            self._task = (asyncio.get_running_loop(), task)
+            return not self.cancelled.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled.set()
+            if self._task is not None:
+                loop, task = self._task
+                loop.call_soon_threadsafe(task.cancel)
+
+
+class _Engine(AsyncFlowRunEngine[Any, Any]):
+    """Prefect's async flow engine; the worker's cancel ends the run Cancelled instead of Crashed.
+
+    Prefect tells a requested cancel from a crash through a process-wide intent its runner sets
+    before a SIGTERM; runs sharing a process need a flag of their own.
+    """
+
+    weflow_cancel: threading.Event | None = None
+
+    async def handle_crash(self, exc: BaseException) -> None:
+        if self.weflow_cancel is not None and self.weflow_cancel.is_set() and isinstance(exc, asyncio.CancelledError):
+            await self.handle_cancellation(exc)
+        else:
+            await super().handle_crash(exc)
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (its peak where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class WeflowWorker(ProcessWorker):
+    type = "weflow"
+    job_configuration = WeflowJobConfiguration
+    job_configuration_variables = WeflowVariables  # type: ignore[assignment]  # Prefect's stub says None
+    _description = "weflow: run flow runs inside a long-lived worker process that imported weflow once."
+    _display_name = "weflow"
+
+    def __init__(
+        self, *args: Any, home: Path, max_runs: int | None = None, max_memory_mb: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.home = home
+        self.max_runs = max_runs
+        self.max_memory_mb = max_memory_mb
+        self.runs_done = 0
+        self.draining = False
+        self.port: int | None = None
+        self._in_flight: dict[UUID, _InProcess] = {}
+        self._flows: dict[str, Flow[..., Any]] = {}
+        self._observer: FlowRunCancellingObserver | None = None
+        self._poll_lock: anyio.Lock | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        self._poll_lock = anyio.Lock()
+        # BaseWorker watches only runs it is still submitting; this watches the ones running here
+        self._observer = await self._exit_stack.enter_async_context(
+            FlowRunCancellingObserver(on_cancelling=self._cancel_in_process, polling_interval=5)
+        )
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """Poll (also on a wake-up), unless recycling: then no new run is taken."""
+        if self.draining or self._poll_lock is None:
+            return []
+        async with self._poll_lock:
+            return await super().get_and_submit_flow_runs()
+
+    def preload(self, entrypoints: Sequence[str]) -> None:
+        """Load these flows now (``/path/file.py:flow``), so the first run pays no import."""
+        for full in entrypoints:
+            self._flows[full] = load_flow_from_entrypoint(full, use_placeholder_flow=False)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        status = task_status or anyio.TASK_STATUS_IGNORED
+        entrypoint, reason = await self._placement(flow_run, configuration)
+        if entrypoint is None:
+            self.get_flow_run_logger(flow_run).info(f"Running flow run {flow_run.id} in its own process: {reason}")
+            try:
+                return await super().run(flow_run, configuration, status)
+            finally:
+                self._ended()
+        flow = self._flows.get(entrypoint)
+        if flow is None:
+            flow = self._flows[entrypoint] = await anyio.to_thread.run_sync(
+                lambda: load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+            )
+        handle = self._in_flight[flow_run.id] = _InProcess(flow_run.id)
+        if self._observer is not None:
+            self._observer.add_in_flight_flow_run_id(flow_run.id)
+        self.record()
+        status.started(os.getpid())
+        try:
+            code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads())
+        finally:
+            if self._observer is not None:
+                self._observer.remove_in_flight_flow_run_id(flow_run.id)
+            del self._in_flight[flow_run.id]
+            self._ended()
+            self.record()
+        return WeflowWorkerResult(status_code=code, identifier=str(os.getpid()))
+
+    async def _placement(self, flow_run: FlowRun, configuration: ProcessJobConfiguration) -> tuple[str | None, str]:
+        """The flow to run here (``/path/file.py:flow``), or None and why the run needs its own process."""
+        if getattr(configuration, "isolation", "worker") == "process":
+            return None, "its workflow has settings.isolation: process"
+        differ = sorted(
+            k
+            for k, v in configuration.env.items()
+            if k.startswith("WEFLOW_") and v is not None and os.environ.get(k) != v
+        )
+        if differ:
+            return None, f"its job env sets {', '.join(differ)} unlike this worker"
+        if flow_run.deployment_id is None:
+            return None, "it has no deployment"
+        deployment = await self.client.read_deployment(flow_run.deployment_id)
+        entry = deployment.entrypoint or ""
+        if deployment.pull_steps or deployment.storage_document_id or ":" not in entry or not deployment.path:
+            return None, "its deployment pulls its code from storage"
+        return str(Path(deployment.path) / entry), ""
+
+    def _threads(self) -> anyio.CapacityLimiter:
+        if not hasattr(self, "_thread_limiter"):
+            self._thread_limiter = anyio.CapacityLimiter(self._limit or 1000)
+        return self._thread_limiter
+
+    def _ended(self) -> None:
+        self.runs_done += 1
+        self.check_health()
+
+    def check_health(self) -> None:
+        """Stop taking runs once ``max_runs`` ran or the RSS passed ``max_memory_mb``."""
+        if self.draining:
+            return
+        if self.max_runs is not None and self.runs_done >= self.max_runs:
+            self.drain(f"{self.runs_done} runs done (--max-runs {self.max_runs})")
+        elif self.max_memory_mb is not None and (rss := rss_mb()) > self.max_memory_mb:
+            self.drain(f"RSS {rss:.0f} MB over --max-memory-mb {self.max_memory_mb:g}")
+
+    def drain(self, why: str) -> None:
+        """Take no new run; the worker returns once the runs in flight ended."""
+        self.draining = True
+        self._logger.info(f"Recycling: {why}; finishing {len(self._in_flight)} run(s) in flight, taking no new one")
+
+    def idle(self) -> bool:
+        return not self._in_flight and not self._submitting_flow_run_ids and self.limiter.borrowed_tokens == 0
+
+    def _cancel_in_process(self, flow_run_id: UUID) -> None:
+        handle = self._in_flight.get(flow_run_id)
+        if handle is not None:
+            self._logger.info(f"Cancelling flow run {flow_run_id}, running in this worker")
+            handle.cancel()
+
+    async def kill_infrastructure(
+        self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
+    ) -> None:
+        """A pending run's cancel (BaseWorker): stop it if it is about to run here."""
+        flow_run_id = configuration.env.get("PREFECT__FLOW_RUN_ID")
+        handle = self._in_flight.get(UUID(flow_run_id)) if flow_run_id else None
+        if handle is None:
+            raise InfrastructureNotFound(f"flow run {flow_run_id} does not run in this worker")
+        handle.cancel()
+
+    def record(self) -> None:
+        """This worker's record in the Prefect home: wake-up port and flow runs in flight."""
+        worker_home.write(
+            self.home,
+            {
+                "pid": os.getpid(),
+                "name": self.name,
+                "pool": self._work_pool_name,
+                "queues": sorted(self._work_queues),
+                "port": self.port,
+                "in_flight": [str(i) for i in self._in_flight],
+                "runs": self.runs_done,
+                "draining": self.draining,
+            },
+        )
+
+
+def _run_in_thread(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun) -> int:
+    return asyncio.run(_run_flow(handle, flow, flow_run))
+
+
+async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun) -> int:
+    """Prefect's ``run_flow_async`` on the existing flow run; 0 when Prefect holds the run's final state."""
+    if not handle.attach():
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run.id, Cancelled(message="cancelled before it started"), force=True)
+        return 0
+    args, kwargs = parameters_to_args_kwargs(flow.fn, flow_run.parameters or {})
+    engine = _Engine(flow=flow, parameters=get_call_parameters(flow.fn, args, kwargs), flow_run=flow_run)
+    engine.weflow_cancel = handle.cancelled
+    try:
+        async with engine.start():
+            while engine.is_running():
+                async with engine.run_context():
+                    _ = await engine.call_flow_fn()  # Prefect annotates the result as a coroutine
+    except BaseException as exc:  # the engine already recorded a crash or a cancel
+        log.debug("flow run %s ended with %r", flow_run.id, exc)
+    return 0 if engine.state is not None and engine.state.is_final() else 1
+
+
+async def _wake_ups(listener: anyio.abc.Listener[Any], woken: Callable[[], None]) -> None:
+    """Answer each connection to the wake-up port (a POST from ``worker_home.wake``) with a poll."""
+
+    async def answer(stream: anyio.abc.ByteStream) -> None:
+        with suppress(Exception):
+            async with stream:
+                woken()
+                await stream.send(b"HTTP/1.0 204 No Content\r\n\r\n")
+
+    await listener.serve(answer)
+
+
+async def _poll_on_wake(worker: WeflowWorker, wake: list[anyio.Event]) -> None:
+    while True:
+        await wake[0].wait()
+        wake[0] = anyio.Event()  # a wake-up during this poll gets a poll of its own
+        try:
+            await worker.get_and_submit_flow_runs()
+        except Exception as exc:  # the regular poll carries on; a wake-up is only a shortcut
+            log.warning("poll on wake-up failed: %s", exc)
+
+
+async def _until_done(worker: WeflowWorker, stop: anyio.Event) -> None:
+    checked = 0.0
+    while True:
+        if stop.is_set() and not worker.draining:
+            worker.drain("asked to stop")
+        if time.monotonic() - checked > 1.0:
+            checked = time.monotonic()
+            worker.check_health()
+            worker.record()
+        if worker.draining and worker.idle():
+            return
+        await anyio.sleep(0.05)
+
+
+async def serve(
+    worker: WeflowWorker, printer: Callable[[str], None] = print, query_seconds: float | None = None
+) -> None:
+    """Run ``worker`` until it recycles or SIGTERM/SIGINT asks it to stop; in-flight runs finish first."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    worker.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    wake = [anyio.Event()]
+    stop = anyio.Event()
+    interval = query_seconds or PREFECT_WORKER_QUERY_SECONDS.value()
+    async with worker:
+        worker.record()
+        async with anyio.create_task_group() as loops:
+            loops.start_soon(_stop_on_signals, stop)
+            loops.start_soon(_wake_ups, listener, lambda: wake[0].set())
+            loops.start_soon(_poll_on_wake, worker, wake)
+            loops.start_soon(
+                lambda: critical_service_loop(worker.get_and_submit_flow_runs, interval, jitter_range=0.3, backoff=4)
+            )
+            loops.start_soon(
+                lambda: critical_service_loop(
+                    worker.sync_with_backend, worker.heartbeat_interval_seconds, jitter_range=0.3, backoff=4
+                )
+            )
+            worker._started_event = await worker._emit_worker_started_event()  # Prefect's own start() does this
+            printer(f"weflow worker {worker.name!r} (pid {os.getpid()}) on pool {worker._work_pool_name!r}, "
+                    f"wake-up port {worker.port}")  # fmt: skip
+            await _until_done(worker, stop)
+            loops.cancel_scope.cancel()
+        await listener.aclose()
+    worker_home.remove(worker.home, os.getpid())
+    printer(f"weflow worker {worker.name!r} stopped after {worker.runs_done} run(s)")
+
+
+async def _stop_on_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+
+
+def crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
+    """End these flow runs CRASHED (Cancelled if they were being cancelled) unless they ended; those changed."""
+    return on_server(lambda: _crash(flow_run_ids, message))
+
+
+async def _crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
+    changed = []
+    async with get_client() as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                found = await client.read_flow_run(UUID(flow_run_id))
+            except ObjectNotFound:
+                continue
+            if found.state is not None and found.state.is_final():
+                continue
+            cancelling = found.state is not None and found.state.is_cancelling()
+            state: State[Any] = Cancelled(message=message) if cancelling else Crashed(message=message)
+            await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
+            changed.append(flow_run_id)
+    return changed
+
+
+def run_worker(
+    home: Path,
+    pool: str,
+    queue: str,
+    *,
+    name: str | None = None,
+    limit: int | None = None,
+    max_runs: int | None = None,
+    max_memory_mb: float | None = None,
+    preload: Sequence[str] = (),
+    heartbeat_seconds: int | None = None,
+    printer: Callable[[str], None] = print,
+) -> int:
+    """Be a weflow worker on ``pool``/``queue`` until it recycles or is asked to stop; the runs it ran."""
+    worker = WeflowWorker(work_pool_name=pool, work_queues=[queue], name=name, limit=limit, home=home.resolve(),
+                          max_runs=max_runs, max_memory_mb=max_memory_mb)  # fmt: skip
+    worker.preload(preload)
+    updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat_seconds} if heartbeat_seconds else {}
+    with temporary_settings(updates=updates):  # Prefect froze its settings at import: heartbeats of this worker's runs
+        anyio.run(serve, worker, printer)
+    return worker.runs_done

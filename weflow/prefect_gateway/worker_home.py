@@ -1,0 +1,120 @@
+"""What a Prefect home knows about its weflow workers: one record each, the wake-up, the child process.
+
+A long-lived worker (``worker.py``) writes ``<home>/weflow-workers/<pid>.json``: its name, pool
+and queue, the loopback port it takes wake-ups on, and the flow runs it runs right now. ``wake``
+(called after weflow creates a flow run) sends every live worker of the home a one-line POST, so
+it polls at once instead of at its next poll; its supervisor (``weflow worker``) reads the
+in-flight list of a child that died to mark those runs CRASHED. Only the standard library: a
+supervisor and ``weflow run --queue`` import this without Prefect.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from weflow.errors import ServerError
+from weflow.prefect_gateway import supervisor
+
+FOLDER = "weflow-workers"
+WAKE_REQUEST = b"POST /wake HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+WAKE_TIMEOUT = 0.2  # seconds per worker: a loopback connect takes well under 1 ms here
+GRACE_SECONDS = 30.0  # how long a stopping worker may finish its runs in flight before it is killed
+
+
+def grace_seconds() -> float:
+    """``WEFLOW_WORKER_GRACE_SECONDS``: a stopping worker's time to finish its runs (then they end CRASHED)."""
+    raw = os.environ.get("WEFLOW_WORKER_GRACE_SECONDS", "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else GRACE_SECONDS
+    except ValueError:
+        raise ServerError(f"WEFLOW_WORKER_GRACE_SECONDS={raw!r}: expected a number of seconds") from None
+
+
+def folder(home: Path) -> Path:
+    return home / FOLDER
+
+
+def write(home: Path, record: Mapping[str, Any]) -> None:
+    """Replace this process's record in one step (a reader never sees half of it)."""
+    target = folder(home)
+    target.mkdir(parents=True, exist_ok=True)
+    partial = target / f".{os.getpid()}.json.partial"
+    partial.write_text(json.dumps(dict(record)))
+    partial.replace(target / f"{os.getpid()}.json")
+
+
+def read(home: Path, pid: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder(home) / f"{pid}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove(home: Path, pid: int) -> None:
+    (folder(home) / f"{pid}.json").unlink(missing_ok=True)
+
+
+def live(home: Path) -> list[dict[str, Any]]:
+    """The records of the home's workers that still run (a dead one's record is dropped)."""
+    found = []
+    for path in sorted(folder(home).glob("*.json")) if folder(home).is_dir() else []:
+        if not path.stem.isdigit():
+            continue
+        record = read(home, int(path.stem))
+        if record is not None and supervisor.alive(int(path.stem)):
+            found.append(record)
+        elif record is not None and not record.get("in_flight"):
+            path.unlink(missing_ok=True)  # a dead worker's in-flight runs are left for its supervisor
+    return found
+
+
+def wake(home: Path) -> int:
+    """Ask every live worker of ``home`` to poll now; how many were reached (0 when none runs)."""
+    reached = 0
+    for record in live(home):
+        port = record.get("port")
+        if not port:
+            continue
+        try:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=WAKE_TIMEOUT) as conn:
+                conn.sendall(WAKE_REQUEST)
+            reached += 1
+        except OSError:
+            continue  # stopping, or busy: its poll (every second) finds the run anyway
+    return reached
+
+
+def die_with(parent: int) -> None:
+    """In a worker child: get SIGTERM when its supervisor dies, even by SIGKILL (DESIGN decision 14).
+
+    Set by the child itself, not in ``preexec_fn`` (unsafe in a supervisor with threads); a
+    supervisor that died before this call is caught by the parent check.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        raise SystemExit(f"the weflow worker supervisor (pid {parent}) is gone")
+
+
+def start_child(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A worker child in its own session: Ctrl-C reaches only its supervisor, which stops it gracefully."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )

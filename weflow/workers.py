@@ -1,0 +1,167 @@
+"""Long-lived execution workers (``weflow worker``, DESIGN decision 12): a small supervisor over one worker child.
+
+``supervise`` runs in the ``weflow worker`` process and imports neither Prefect nor the engine:
+it starts the real worker (``python -m weflow.workers``, the gateway's ``WeflowWorker``) as its
+child, starts a fresh one when the child recycles (after ``--max-runs`` runs or above
+``--max-memory-mb``, in-flight runs finished first) or dies, and stops it on SIGTERM or Ctrl-C
+(DESIGN decision 14: the child also dies with its supervisor). When a child dies with runs in
+flight (a node called ``os._exit``, a SIGKILL), those runs, which the child listed in its record
+in the Prefect home, are ended CRASHED in Prefect at once and the catalog mirror is synced from
+Prefect (FAILED, never RUNNING), as ``weflow sync`` does.
+
+The child (``child_main``) makes the execution service record in batches, points the job env at
+the same catalog, data roots and API as ``weflow deploy`` puts into each deployment, loads the
+entrypoint flow once and serves the execution queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from weflow.prefect_gateway import server, worker_home
+
+DEFAULT_LIMIT = 4  # flow runs at once per worker: the in-process floor stops growing past 4 on 2 cores (DESIGN facts)
+QUICK_DEATH_SECONDS = 10.0  # a child dying sooner than this after its start is restarted with a growing delay
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    limit: int = DEFAULT_LIMIT
+    max_runs: int | None = None
+    max_memory_mb: int | None = None
+    name: str | None = None
+
+
+class Supervisor:
+    """One ``weflow worker``: its child, restarted until a signal stops both."""
+
+    def __init__(self, options: WorkerOptions, say: Callable[[str], None] = print) -> None:
+        self.options = options
+        self.say = say
+        self.home = server.default_home().resolve()
+        self.api_url = server.ensure(quiet=True).api_url  # PREFECT_API_URL, else the home's server
+        self.name = options.name or f"weflow {socket.gethostname()} {os.getpid()}"
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.deadline = 0.0
+
+    def argv(self) -> list[str]:
+        o = self.options
+        argv = [sys.executable, "-m", "weflow.workers", "--home", str(self.home), "--parent", str(os.getpid()),
+                "--name", self.name, "--limit", str(o.limit)]  # fmt: skip
+        argv += ["--max-runs", str(o.max_runs)] if o.max_runs else []
+        argv += ["--max-memory-mb", str(o.max_memory_mb)] if o.max_memory_mb else []
+        return argv
+
+    def start(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        self.child = worker_home.start_child(self.argv(), env, self.home / "worker-weflow.log")
+        self.say(f"worker {self.child.pid} started (log: {self.home / 'worker-weflow.log'})")
+        return self.child
+
+    def run(self) -> int:
+        """Start children until a signal stops it (then the child's runs get a grace period); 0."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._signal)
+        quick_deaths = 0
+        while True:
+            started = time.monotonic()
+            child = self.start()
+            code = self._wait(child)
+            self.repair(child.pid, code)
+            if self.stopping:
+                return 0
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < QUICK_DEATH_SECONDS else 0
+            self.say(
+                f"worker {child.pid} {'recycled' if code == 0 else f'died with exit code {code}'}; starting another"
+            )
+            if quick_deaths > 1:  # a child that cannot start (a bad environment) is not restarted in a hot loop
+                time.sleep(min(30.0, 0.5 * 2**quick_deaths))
+
+    def _signal(self, signum: int, frame: FrameType | None) -> None:
+        """First signal: the child finishes its runs (up to the grace period); a second one: kill it now."""
+        grace = 0.0 if self.stopping else worker_home.grace_seconds()
+        self.stopping = True
+        self.deadline = time.monotonic() + grace
+        self.say(f"{signal.Signals(signum).name}: stopping the worker; its runs in flight get {grace:g} s to finish")
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+        while child.poll() is None:
+            if self.stopping and time.monotonic() > self.deadline:
+                self.say(f"worker {child.pid} still busy after the grace period: killing it")
+                child.kill()
+                child.wait()
+                break
+            time.sleep(0.1)
+        return int(child.returncode)
+
+    def repair(self, pid: int, code: int | None) -> list[str]:
+        """End the runs a dead child left in flight: CRASHED in Prefect, FAILED in the catalog; their ids."""
+        record = worker_home.read(self.home, pid)
+        worker_home.remove(self.home, pid)
+        in_flight = [str(i) for i in (record or {}).get("in_flight", [])]
+        if not in_flight:
+            return []
+        crashed = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) died with exit code {code}")
+        self.say(f"worker {pid} left {len(in_flight)} run(s) in flight; ended CRASHED: {', '.join(crashed) or 'none'}")
+        return crashed
+
+
+def crash_runs(flow_run_ids: list[str], message: str) -> list[str]:
+    """CRASHED in Prefect, then the catalog mirror synced from Prefect (no catalog here on a remote worker)."""
+    # deferred: a supervisor that never sees a crash never imports Prefect or the engine (~2 s, ~150 MB)
+    from weflow.execution import history
+    from weflow.prefect_gateway import worker
+    from weflow.workflows import Scope
+
+    os.environ.setdefault("PREFECT_API_URL", server.ensure(quiet=True).api_url)
+    crashed = worker.crash(flow_run_ids, message)
+    if not os.environ.get("WEFLOW_API_URL"):
+        history.sync(Scope.current())
+    return crashed
+
+
+def supervise(options: WorkerOptions, say: Callable[[str], None] = print) -> int:
+    """``weflow worker``: run a worker child (restarted when it recycles or dies) until SIGTERM or Ctrl-C."""
+    return Supervisor(options, say).run()
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """The worker child: batched records, the deployments' job env, the entrypoint loaded once, then serve."""
+    parser = argparse.ArgumentParser(prog="python -m weflow.workers")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+    parser.add_argument("--max-runs", type=int, default=None)
+    parser.add_argument("--max-memory-mb", type=int, default=None)
+    args = parser.parse_args(argv)
+    worker_home.die_with(args.parent)
+    from weflow import deploy  # the child pays for Prefect and the engine once, for all its runs
+    from weflow.execution import deployed
+    from weflow.prefect_gateway import worker
+
+    deployed.record_in_batches()
+    os.environ.update(deploy.job_env(os.environ.get("WEFLOW_API_URL") or None))
+    worker.run_worker(
+        args.home, deploy.work_pool(), deploy.execution_queue(), name=args.name, limit=args.limit,
+        max_runs=args.max_runs, max_memory_mb=args.max_memory_mb, preload=[deploy.entrypoint_path()],
+        heartbeat_seconds=deploy.heartbeat_seconds(), printer=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
