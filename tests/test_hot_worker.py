@@ -26,6 +26,7 @@ from weflow import config, deploy, execution, parse, workflows
 from weflow.catalog import Catalog
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.prefect_gateway import worker_home
+from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -188,6 +189,23 @@ def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefe
     [pid] = pl.read_csv(place / "isolated.csv")["pid"].unique().to_list()
     assert pid != child and hot.child() == child
     assert len(mine(scope, "isolated")) == 1
+
+
+def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:
+    worker = WeflowWorker(work_pool_name="weflow", home=tmp_path, max_memory_mb=64)
+    assert rss_mb() > 64
+    worker.check_health()
+    assert not worker.draining  # a worker whose own RSS is over the limit still serves a run
+    worker.runs_done = 1
+    worker.check_health()
+    assert worker.draining
+    big = WeflowWorker(work_pool_name="weflow", home=tmp_path, max_memory_mb=rss_mb() * 4, max_runs=3)
+    big.runs_done = 2
+    big.check_health()
+    assert not big.draining
+    big.runs_done = 3
+    big.check_health()
+    assert big.draining
 
 
 def test_bad_worker_options_and_isolation_are_refused(env: dict[str, str], tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -39,20 +39,28 @@ import anyio
 import anyio.abc
 from prefect import Flow
 from prefect._internal.observers import FlowRunCancellingObserver
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_client
+from prefect.client.schemas.objects import Flow as APIFlow
+from prefect.client.schemas.objects import FlowRun, State, WorkPool
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.context import AsyncClientContext, SyncClientContext
 from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
 from prefect.flow_engine import AsyncFlowRunEngine
 from prefect.flows import load_flow_from_entrypoint
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_WORKER_QUERY_SECONDS,
+    get_current_settings,
+    temporary_settings,
+)
 from prefect.states import Cancelled, Crashed
 from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 from prefect.utilities.services import critical_service_loop
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker, ProcessWorkerResult
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import worker_home
-from weflow.prefect_gateway.client import on_server
+from weflow.prefect_gateway.client import _tls, on_server
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -62,6 +70,24 @@ class WeflowJobConfiguration(ProcessJobConfiguration):
     """The process worker's job, plus where the run goes: this worker (default) or a process of its own."""
 
     isolation: Isolation = Field(default="worker")
+    _entrypoint: str | None = PrivateAttr(default=None)  # the flow to load here; None: code comes from storage
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        """Also keep the deployment's entrypoint file (BaseWorker read the deployment already)."""
+        super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
+        if deployment is None:
+            return
+        entry = deployment.entrypoint or ""
+        if deployment.path and ":" in entry and not deployment.pull_steps and not deployment.storage_document_id:
+            self._entrypoint = str(Path(deployment.path) / entry)
 
 
 class WeflowVariables(ProcessVariables):
@@ -148,10 +174,12 @@ class WeflowWorker(ProcessWorker):
         self._flows: dict[str, Flow[..., Any]] = {}
         self._observer: FlowRunCancellingObserver | None = None
         self._poll_lock: anyio.Lock | None = None
+        self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
 
     async def setup(self) -> None:
         await super().setup()
         self._poll_lock = anyio.Lock()
+        self._threads = anyio.CapacityLimiter(self._limit or 1000)
         # BaseWorker watches only runs it is still submitting; this watches the ones running here
         self._observer = await self._exit_stack.enter_async_context(
             FlowRunCancellingObserver(on_cancelling=self._cancel_in_process, polling_interval=5)
@@ -176,7 +204,7 @@ class WeflowWorker(ProcessWorker):
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
         status = task_status or anyio.TASK_STATUS_IGNORED
-        entrypoint, reason = await self._placement(flow_run, configuration)
+        entrypoint, reason = self._placement(configuration)
         if entrypoint is None:
             self.get_flow_run_logger(flow_run).info(f"Running flow run {flow_run.id} in its own process: {reason}")
             try:
@@ -194,7 +222,7 @@ class WeflowWorker(ProcessWorker):
         self.record()
         status.started(os.getpid())
         try:
-            code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads())
+            code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads)
         finally:
             if self._observer is not None:
                 self._observer.remove_in_flight_flow_run_id(flow_run.id)
@@ -203,29 +231,18 @@ class WeflowWorker(ProcessWorker):
             self.record()
         return WeflowWorkerResult(status_code=code, identifier=str(os.getpid()))
 
-    async def _placement(self, flow_run: FlowRun, configuration: ProcessJobConfiguration) -> tuple[str | None, str]:
+    def _placement(self, configuration: ProcessJobConfiguration) -> tuple[str | None, str]:
         """The flow to run here (``/path/file.py:flow``), or None and why the run needs its own process."""
         if getattr(configuration, "isolation", "worker") == "process":
             return None, "its workflow has settings.isolation: process"
-        differ = sorted(
-            k
-            for k, v in configuration.env.items()
-            if k.startswith("WEFLOW_") and v is not None and os.environ.get(k) != v
-        )
+        env = configuration.env.items()
+        differ = sorted(k for k, v in env if k.startswith("WEFLOW_") and v is not None and os.environ.get(k) != v)
         if differ:
             return None, f"its job env sets {', '.join(differ)} unlike this worker"
-        if flow_run.deployment_id is None:
-            return None, "it has no deployment"
-        deployment = await self.client.read_deployment(flow_run.deployment_id)
-        entry = deployment.entrypoint or ""
-        if deployment.pull_steps or deployment.storage_document_id or ":" not in entry or not deployment.path:
-            return None, "its deployment pulls its code from storage"
-        return str(Path(deployment.path) / entry), ""
-
-    def _threads(self) -> anyio.CapacityLimiter:
-        if not hasattr(self, "_thread_limiter"):
-            self._thread_limiter = anyio.CapacityLimiter(self._limit or 1000)
-        return self._thread_limiter
+        entrypoint = getattr(configuration, "_entrypoint", None)
+        if entrypoint is None:
+            return None, "it has no deployment whose code is a local file"
+        return entrypoint, ""
 
     def _ended(self) -> None:
         self.runs_done += 1
@@ -237,7 +254,8 @@ class WeflowWorker(ProcessWorker):
             return
         if self.max_runs is not None and self.runs_done >= self.max_runs:
             self.drain(f"{self.runs_done} runs done (--max-runs {self.max_runs})")
-        elif self.max_memory_mb is not None and (rss := rss_mb()) > self.max_memory_mb:
+        elif self.max_memory_mb is not None and self.runs_done and (rss := rss_mb()) > self.max_memory_mb:
+            # only after a run: a limit below the worker's own start-up RSS must not recycle it in a loop
             self.drain(f"RSS {rss:.0f} MB over --max-memory-mb {self.max_memory_mb:g}")
 
     def drain(self, why: str) -> None:
@@ -295,13 +313,31 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
     engine = _Engine(flow=flow, parameters=get_call_parameters(flow.fn, args, kwargs), flow_run=flow_run)
     engine.weflow_cancel = handle.cancelled
     try:
-        async with engine.start():
+        async with _clients(), engine.start():
             while engine.is_running():
                 async with engine.run_context():
                     _ = await engine.call_flow_fn()  # Prefect annotates the result as a coroutine
     except BaseException as exc:  # the engine already recorded a crash or a cancel
         log.debug("flow run %s ended with %r", flow_run.id, exc)
     return 0 if engine.state is not None and engine.state.is_final() else 1
+
+
+@asynccontextmanager
+async def _clients() -> AsyncIterator[None]:
+    """Prefect's clients for one run, sharing the process's SSL context (as ``client.run_flow`` does).
+
+    The engine makes an async client per run and a sync one per result store, each building an
+    SSL context from the CA bundle (~45 ms here); it reuses the clients it finds in its contexts.
+    """
+    api = get_current_settings().api
+    key = api.key.get_secret_value() if api.key else None
+    auth = api.auth_string.get_secret_value() if api.auth_string else None
+    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
+    sync = SyncPrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
+    client = PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
+    with SyncClientContext.model_construct(client=sync):
+        async with AsyncClientContext.model_construct(client=client):
+            yield
 
 
 async def _wake_ups(listener: anyio.abc.Listener[Any], woken: Callable[[], None]) -> None:
