@@ -55,6 +55,13 @@ status: ACTIVE
 nodes:
   - {name: boom, type: python, config: {callable: "tests.resources.pynodes:die"}}
 """
+HANG = """
+name: hangs
+status: ACTIVE
+nodes:
+  - {name: stuck, type: python, config: {callable: "tests.resources.hanging:hold"}}
+"""
+MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
 
 
 class Hot:
@@ -96,7 +103,8 @@ def env(prefect_api: str, place: Path) -> dict[str, str]:
         "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
         "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
         "WEFLOW_RUNS_DIR": str(place / "runs"),
-        "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
+        "WEFLOW_PYTHON_NODE_MODULES": ",".join(MODULES),
+        "WEFLOW_WORKER_HANG_SECONDS": "6",  # the watchdog kills a worker whose loop is stuck this long
         "WEFLOW_SHARED_DATA_ROOTS": "true",
         "WEFLOW_ORG": "acme",
         "WEFLOW_USER": "ada",
@@ -108,7 +116,7 @@ def env(prefect_api: str, place: Path) -> dict[str, str]:
 def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
     with config.using(
         catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
-        user="ada", python_node_modules=("tests.resources.pynodes",), shared_data_roots=True,
+        user="ada", python_node_modules=MODULES, shared_data_roots=True,
     ) as current:  # fmt: skip
         scope = Scope.current(Catalog(current.catalog))
         for name in ("pids", "other_pids", "isolated"):
@@ -122,6 +130,7 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
         for name in ("naps", "killed"):
             workflows.apply(parse(NAP.replace("NAME", name)), scope)
         workflows.apply(parse(DIE), scope)
+        workflows.apply(parse(HANG), scope)
         deploy.deploy(scope)
         yield scope
 
@@ -238,18 +247,21 @@ def test_cancel_from_weflow_stops_an_in_process_run(scope: Scope, hot: Hot, pref
     assert hot.child() == child  # the worker itself carries on
 
 
-@pytest.mark.parametrize("how", ["sigkill", "os._exit"])
+@pytest.mark.parametrize("how", ["sigkill", "os._exit", "hang"])
 def test_a_dead_worker_child_ends_its_runs_crashed_and_failed(
     scope: Scope, hot: Hot, prefect_api: str, how: str
 ) -> None:
     child = hot.child()
-    queued = execution.submit("killed" if how == "sigkill" else "dies", scope, Mode.API, queue=True)
+    workflow = {"sigkill": "killed", "os._exit": "dies", "hang": "hangs"}[how]
+    queued = execution.submit(workflow, scope, Mode.API, queue=True)
     if how == "sigkill":
         eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
         os.kill(child, signal.SIGKILL)
     done = execution.wait(queued.id, scope, timeout=90)
     assert done.status is RunState.FAILED and done.error_type == "PrefectCrashed", done
-    assert flow_run(prefect_api, done.flow_run_id)["state_type"] == "CRASHED"
+    crashed = flow_run(prefect_api, done.flow_run_id)
+    assert crashed["state_type"] == "CRASHED"
+    assert ("silent for" in crashed["state"]["message"]) is (how == "hang"), crashed["state"]["message"]
     assert all(n.status is not RunState.RUNNING for n in scope.catalog.execution(queued.id).nodes)
     fresh = hot.child(other_than=child)
     after = execution.wait(execution.submit("pids", scope, Mode.API, queue=True).id, scope, timeout=120)

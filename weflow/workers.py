@@ -7,7 +7,9 @@ child, starts a fresh one when the child recycles (after ``--max-runs`` runs or 
 (DESIGN decision 14: the child also dies with its supervisor). When a child dies with runs in
 flight (a node called ``os._exit``, a SIGKILL), those runs, which the child listed in its record
 in the Prefect home, are ended CRASHED in Prefect at once and the catalog mirror is synced from
-Prefect (FAILED, never RUNNING), as ``weflow sync`` does.
+Prefect (FAILED, never RUNNING), as ``weflow sync`` does. A child whose event loop stops refreshing
+its record (a node holding the interpreter, e.g. a C call that keeps the GIL) for
+``WEFLOW_WORKER_HANG_SECONDS`` (default 60) is killed and treated the same.
 
 The child (``child_main``) makes the execution service record in batches, points the job env at
 the same catalog, data roots and API as ``weflow deploy`` puts into each deployment, loads the
@@ -77,14 +79,12 @@ class Supervisor:
         while True:
             started = time.monotonic()
             child = self.start()
-            code = self._wait(child)
-            self.repair(child.pid, code)
+            ended = self._wait(child)
+            self.repair(child.pid, ended)
             if self.stopping:
                 return 0
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < QUICK_DEATH_SECONDS else 0
-            self.say(
-                f"worker {child.pid} {'recycled' if code == 0 else f'died with exit code {code}'}; starting another"
-            )
+            self.say(f"worker {child.pid} {ended}; starting another")
             if quick_deaths > 1:  # a child that cannot start (a bad environment) is not restarted in a hot loop
                 time.sleep(min(30.0, 0.5 * 2**quick_deaths))
 
@@ -97,24 +97,31 @@ class Supervisor:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
 
-    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+    def _wait(self, child: subprocess.Popen[bytes]) -> str:
+        """How the child ended: exited (recycled, or died with a code), or killed (past the grace period, or hung)."""
+        hang = worker_home.hang_seconds()
         while child.poll() is None:
+            why = None
             if self.stopping and time.monotonic() > self.deadline:
-                self.say(f"worker {child.pid} still busy after the grace period: killing it")
+                why = "still busy after the grace period"
+            elif (silent := worker_home.silent_for(self.home, child.pid)) > hang:
+                why = f"silent for {silent:.0f} s (a node holds the interpreter?)"
+            if why is not None:
+                self.say(f"worker {child.pid} {why}: killing it")
                 child.kill()
                 child.wait()
-                break
+                return f"was killed: {why}"
             time.sleep(0.1)
-        return int(child.returncode)
+        return "recycled" if child.returncode == 0 else f"died with exit code {child.returncode}"
 
-    def repair(self, pid: int, code: int | None) -> list[str]:
+    def repair(self, pid: int, ended: str) -> list[str]:
         """End the runs a dead child left in flight: CRASHED in Prefect, FAILED in the catalog; their ids."""
         record = worker_home.read(self.home, pid)
         worker_home.remove(self.home, pid)
         in_flight = [str(i) for i in (record or {}).get("in_flight", [])]
         if not in_flight:
             return []
-        crashed = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) died with exit code {code}")
+        crashed = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) {ended}")
         self.say(f"worker {pid} left {len(in_flight)} run(s) in flight; ended CRASHED: {', '.join(crashed) or 'none'}")
         return crashed
 

@@ -4,8 +4,9 @@ A long-lived worker (``worker.py``) writes ``<home>/weflow-workers/<pid>.json``:
 and queue, the loopback port it takes wake-ups on, and the flow runs it runs right now. ``wake``
 (called after weflow creates a flow run) sends every live worker of the home a one-line POST, so
 it polls at once instead of at its next poll; its supervisor (``weflow worker``) reads the
-in-flight list of a child that died to mark those runs CRASHED. Only the standard library: a
-supervisor and ``weflow run --queue`` import this without Prefect.
+in-flight list of a child that died to mark those runs CRASHED, and kills a child whose record
+went unrefreshed for ``hang_seconds`` (its event loop is stuck: a node holds the interpreter).
+Only the standard library: a supervisor and ``weflow run --queue`` import this without Prefect.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,26 @@ FOLDER = "weflow-workers"
 WAKE_REQUEST = b"POST /wake HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
 WAKE_TIMEOUT = 0.2  # seconds per worker: a loopback connect takes well under 1 ms here
 GRACE_SECONDS = 30.0  # how long a stopping worker may finish its runs in flight before it is killed
+
+
+HANG_SECONDS = 60.0  # a worker whose loop did not refresh its record for this long is killed
+
+
+def hang_seconds() -> float:
+    """``WEFLOW_WORKER_HANG_SECONDS``: silence after which a worker counts as hung (a node holding the GIL)."""
+    raw = os.environ.get("WEFLOW_WORKER_HANG_SECONDS", "").strip()
+    try:
+        return max(1.0, float(raw)) if raw else HANG_SECONDS
+    except ValueError:
+        raise ServerError(f"WEFLOW_WORKER_HANG_SECONDS={raw!r}: expected a number of seconds") from None
+
+
+def silent_for(home: Path, pid: int) -> float:
+    """Seconds since worker ``pid`` last refreshed its record (it does every second); 0 before its first."""
+    try:
+        return max(0.0, time.time() - (folder(home) / f"{pid}.json").stat().st_mtime)
+    except OSError:
+        return 0.0
 
 
 def grace_seconds() -> float:
