@@ -218,9 +218,18 @@ def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:
 
 
 def test_bad_worker_options_and_isolation_are_refused(env: dict[str, str], tmp_path: Path) -> None:
-    for args, wrong in ((["--limit", "0"], "--limit"), (["--max-memory-mb", "10"], "--max-memory-mb")):
+    for args, wrong in (
+        (["--limit", "0"], "--limit"),
+        (["--max-memory-mb", "10"], "--max-memory-mb"),
+        (["--name", "a/b"], "cannot contain '/'"),
+    ):
         done = subprocess.run([weflow_exe(), "worker", *args], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and wrong in done.stderr, done.stderr
+    done = subprocess.run([weflow_exe(), "worker"], env={**env, "WEFLOW_WORKER_HANG_SECONDS": "soon"},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: WEFLOW_WORKER_HANG_SECONDS='soon': expected a number of seconds"
+    ], done.stderr
     catalog = tmp_path / "weflow.duckdb"
     bad = REPO / "tests/resources/bad/isolation_unknown.yaml"
     done = subprocess.run([weflow_exe(), "--catalog", str(catalog), "apply", str(bad)], env=env,

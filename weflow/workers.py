@@ -50,6 +50,8 @@ class Supervisor:
     def __init__(self, options: WorkerOptions, say: Callable[[str], None] = print) -> None:
         self.options = options
         self.say = say
+        self.grace = worker_home.grace_seconds()  # read first: a bad value is refused before anything starts
+        self.hang = worker_home.hang_seconds()
         self.home = server.default_home().resolve()
         self.api_url = server.ensure(quiet=True).api_url  # PREFECT_API_URL, else the home's server
         self.name = options.name or f"weflow {socket.gethostname()} {os.getpid()}"
@@ -90,7 +92,7 @@ class Supervisor:
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         """First signal: the child finishes its runs (up to the grace period); a second one: kill it now."""
-        grace = 0.0 if self.stopping else worker_home.grace_seconds()
+        grace = 0.0 if self.stopping else self.grace
         self.stopping = True
         self.deadline = time.monotonic() + grace
         self.say(f"{signal.Signals(signum).name}: stopping the worker; its runs in flight get {grace:g} s to finish")
@@ -99,12 +101,11 @@ class Supervisor:
 
     def _wait(self, child: subprocess.Popen[bytes]) -> str:
         """How the child ended: exited (recycled, or died with a code), or killed (past the grace period, or hung)."""
-        hang = worker_home.hang_seconds()
         while child.poll() is None:
             why = None
             if self.stopping and time.monotonic() > self.deadline:
                 why = "still busy after the grace period"
-            elif (silent := worker_home.silent_for(self.home, child.pid)) > hang:
+            elif (silent := worker_home.silent_for(self.home, child.pid)) > self.hang:
                 why = f"silent for {silent:.0f} s (a node holds the interpreter?)"
             if why is not None:
                 self.say(f"worker {child.pid} {why}: killing it")

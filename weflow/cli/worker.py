@@ -22,12 +22,7 @@ def worker_(
     ] = None,
     name: Annotated[str | None, typer.Option(help="worker name in the Prefect UI (default: weflow HOST PID)")] = None,
 ) -> None:
-    """Run the execution queue's flow runs inside a long-lived worker process; Ctrl-C stops it.
-
-    The worker process is restarted when it recycles (after --max-runs runs or above --max-memory-mb,
-    its runs in flight finished first) or dies (its runs in flight end CRASHED in Prefect, FAILED in
-    the catalog). Workflows with settings.isolation: process still run in a fresh process each.
-    """
+    """Run queued flow runs inside a long-lived worker process (restarted when it recycles or dies); Ctrl-C stops it."""
     if name is not None and ("/" in name or "%" in name):
         raise typer.BadParameter(f"{name!r}: a worker name cannot contain '/' or '%'", param_hint="--name")
     options = workers.WorkerOptions(limit=limit, max_runs=max_runs, max_memory_mb=max_memory_mb, name=name)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from weflow.errors import ServerError
+from weflow.errors import WeflowError
 from weflow.prefect_gateway import supervisor
 
 FOLDER = "weflow-workers"
@@ -41,7 +41,7 @@ def hang_seconds() -> float:
     try:
         return max(1.0, float(raw)) if raw else HANG_SECONDS
     except ValueError:
-        raise ServerError(f"WEFLOW_WORKER_HANG_SECONDS={raw!r}: expected a number of seconds") from None
+        raise WeflowError(f"WEFLOW_WORKER_HANG_SECONDS={raw!r}: expected a number of seconds") from None
 
 
 def silent_for(home: Path, pid: int) -> float:
@@ -58,7 +58,7 @@ def grace_seconds() -> float:
     try:
         return max(0.0, float(raw)) if raw else GRACE_SECONDS
     except ValueError:
-        raise ServerError(f"WEFLOW_WORKER_GRACE_SECONDS={raw!r}: expected a number of seconds") from None
+        raise WeflowError(f"WEFLOW_WORKER_GRACE_SECONDS={raw!r}: expected a number of seconds") from None
 
 
 def folder(home: Path) -> Path:
