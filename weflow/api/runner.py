@@ -7,9 +7,9 @@ organization, like the rest of the API.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
-from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import Field
@@ -17,10 +17,10 @@ from pydantic import Field
 from weflow import execution
 from weflow.api.http import StrictJSONRoute, documented
 from weflow.api.models import Body as Model
-from weflow.api.models import ExecutionOut, NodeExecutionOut
+from weflow.api.models import ExecutionOut, NodeExecutionOut, record_fields
 from weflow.api.runs import ExecutionId, _execution_id
 from weflow.api.security import Caller
-from weflow.core.entities import Mode, NodeExecution, RunState
+from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.errors import ConflictError
 from weflow.workflows import version
 
@@ -48,15 +48,16 @@ class Running(Model):
     flow_run_id: str | None = None
 
 
-class Finished(Model):
+_ENDED = ("started_at", "finished_at", "duration_ms", "error_type", "error_message", "error_node", "output")
+if TYPE_CHECKING:  # mypy cannot type a class built at run time
+    _EndFields = Model
+else:  # the fields of an execution's end, typed by the record (``core.entities.Execution``), optional
+    _others = frozenset(f.name for f in dataclasses.fields(Execution)).difference(_ENDED)
+    _EndFields = record_fields(Execution, skip=_others, **dict.fromkeys(_ENDED))
+
+
+class Finished(_EndFields):
     status: RunState
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_ms: float | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    error_node: str | None = None
-    output: dict[str, Any] | None = None
     flow_run_id: str | None = None
     nodes: list[NodeExecutionOut] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)
