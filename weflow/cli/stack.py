@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from weflow import monitor, servers
+from weflow import monitor, retention, servers
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core.entities import Mode
 
@@ -59,8 +59,9 @@ def up(
         out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
         if not exit_after:
             out.print("running; Ctrl-C stops the worker" + ("" if running.reused else " and the server"))
-            for sent in running.watch(sc):
-                out.print(f"alert {sent.rule} ({sent.workflow_id}): {sent.status}")
+            with retention.pruning(sc.catalog.path):  # the retention policies: now, then hourly
+                for sent in running.watch(sc):
+                    out.print(f"alert {sent.rule} ({sent.workflow_id}): {sent.status}")
     except KeyboardInterrupt:
         out.print("stopping ...")
     finally:
