@@ -11,7 +11,9 @@ run's states, task runs and logs as usual; the run is still the deployment's flo
 A run goes to a fresh process instead (``ProcessWorker.run``: ``python -m prefect.engine``) when
 its job variables say ``isolation: process`` (``settings.isolation`` of the workflow), when its
 job env sets a ``WEFLOW_*`` variable to another value than this worker's (another catalog or
-API), or when its deployment pulls code from storage.
+API), or when its deployment pulls code from storage. The same worker starts those processes,
+rather than a second pool of process workers: one pool, one queue and one kind of worker to run,
+and a workflow that changes its isolation keeps its deployment's pool, queue and limits.
 
 Cancel: a Cancelling flow run that runs here is cancelled inside its event loop; the engine then
 ends it Cancelled (not Crashed), and weflow's run records it CANCELLED. Health: after
