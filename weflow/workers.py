@@ -159,11 +159,11 @@ def child_main(argv: list[str] | None = None) -> int:
     worker_home.die_with(args.parent)
     from weflow import deploy  # the child pays for Prefect and the engine once, for all its runs
     from weflow.execution import deployed
-    from weflow.prefect_gateway import worker
+    from weflow.prefect_gateway import worker_serve
 
     deployed.record_in_batches()
     os.environ.update(deploy.job_env(os.environ.get("WEFLOW_API_URL") or None))
-    worker.run_worker(
+    worker_serve.run_worker(
         args.home, deploy.work_pool(), deploy.execution_queue(), name=args.name, limit=args.limit,
         max_runs=args.max_runs, max_memory_mb=args.max_memory_mb, preload=[deploy.entrypoint_path()],
         heartbeat_seconds=deploy.heartbeat_seconds(), printer=lambda line: print(line, flush=True),

@@ -6,7 +6,8 @@
 - ``states``: the one map from Prefect's flow-run states to weflow's.
 - ``flow_runs``: create from a deployment, read states and logs, cancel.
 - ``deployments``: the entrypoint's deployments, work pool and queue, crash detection.
-- ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process;
+- ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process, run by
+  ``worker_serve`` (polls, wake-ups, health, signals);
   ``worker_home``: the home's records of those workers (wake-up port, runs in flight), no Prefect import.
 
 Outside this package only the compiled flow (``weflow.compile.flow``) and the run engine's tasks
