@@ -13,7 +13,8 @@ its record (a node holding the interpreter, e.g. a C call that keeps the GIL) fo
 
 The child (``child_main``) makes the execution service record in batches, points the job env at
 the same catalog, data roots and API as ``weflow deploy`` puts into each deployment, loads the
-entrypoint flow once and serves the execution queue.
+entrypoint flow once and serves the execution queue, and the runs handed over to it (``weflow.handoff``:
+``weflow run``, and the API's runs of workflows that are not deployed).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-memory-mb", type=int, default=None)
     args = parser.parse_args(argv)
     worker_home.die_with(args.parent)
-    from weflow import deploy  # the child pays for Prefect and the engine once, for all its runs
+    from weflow import deploy, handoff  # the child pays for Prefect and the engine once, for all its runs
     from weflow.execution import deployed
     from weflow.prefect_gateway import worker_serve
 
@@ -167,6 +168,7 @@ def child_main(argv: list[str] | None = None) -> int:
         args.home, deploy.work_pool(), deploy.execution_queue(), name=args.name, limit=args.limit,
         max_runs=args.max_runs, max_memory_mb=args.max_memory_mb, preload=[deploy.entrypoint_path()],
         heartbeat_seconds=deploy.heartbeat_seconds(), printer=lambda line: print(line, flush=True),
+        handoff=handoff.take,
     )  # fmt: skip
     return 0
 

@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.text import Text
 
-from weflow import monitor
+from weflow import handoff, monitor
 from weflow.cli.console import (
     BadInput,
     Format,
@@ -19,12 +19,14 @@ from weflow.cli.console import (
     _when,
     app,
     bold,
+    catalog_path,
     emit_json,
+    note,
     out,
     scope,
     table,
 )
-from weflow.core.entities import Execution, Mode
+from weflow.core.entities import Execution, Mode, RunState
 
 
 @app.command("run")
@@ -35,17 +37,26 @@ def run_(
     version: Annotated[int | None, typer.Option("--version", "-v", help="run this version")] = None,
     persist: Annotated[bool, typer.Option(help="persist every node's output as Parquet")] = False,
     queue: Annotated[bool, typer.Option("--queue", help="queue it on its deployment and return at once")] = False,
+    local: Annotated[bool, typer.Option("--local", help="run it in this process, even with a worker up")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Run a workflow now, in this process, on a local Prefect server; exit 0 only if it succeeded."""
-    from weflow import execution  # deferred: importing Prefect costs ~1.5 s that other commands skip
-
+    """Run a workflow now on a running weflow worker (else in this process); exit 0 only if it succeeded."""
     try:
         data = json.loads(input_json) if input_json else None
     except json.JSONDecodeError as exc:
         raise BadInput(f"--input-json: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if data is not None and not isinstance(data, dict):
         raise BadInput("--input-json: must be a JSON object")
+    if not (queue or local or persist):
+        handed = handoff.run_on_worker(name, catalog_path(), data, timeout, version)  # no Prefect import here
+        if handed is not None:
+            _show_execution(handed, fmt)
+            if handed.status is not RunState.SUCCEEDED:
+                _run_failed(handed)
+            return
+        note.print("no weflow worker runs for this Prefect home: running it in this process (weflow up starts one)")
+    from weflow import execution  # deferred: importing Prefect costs ~1.5 s that other commands skip
+
     _quiet_prefect_console()
     if queue:
         queued = execution.submit(name, scope(), Mode.MANUAL, data, timeout, queue=True)

@@ -1,4 +1,5 @@
-"""Queueing: record a run QUEUED and hand it on, to a Prefect deployment's worker or to a child process."""
+"""Queueing: record a run QUEUED and hand it on: to a Prefect deployment's worker, else to a live weflow
+worker of this home, else to a child process."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from weflow.catalog import Catalog
 from weflow.config import settings
 from weflow.core.entities import Execution, Mode
 from weflow.execution.lifecycle import RunResult, execute, resolve_inputs
-from weflow.execution.record import new_execution
+from weflow.execution.record import new_execution, pinned
 from weflow.prefect_gateway import flow_runs, server, worker_home
-from weflow.workflows import Scope, check, version
+from weflow.workflows import Scope
 
 
 def submit(
@@ -23,25 +24,36 @@ def submit(
     input_data: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     queue: bool | None = None,
+    version_number: int | None = None,
 ) -> Execution:
     """Record a QUEUED execution and return at once; the input is checked before anything is stored.
 
     With ``queue`` a Prefect flow run is created from the workflow's deployment and a worker
-    runs it; without, a child process runs it (``weflow.children``): workflow code never runs in
-    the calling process, which is the API's. By default the queue is used when the workflow is deployed.
+    runs it; without, a live weflow worker of this home runs it in its process, else a child
+    process (``weflow.children``): workflow code never runs in the calling process, which is the
+    API's. By default the queue is used when the workflow is deployed. The record is stored
+    before its flow run exists (a worker taking the run at once finds it), and removed again
+    when the flow run cannot be created.
     """
-    definition, execution = new_execution(scope, name, mode=mode, input_data=input_data, timeout=timeout)
+    definition, execution = new_execution(
+        scope, name, mode=mode, input_data=input_data, timeout=timeout, version_number=version_number
+    )
     resolve_inputs(definition, input_data)
-    if queue is not False:
-        flow_run_id = flow_runs.create(execution, required=bool(queue))
-        if flow_run_id is not None:
-            execution = replace(execution, flow_run_id=flow_run_id)
-            scope.catalog.insert_execution(execution)
-            worker_home.wake(server.default_home())  # this host's weflow workers poll now, not at their next poll
-            return execution
-    processes = children.default()
-    scope.catalog.insert_execution(execution, lease=leases.here())  # held here until its child takes it
-    processes.start(execution.id, scope)
+    scope.catalog.insert_execution(execution, lease=leases.here() if queue is False else None)
+    try:
+        flow_run_id = flow_runs.create(execution, required=bool(queue)) if queue is not False else None
+    except BaseException:
+        scope.catalog.discard_queued(execution.id)  # nothing half-written: no record without its flow run
+        raise
+    if flow_run_id is not None:
+        worker_home.wake(server.default_home())  # this host's weflow workers poll now, not at their next poll
+        scope.catalog.update_execution(execution.id, flow_run_id=flow_run_id)  # the worker's begin sets it too
+        return replace(execution, flow_run_id=flow_run_id)
+    if queue is None:
+        scope.catalog.update_execution(execution.id, lease=leases.here())  # held here until a worker or child takes it
+    request = {"execution_id": execution.id, "catalog": str(scope.catalog.path.resolve())}
+    if worker_home.hand_over(server.default_home(), "/execute", request) is None:
+        children.default().start(execution.id, scope)  # no weflow worker up: a child process of this one
     return execution
 
 
@@ -55,7 +67,7 @@ def run_queued(execution_id: str) -> RunResult | None:
     found = catalog.execution(execution_id)
     scope = Scope(catalog, catalog.user(found.user_id))
     try:
-        definition = check(version(found.workflow, scope, found.version).definition, scope)
+        definition = pinned(scope, found.workflow, found)
         return execute(definition, found, scope=scope, queued=True)
     except Exception as exc:  # the top of a process: record why, then exit
         text = str(exc).strip() or type(exc).__name__

@@ -99,7 +99,7 @@ class CatalogRecorder:
 
     def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
         execution = self.scope.catalog.execution(execution_id, self.scope.user.organization_id)
-        return check(version(workflow, self.scope, execution.version).definition, self.scope), execution
+        return pinned(self.scope, workflow, execution), execution
 
     def create(
         self, workflow: str, version_number: int | None, mode: Mode, input_data: dict[str, Any] | None,
@@ -164,6 +164,26 @@ class ApiRecorder:
 
     def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
         self.api.finish(final, nodes, failures)  # the API sends the alerts
+
+
+_versions: dict[tuple[str, int, int, int], Definition] = {}
+VERSIONS_KEPT = 256
+
+
+def pinned(scope: Scope, workflow: str, execution: Execution) -> Definition:
+    """The checked definition of the execution's version, read once per process (versions never change).
+
+    Keyed by catalog file, workflow id, version and user (whose data roots it was checked against):
+    a long-lived worker reads each version once instead of in a catalog session per run.
+    """
+    key = (str(scope.catalog.path), execution.workflow_id, execution.version, scope.user.id)
+    found = _versions.get(key)
+    if found is None:
+        found = check(version(workflow, scope, execution.version).definition, scope)
+        if len(_versions) >= VERSIONS_KEPT:
+            _versions.clear()
+        _versions[key] = found
+    return found
 
 
 def new_execution(

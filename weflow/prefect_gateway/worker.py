@@ -181,6 +181,7 @@ class WeflowWorker(ProcessWorker):
         self.runs_done = 0
         self.draining = False
         self.port: int | None = None
+        self.handed = 0  # runs handed over (``/execute``) running in this worker's threads now
         self._in_flight: dict[UUID, _InProcess] = {}
         self._flows: dict[str, Flow[..., Any]] = {}
         self._observer: FlowRunCancellingObserver | None = None
@@ -275,7 +276,8 @@ class WeflowWorker(ProcessWorker):
         self._logger.info(f"Recycling: {why}; finishing {len(self._in_flight)} run(s) in flight, taking no new one")
 
     def idle(self) -> bool:
-        return not self._in_flight and not self._submitting_flow_run_ids and self.limiter.borrowed_tokens == 0
+        return (not self._in_flight and not self._submitting_flow_run_ids and self.limiter.borrowed_tokens == 0
+                and not self.handed)  # fmt: skip
 
     def _cancel_in_process(self, flow_run_id: UUID) -> None:
         handle = self._in_flight.get(flow_run_id)

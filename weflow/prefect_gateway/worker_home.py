@@ -6,20 +6,26 @@ and queue, the loopback port it takes wake-ups on, and the flow runs it runs rig
 it polls at once instead of at its next poll; its supervisor (``weflow worker``) reads the
 in-flight list of a child that died to mark those runs CRASHED, and kills a child whose record
 went unrefreshed for ``hang_seconds`` (its event loop is stuck: a node holds the interpreter).
-Only the standard library: a supervisor and ``weflow run --queue`` import this without Prefect.
+Runs are handed over on the same port (``hand_over``: ``POST /run``, ``POST /execute``), authorised
+by a token file (0600) in the home that only processes of the same OS user can read. Only the
+standard library: a supervisor and ``weflow run`` import this without Prefect.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hmac
+import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ from weflow.errors import WeflowError
 from weflow.prefect_gateway import supervisor
 
 FOLDER = "weflow-workers"
+TOKEN = "handoff.token"  # in FOLDER, mode 0600: only processes of the worker's OS user may hand runs over
+HANDOFF_TIMEOUT = 60.0  # seconds for a worker to answer a hand-off (it records the run and creates its flow run)
 WAKE_REQUEST = b"POST /wake HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
 WAKE_TIMEOUT = 0.2  # seconds per worker: a loopback connect takes well under 1 ms here
 GRACE_SECONDS = 30.0  # how long a stopping worker may finish its runs in flight before it is killed
@@ -114,6 +122,63 @@ def wake(home: Path) -> int:
         except OSError:
             continue  # stopping, or busy: its poll (every second) finds the run anyway
     return reached
+
+
+def token(home: Path, create: bool = False) -> str | None:
+    """The home's hand-off secret (made, 0600, by the first worker); None if missing or readable by others."""
+    path = folder(home) / TOKEN
+    if create and not path.exists():
+        folder(home).mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+    try:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None  # another user's, or open to others: not a secret
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def authorized(home: Path, header: str | None) -> bool:
+    """A hand-off's ``Authorization: Bearer <token>`` matches the home's token."""
+    secret = token(home)
+    given = (header or "").removeprefix("Bearer ").strip()
+    return bool(secret) and hmac.compare_digest(given.encode(), (secret or "").encode())
+
+
+def hand_over(home: Path, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """POST ``body`` to a live weflow worker of ``home``: its status and JSON answer; None when none takes it.
+
+    A worker that is recycling or serves another catalog (503, 409) passes it to the next one.
+    """
+    secret = token(home)
+    if secret is None:
+        return None
+    payload = json.dumps(dict(body)).encode()
+    for record in live(home):
+        if not record.get("port") or record.get("draining"):
+            continue
+        conn = http.client.HTTPConnection("127.0.0.1", int(record["port"]), timeout=HANDOFF_TIMEOUT)
+        try:
+            conn.request("POST", path, payload, {"Authorization": f"Bearer {secret}",
+                                                 "Content-Type": "application/json"})  # fmt: skip
+            answer = conn.getresponse()
+            status, data = answer.status, answer.read()
+        except OSError:
+            continue  # stopping: the next worker, or none
+        finally:
+            conn.close()
+        if status in (409, 503):
+            continue
+        try:
+            found = json.loads(data) if data else {}
+        except ValueError:
+            found = {"error": data.decode(errors="replace")[:500]}
+        return status, found if isinstance(found, dict) else {"value": found}
+    return None
 
 
 def die_with(parent: int) -> None:

@@ -1,0 +1,167 @@
+"""Issue 17 item 4: one queue for everyone. `weflow run NAME` hands the run to a live `weflow worker`.
+
+Real parts: the session's Prefect server on loopback, `weflow worker` and `weflow run` as processes,
+the worker's loopback hand-off port with the home's token file, DuckDB catalog files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from tests.conftest import REPO, weflow_exe
+from tests.test_hot_worker import MODULES, PIDS, Hot
+from weflow import config, deploy, execution, parse, workflows
+from weflow.catalog import Catalog
+from weflow.core.entities import Mode, RunState
+from weflow.errors import DeployError
+from weflow.prefect_gateway import worker_home
+from weflow.workflows import Scope
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+FAILS = """
+name: fails
+status: ACTIVE
+nodes:
+  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
+  - {name: bad, type: python, config: {callable: "tests.resources.pynodes:not_a_frame"}}
+connections:
+  - {from: orders, to: bad}
+"""
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("handoff")
+
+
+@pytest.fixture(scope="module")
+def env(prefect_api: str, place: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(place / "home"),
+        "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
+        "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
+        "WEFLOW_RUNS_DIR": str(place / "runs"),
+        "WEFLOW_PYTHON_NODE_MODULES": ",".join(MODULES),
+        "WEFLOW_SHARED_DATA_ROOTS": "true",
+        "WEFLOW_ORG": "acme",
+        "WEFLOW_USER": "ada",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+@pytest.fixture(scope="module")
+def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
+    with config.using(
+        catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
+        user="ada", python_node_modules=MODULES, shared_data_roots=True,
+    ) as current:  # fmt: skip
+        scope = Scope.current(Catalog(current.catalog))
+        for name in ("pids", "undeployed"):
+            workflows.apply(parse(PIDS.replace("NAME", name).replace("OUT", str(place / f"{name}.csv"))), scope)
+        workflows.apply(parse(FAILS), scope)
+        deploy.deploy(scope)
+        workflows.apply(parse(PIDS.replace("NAME", "late").replace("OUT", str(place / "late.csv"))), scope)
+        yield scope  # "late": applied after the deploy, so it has no deployment
+
+
+@pytest.fixture(scope="module")
+def hot(scope: Scope, env: dict[str, str]) -> Iterator[Hot]:
+    previous = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = env["PREFECT_HOME"]  # where `submit` finds the workers
+    worker = Hot(Path(env["PREFECT_HOME"]), env, "--limit", "2")
+    try:
+        yield worker
+    finally:
+        assert worker.stop() == 0, worker.log.read_text()
+        if previous is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = previous
+
+
+def weflow(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([weflow_exe(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def count(scope: Scope) -> int:
+    return len(scope.catalog.executions(scope.user.organization_id, limit=1000))
+
+
+def test_weflow_run_runs_on_the_worker_and_prints_the_node_table(
+    scope: Scope, hot: Hot, env: dict[str, str], place: Path
+) -> None:
+    child = hot.child()
+    run = weflow({**env, "PYTHONPROFILEIMPORTTIME": "1"}, "run", "pids")
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    assert "SUCCEEDED" in out and "orders" in out and "rows out" in out, out
+    assert "no weflow worker" not in err
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert "weflow.handoff" in imported and not {"prefect", "weflow.execution"} & imported  # the CLI skipped them
+    [pid] = pl.read_csv(place / "pids.csv")["pid"].unique().to_list()
+    assert pid == child != run.pid  # the worker ran it, not the CLI
+    [done] = [e for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "pids"]
+    assert done.mode is Mode.MANUAL and done.flow_run_id and done.status is RunState.SUCCEEDED
+
+    failing = weflow(env, "run", "fails")
+    out, err = failing.communicate(timeout=120)
+    assert failing.returncode == 1, out
+    assert err.startswith("error: run of fails FAILED: node 'bad'"), err
+
+    local = weflow(env, "run", "pids", "--local")
+    out, err = local.communicate(timeout=120)
+    assert local.returncode == 0 and "SUCCEEDED" in out, err
+    assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [local.pid]
+
+
+def test_an_api_run_of_an_undeployed_workflow_goes_to_the_worker(scope: Scope, hot: Hot, place: Path) -> None:
+    child = hot.child()
+    queued = execution.submit("late", scope, Mode.API)
+    assert queued.flow_run_id is None  # no deployment: handed to the worker, not to a child of this process
+    done = execution.wait(queued.id, scope, timeout=120, poll=0.2)
+    assert done.status is RunState.SUCCEEDED, done.error_message
+    assert pl.read_csv(place / "late.csv")["pid"].unique().to_list() == [child]
+
+
+def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, hot: Hot, env: dict[str, str]) -> None:
+    hot.child()
+    [record] = worker_home.live(hot.home)
+    before = count(scope)
+    body = {"workflow": "pids", "catalog": env["WEFLOW_CATALOG"], "organization": "acme", "user": "ada"}
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        for path in ("/run", "/execute"):
+            answer = httpx.post(f"http://127.0.0.1:{record['port']}{path}", json=body, headers=headers, timeout=30)
+            assert answer.status_code == 401, answer.text
+            assert answer.json() == {"error": "hand-off refused: missing or wrong token"}
+    token = hot.home / worker_home.FOLDER / worker_home.TOKEN
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert count(scope) == before
+
+
+def test_a_failed_flow_run_creation_leaves_no_record(scope: Scope, hot: Hot) -> None:
+    before = count(scope)
+    with pytest.raises(DeployError):
+        execution.submit("late", scope, Mode.API, queue=True)  # no deployment: refused, nothing kept
+    assert count(scope) == before
+    queued = execution.submit("pids", scope, Mode.API, queue=True)
+    assert scope.catalog.execution(queued.id).flow_run_id == queued.flow_run_id is not None
+    assert execution.wait(queued.id, scope, timeout=120, poll=0.2).status is RunState.SUCCEEDED
+
+
+def test_with_no_worker_up_weflow_run_runs_here(scope: Scope, env: dict[str, str], place: Path) -> None:
+    run = weflow({**env, "PREFECT_HOME": str(place / "no-workers")}, "run", "pids")
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    assert err.strip().splitlines()[0].startswith("no weflow worker runs for this Prefect home"), err
+    assert "SUCCEEDED" in out
+    assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [run.pid]

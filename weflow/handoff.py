@@ -1,0 +1,108 @@
+"""One queue for everyone (DESIGN decision 12): runs handed to a live weflow worker of this host.
+
+Client side (``weflow run NAME``, no Prefect or engine import): ``run_on_worker`` posts "run
+workflow W with inputs I for user U" to a live worker of the Prefect home (``POST /run`` on its
+loopback port, with the home's 0600 token), gets the execution id back and waits for the final
+record in the catalog; None when no worker of this home runs (or none serves this catalog): the
+caller then runs it in its own process.
+
+Worker side (``take``, given to the worker by ``weflow.workers``): ``/run`` records the execution
+QUEUED and creates its flow run (``execution.submit``), which the worker then takes like any
+other; ``/execute`` runs an execution the API recorded for a workflow that is not deployed, in one
+of the worker's threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from weflow.config import settings
+from weflow.core.entities import Execution, Mode
+from weflow.errors import ConflictError, NotFoundError, WeflowError
+from weflow.prefect_gateway import server, worker_home
+from weflow.workflows import Scope, open_catalog
+
+POLL_FIRST, POLL_MAX = 0.02, 0.25  # seconds between reads of the record while waiting for its end
+
+
+def run_on_worker(
+    name: str,
+    catalog: Path,
+    input_data: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    version_number: int | None = None,
+) -> Execution | None:
+    """Run ``name`` on a live weflow worker and wait for its end; None when no worker takes it."""
+    cfg = settings()
+    request = {"workflow": name, "input_data": dict(input_data) if input_data is not None else None,
+               "timeout": timeout, "version": version_number, "catalog": str(catalog.resolve()),
+               "organization": cfg.organization, "user": cfg.user, "mode": Mode.MANUAL.value}  # fmt: skip
+    answered = worker_home.hand_over(server.default_home(), "/run", request)
+    if answered is None:
+        return None
+    status, body = answered
+    if status >= 300:
+        raise WeflowError(str(body.get("error") or f"the weflow worker refused the run (HTTP {status})"))
+    return wait_for_end(catalog, str(body["execution_id"]))
+
+
+def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -> Execution:
+    """The execution's record once it ended, read from the catalog (a short read session each time)."""
+    store = open_catalog(catalog)
+    delay, started = POLL_FIRST, time.monotonic()
+    while True:
+        found = store.execution(execution_id)
+        if found.status.final:
+            return found
+        allowed = limit if limit is not None else (found.timeout_seconds or 300) + 120
+        if time.monotonic() - started > allowed:
+            raise WeflowError(f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)")
+        time.sleep(delay)
+        delay = min(POLL_MAX, delay * 1.5)
+
+
+_scopes: dict[tuple[str, str, str], Scope] = {}
+
+
+def _scope(catalog: str, organization: str, user: str) -> Scope:
+    """The scope of a hand-off's user, looked up once per catalog and user (a write session)."""
+    key = (catalog, organization, user)
+    if key not in _scopes:
+        store = open_catalog(catalog)
+        _scopes[key] = Scope(store, store.ensure_user(organization, user))
+    return _scopes[key]
+
+
+def _status(exc: WeflowError) -> int:
+    return 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 400
+
+
+def take(path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any], Callable[[], object] | None]:
+    """In a worker: a run handed over; (HTTP status, answer, work to run after answering)."""
+    from weflow import execution  # the worker imported the engine already
+
+    catalog = str(settings().catalog.resolve())
+    if request.get("catalog") != catalog:
+        return 409, {"error": f"this worker records in catalog {catalog}, not {request.get('catalog')}"}, None
+    if path == "/execute":
+        execution_id = str(request.get("execution_id") or "")
+        if not execution_id:
+            return 400, {"error": "execution_id: required"}, None
+        return 202, {"execution_id": execution_id}, lambda: execution.run_queued(execution_id)
+    try:
+        scope = _scope(catalog, str(request["organization"]), str(request["user"]))
+        mode = Mode(request.get("mode") or Mode.MANUAL.value)
+        queued = execution.submit(
+            str(request["workflow"]), scope, mode, request.get("input_data"), request.get("timeout"),
+            version_number=request.get("version"),
+        )  # fmt: skip
+    except KeyError as exc:
+        return 400, {"error": f"hand-off body: {exc.args[0]} is required"}, None
+    except ValueError as exc:
+        return 400, {"error": f"hand-off body: {exc}"}, None
+    except WeflowError as exc:
+        return _status(exc), {"error": str(exc), "type": type(exc).__name__}, None
+    return 201, {"execution_id": queued.id, "flow_run_id": queued.flow_run_id}, None
