@@ -19,6 +19,7 @@ from benchmarks import (
     coldstart,
     dataframe,
     history,
+    hot,
     maintenance,
     overhead,
     profiles,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "maintenance": maintenance.run,
     "recording": recording.run,
     "history": history.run,
+    "hot": hot.run,
 }
 EARLIER = "_Measured in an earlier run"
 

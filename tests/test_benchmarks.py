@@ -35,7 +35,8 @@ PROCESS_BENCHMARKS = (
     "coldstart",
     "throughput",
     "profiles",
-)  # run apart by tests/test_benchmarks_processes.py, _throughput.py and _profiles.py (xdist balances files)
+    "hot",
+)  # run apart by tests/test_benchmarks_processes.py, _throughput.py, _profiles.py and _hot.py (xdist balances files)
 OWN_SMOKE_TESTS = (
     "recording",  # tests/test_batched_recording.py
     "history",  # tests/test_catalog_cost.py

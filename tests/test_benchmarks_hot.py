@@ -1,0 +1,37 @@
+"""Smoke run of the hot-path benchmark (a weflow worker, a process worker, a task worker, `weflow serve`), apart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import hot
+
+from .test_benchmarks import smoke, tables
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_quick_run_of_the_hot_benchmark_stops_what_it_started(tmp_path: Path) -> None:
+    before = _children(os.getpid())
+    smoke(("hot",), tmp_path / "BENCHMARKS.md")
+    rows = {row["benchmark"]: row for row in tables((tmp_path / "BENCHMARKS.md").read_text())["hot"]}
+    for trigger in hot.TRIGGERS.values():
+        assert rows[f"{trigger}: p50"]["weflow / " + hot.TASK] != "—"
+    assert any(label.startswith(f"{hot.QUICK_BATCH} queued runs, 2 weflow workers") for label in rows)
+    assert _children(os.getpid()) <= before  # the workers, the task worker and `weflow serve` are gone
