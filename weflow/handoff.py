@@ -25,7 +25,7 @@ from weflow.errors import ConflictError, NotFoundError, WeflowError
 from weflow.prefect_gateway import server, worker_home
 from weflow.workflows import Scope, open_catalog
 
-POLL_FIRST, POLL_MAX = 0.02, 0.25  # seconds between reads of the record while waiting for its end
+POLL_FIRST, POLL_MAX = 0.05, 0.1  # seconds between reads of the record while waiting for its end (a read: ~20 ms)
 
 
 def run_on_worker(
@@ -61,7 +61,7 @@ def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -
         if time.monotonic() - started > allowed:
             raise WeflowError(f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)")
         time.sleep(delay)
-        delay = min(POLL_MAX, delay * 1.5)
+        delay = min(POLL_MAX, delay * 1.25)
 
 
 _scopes: dict[tuple[str, str, str], Scope] = {}

@@ -116,6 +116,15 @@ async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:
     return state
 
 
+def client() -> PrefectClient:
+    """Prefect's async client for the current settings, on the process's one SSL context (not ~45 ms of a new one)."""
+    api = get_current_settings().api
+    key = api.key.get_secret_value() if api.key else None
+    auth = api.auth_string.get_secret_value() if api.auth_string else None
+    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
+    return PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
+
+
 def run_flow(flow: Flow[..., Any], *args: Any) -> State[Any]:
     """Run a compiled (async) flow in this process on this home's server, to its final state."""
     return on_server(lambda: _call(flow, *args))

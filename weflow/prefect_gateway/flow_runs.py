@@ -16,12 +16,13 @@ from prefect import runtime as prefect_runtime
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 
 from weflow.core.entities import Execution
 from weflow.errors import DeployError
 from weflow.prefect_gateway import deployments
-from weflow.prefect_gateway.client import on_server
+from weflow.prefect_gateway.client import client, on_server
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,39 @@ def create(execution: Execution, required: bool) -> str | None:
     return on_server(lambda: _create(execution, required))
 
 
+_deployment_ids: dict[tuple[str, str], UUID] = {}  # (API URL, workflow) -> its deployment's id, found once
+
+
 async def _create(execution: Execution, required: bool) -> str | None:
-    async with get_client() as client:
-        try:
-            deployment_id = await deployments.find(client, execution.workflow)
-        except DeployError:
-            if required:
-                raise
-            return None
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment_id,
-            parameters={
-                "workflow": execution.workflow,
-                "input_data": execution.input_data,
-                "version": execution.version,
-                "execution_id": execution.id,
-            },
-            tags=[f"mode:{execution.mode.value.lower()}"],
-        )
-    return str(flow_run.id)
+    """One Prefect call per run: the deployment's id is looked up once per process (again if it was removed)."""
+    async with client() as prefect:
+        key = (str(prefect.api_url), execution.workflow)
+        for attempt in range(2):
+            if key not in _deployment_ids:
+                try:
+                    _deployment_ids[key] = await deployments.find(prefect, execution.workflow)
+                except DeployError:
+                    if required:
+                        raise
+                    return None
+            try:
+                flow_run = await prefect.create_flow_run_from_deployment(
+                    _deployment_ids[key],
+                    parameters={
+                        "workflow": execution.workflow,
+                        "input_data": execution.input_data,
+                        "version": execution.version,
+                        "execution_id": execution.id,
+                    },
+                    tags=[f"mode:{execution.mode.value.lower()}"],
+                )
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404 or attempt:
+                    raise
+                _deployment_ids.pop(key, None)  # redeployed or removed since: look it up again, once
+                continue
+            return str(flow_run.id)
+    return None
 
 
 async def auto_scheduled(flow_run_id: str | None) -> bool:
