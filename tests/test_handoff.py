@@ -145,6 +145,9 @@ def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, 
             assert answer.json() == {"error": "hand-off refused: missing or wrong token"}
     token = hot.home / worker_home.FOLDER / worker_home.TOKEN
     assert token.stat().st_mode & 0o777 == 0o600
+    unknown = weflow(env, "run", "nosuch")  # refused by the worker: the same one line as a local run's
+    _, err = unknown.communicate(timeout=120)
+    assert unknown.returncode == 1 and err.strip().splitlines() == ["error: no workflow named 'nosuch'"], err
     assert count(scope) == before
 
 
