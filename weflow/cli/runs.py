@@ -21,7 +21,6 @@ from weflow.cli.console import (
     bold,
     catalog_path,
     emit_json,
-    note,
     out,
     scope,
     table,
@@ -54,7 +53,8 @@ def run_(
             if handed.status is not RunState.SUCCEEDED:
                 _run_failed(handed)
             return
-        note.print("no weflow worker runs for this Prefect home: running it in this process (weflow up starts one)")
+        if fmt is Format.table:  # stdout: stderr holds only the one line of an error; json stays pure
+            out.print("no weflow worker runs for this Prefect home: running it in this process (weflow up starts one)")
     from weflow import execution  # deferred: importing Prefect costs ~1.5 s that other commands skip
 
     _quiet_prefect_console()
