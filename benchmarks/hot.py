@@ -61,9 +61,10 @@ ABOVE = queued.ABOVE
 ROWS_KEPT = 2  # of the CSV's 3 rows, amount > ABOVE
 POLL = 0.05  # seconds between two looks at a record or a flow run
 BATCH_POLL = 0.5
+SYNC_EVERY = 10.0  # seconds between two syncs from Prefect while a batch runs
 RUN_TIMEOUT = 180.0
 BATCH_TIMEOUT = 3600.0
-SUBMITTERS = 4  # threads submitting a batch's runs
+SUBMITTERS = 2  # threads submitting a batch's runs
 QUICK_BATCH = 8  # a --quick run's batch: at ~0.5 runs/s here, 20 would take the smoke test past a minute
 FIRST_RUNS = 10  # the worker's RSS is read after these (quick: 3), then after the batch
 RAW = "raw Prefect process worker"
@@ -157,6 +158,7 @@ class Stack:
     child: int = 0  # the first weflow worker's child
     served: int = 0  # runs the weflow worker pool has run
     trips: list[tuple[float, Execution, float]] = field(default_factory=list)  # API runs: trigger, record, seen
+    failed: list[str] = field(default_factory=list)  # batch runs that did not succeed: status and error
 
     def weflow_worker(self) -> subprocess.Popen[bytes]:
         proc = _start([WEFLOW_EXE, "worker", "--limit", str(WORKER_LIMIT)], self.env, self.root / "weflow-worker.log")
@@ -399,27 +401,35 @@ def batch_seconds(stack: Stack, n: int) -> tuple[float, float]:
     """
     scope, org = stack.scope, stack.scope.user.organization_id
 
-    def submit() -> str:
-        return execution.submit(NAME, scope, Mode.API, queue=True).id
+    def submit() -> str | None:
+        try:
+            return execution.submit(NAME, scope, Mode.API, queue=True).id
+        except Exception as exc:  # the server's 503 under load, after Prefect's client retried: counted, reported
+            stack.failed.append(f"submit raised {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            return None
 
     contexts = [contextvars.copy_context() for _ in range(n)]  # made here: config.using and Prefect's settings
     t0 = time.perf_counter()
     with ThreadPoolExecutor(SUBMITTERS) as pool:
-        ids = list(pool.map(lambda context: context.run(submit), contexts))
+        ids = [i for i in pool.map(lambda context: context.run(submit), contexts) if i is not None]
     submitted = time.perf_counter() - t0
-    deadline = time.monotonic() + BATCH_TIMEOUT
-    while scope.catalog.unfinished(org):
+    deadline, synced = time.monotonic() + BATCH_TIMEOUT, time.monotonic()
+    while {e.id for e in scope.catalog.unfinished(org)} & set(ids):
         if time.monotonic() > deadline:
             raise RuntimeError(f"a batch of {n} not finished after {BATCH_TIMEOUT:g} s")
+        if time.monotonic() > synced + SYNC_EVERY:  # as execution.wait does: a run Prefect ended but no one recorded
+            execution.sync(scope)
+            synced = time.monotonic()
         time.sleep(BATCH_POLL)
     seconds = time.perf_counter() - t0
     found = {e.id: e for e in scope.catalog.executions(org, stack.workflow_id, limit=n)}
-    bad = [found[i].status.value if i in found else "missing" for i in ids if found.get(i) is None or
-           found[i].status is not RunState.SUCCEEDED]  # fmt: skip
-    if bad:
-        raise RuntimeError(f"{len(bad)} of {n} batch runs did not succeed: {sorted(set(bad))}")
-    stack.served += n
-    return seconds, submitted
+    bad = [found[i] for i in ids if found[i].status is not RunState.SUCCEEDED]
+    lost = n - len(ids)  # submits that raised
+    stack.failed += [f"{e.status.value}: {(e.error_message or '').splitlines()[0][:160]}" for e in bad]
+    if len(bad) + lost > n // 20:
+        raise RuntimeError(f"{len(bad) + lost} of {n} batch runs did not succeed: {stack.failed[-1]}")
+    stack.served += len(ids) - len(bad)
+    return seconds * n / (len(ids) - len(bad)), submitted  # the seconds per successful run, times n
 
 
 def _warm(stack: Stack, first: int) -> float:
@@ -448,6 +458,7 @@ class Found:
     first: int
     submitted: dict[str, float]  # seconds to submit each batch
     trips: list[tuple[float, Execution, float]]
+    failed: list[str]
 
 
 def measure(
@@ -484,7 +495,7 @@ def measure(
         log(f"hot: {batch} queued runs on 2 weflow workers")
         seconds, sent["2 workers"] = batch_seconds(stack, batch)
         rates["2 workers"] = [batch * 60 / seconds]
-    return Found(latency, rates, (rss_first, rss_last), served, first, sent, stack.trips)
+    return Found(latency, rates, (rss_first, rss_last), served, first, sent, stack.trips, stack.failed)
 
 
 TRIGGERS = {
@@ -496,7 +507,7 @@ TRIGGERS = {
 
 
 def run(quick: bool) -> Section:
-    repeats, warmup = (1, 0) if quick else (15, 1)
+    repeats, warmup = (1, 0) if quick else (10, 1)
     batch, floor_runs = (QUICK_BATCH, 8) if quick else (int(os.environ.get("BENCH_HOT_BATCH", "1000")), 100)
     settle = 1.0 if quick else 3.0
     old = not quick  # ~9 s a run on the process worker: full runs only
@@ -608,6 +619,7 @@ def _notes(section: Section, found: Found, batch: int) -> None:
         f"runs weflow creates wake the worker at once, runs created elsewhere (the UI route) wait for its 1 s "
         f"poll. `weflow run NAME` is timed as a command and runs where the CLI runs it. The batches: {batch} runs "
         "submitted one after the other from this process while the workers run them; the second worker "
-        "shares the machine's 2 cores with the first, the server and this process. RSS is the worker "
+        "shares the machine's 2 cores with the first, the server and this process. Batch runs that did not succeed "
+        f"(a rate counts only the others): {'; '.join(found.failed) or 'none'}. RSS is the worker "
         "child's VmRSS (the supervisor, which imports neither Prefect nor the engine, apart).",
     ]
