@@ -618,7 +618,7 @@ def _notes(section: Section, found: Found, batch: int) -> None:
         f"The weflow rows' runs all ran in the worker child (checked with the flow run's infrastructure pid); "
         f"runs weflow creates wake the worker at once, runs created elsewhere (the UI route) wait for its 1 s "
         f"poll. `weflow run NAME` is timed as a command and runs where the CLI runs it. The batches: {batch} runs "
-        "submitted one after the other from this process while the workers run them; the second worker "
+        f"submitted from {SUBMITTERS} threads of this process while the workers run them; the second worker "
         "shares the machine's 2 cores with the first, the server and this process. Batch runs that did not succeed "
         f"(a rate counts only the others): {'; '.join(found.failed) or 'none'}. RSS is the worker "
         "child's VmRSS (the supervisor, which imports neither Prefect nor the engine, apart).",
