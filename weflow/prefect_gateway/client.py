@@ -12,8 +12,8 @@ import contextvars
 import functools
 import ssl
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import certifi
@@ -92,8 +92,25 @@ def _tls(cert_file: str | None, insecure: bool) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cert_file or certifi.where())
 
 
-async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:
-    """Run ``flow`` to its final state with one sync and one async Prefect client, made here.
+def _connection() -> tuple[str, dict[str, Any]]:
+    """The API URL and client arguments of the current settings, on the process's one SSL context."""
+    api = get_current_settings().api
+    return str(api.url), {
+        "api_key": api.key.get_secret_value() if api.key else None,
+        "auth_string": api.auth_string.get_secret_value() if api.auth_string else None,
+        "httpx_settings": {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)},
+    }
+
+
+def client() -> PrefectClient:
+    """Prefect's async client for the current settings, on the process's one SSL context (not ~45 ms of a new one)."""
+    url, arguments = _connection()
+    return PrefectClient(url, **arguments)
+
+
+@asynccontextmanager
+async def run_clients() -> AsyncIterator[None]:
+    """One sync and one async Prefect client for a flow run, made here, that the engine then reuses.
 
     Prefect's engine makes an async client per flow run and a sync client each time it sets up a
     result store (twice per run), and every new client builds an SSL context from the CA bundle:
@@ -101,28 +118,20 @@ async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:
     contexts, so weflow enters both contexts first, with clients that share one SSL context per
     process (built from the same settings, so TLS verification is unchanged).
     """
-    api = get_current_settings().api
-    key = api.key.get_secret_value() if api.key else None
-    auth = api.auth_string.get_secret_value() if api.auth_string else None
-    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
-    sync = SyncPrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
-    client = PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
+    url, arguments = _connection()
     # model_construct: the contexts' __init__ would build clients of their own; their _httpx_settings stay
     # None so that the engine's get_client() (no settings) matches them.
-    with SyncClientContext.model_construct(client=sync):
-        async with AsyncClientContext.model_construct(client=client):
-            running: Any = flow(*args, return_state=True)  # an async flow: a coroutine
-            state: State[Any] = await running
+    with SyncClientContext.model_construct(client=SyncPrefectClient(url, **arguments)):
+        async with AsyncClientContext.model_construct(client=PrefectClient(url, **arguments)):
+            yield
+
+
+async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:
+    """Run ``flow`` to its final state inside ``run_clients``."""
+    async with run_clients():
+        running: Any = flow(*args, return_state=True)  # an async flow: a coroutine
+        state: State[Any] = await running
     return state
-
-
-def client() -> PrefectClient:
-    """Prefect's async client for the current settings, on the process's one SSL context (not ~45 ms of a new one)."""
-    api = get_current_settings().api
-    key = api.key.get_secret_value() if api.key else None
-    auth = api.auth_string.get_secret_value() if api.auth_string else None
-    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
-    return PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
 
 
 def run_flow(flow: Flow[..., Any], *args: Any) -> State[Any]:

@@ -29,8 +29,7 @@ import logging
 import os
 import resource
 import threading
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -39,11 +38,10 @@ import anyio
 import anyio.abc
 from prefect import Flow
 from prefect._internal.observers import FlowRunCancellingObserver
-from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.context import AsyncClientContext, SyncClientContext
 from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
 from prefect.flow_engine import AsyncFlowRunEngine
 from prefect.flows import load_flow_from_entrypoint
@@ -56,7 +54,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, P
 from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import worker_home
-from weflow.prefect_gateway.client import _tls, on_server
+from weflow.prefect_gateway.client import on_server, run_clients
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -326,31 +324,13 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
     engine = _Engine(flow=flow, parameters=get_call_parameters(flow.fn, args, kwargs), flow_run=flow_run)
     engine.weflow_cancel = handle.cancelled
     try:
-        async with _clients(), engine.start():
+        async with run_clients(), engine.start():
             while engine.is_running():
                 async with engine.run_context():
                     _ = await engine.call_flow_fn()  # Prefect annotates the result as a coroutine
     except BaseException as exc:  # the engine already recorded a crash or a cancel
         log.debug("flow run %s ended with %r", flow_run.id, exc)
     return 0 if engine.state is not None and engine.state.is_final() else 1
-
-
-@asynccontextmanager
-async def _clients() -> AsyncIterator[None]:
-    """Prefect's clients for one run, sharing the process's SSL context (as ``client.run_flow`` does).
-
-    The engine makes an async client per run and a sync one per result store, each building an
-    SSL context from the CA bundle (~45 ms here); it reuses the clients it finds in its contexts.
-    """
-    api = get_current_settings().api
-    key = api.key.get_secret_value() if api.key else None
-    auth = api.auth_string.get_secret_value() if api.auth_string else None
-    http = {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)}
-    sync = SyncPrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
-    client = PrefectClient(str(api.url), api_key=key, auth_string=auth, httpx_settings=http)
-    with SyncClientContext.model_construct(client=sync):
-        async with AsyncClientContext.model_construct(client=client):
-            yield
 
 
 def crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
