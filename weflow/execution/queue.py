@@ -52,8 +52,9 @@ def submit(
     if queue is None:
         scope.catalog.update_execution(execution.id, lease=leases.here())  # held here until a worker or child takes it
     request = {"execution_id": execution.id, "catalog": str(scope.catalog.path.resolve())}
-    if worker_home.hand_over(server.default_home(), "/execute", request) is None:
-        children.default().start(execution.id, scope)  # no weflow worker up: a child process of this one
+    answered = worker_home.hand_over(server.default_home(), "/execute", request)
+    if answered is None or answered[0] >= 300:  # no weflow worker up, or it refused: a child process of this one
+        children.default().start(execution.id, scope)
     return execution
 
 
