@@ -145,6 +145,10 @@ def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, 
             assert answer.json() == {"error": "hand-off refused: missing or wrong token"}
     token = hot.home / worker_home.FOLDER / worker_home.TOKEN
     assert token.stat().st_mode & 0o777 == 0o600
+    signed = {"Authorization": f"Bearer {token.read_text().strip()}"}
+    for bad in (b"[1]", b"not json", b'"a string"'):  # with the token, a body that is no JSON object: 400
+        answer = httpx.post(f"http://127.0.0.1:{record['port']}/run", content=bad, headers=signed, timeout=30)
+        assert answer.status_code == 400 and answer.json() == {"error": "hand-off body: expected a JSON object"}
     unknown = weflow(env, "run", "nosuch")  # refused by the worker: the same one line as a local run's
     _, err = unknown.communicate(timeout=120)
     assert unknown.returncode == 1 and err.strip().splitlines() == ["error: no workflow named 'nosuch'"], err

@@ -63,8 +63,9 @@ async def _take(worker: WeflowWorker, handoff: Handoff | None, path: str, header
         return _response(503, {"error": "this worker takes no hand-off now"})
     try:
         request = json.loads(body)
-        assert isinstance(request, dict)
-    except (ValueError, AssertionError):
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
         return _response(400, {"error": "hand-off body: expected a JSON object"})
     status, answer, then = await anyio.to_thread.run_sync(handoff, path, request)
     if then is not None:
