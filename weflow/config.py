@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from weflow.errors import WeflowError
 
 _override: ContextVar[Settings | None] = ContextVar("weflow_settings", default=None)
 
@@ -27,6 +29,7 @@ class Settings:
     shared_data_roots: bool = False  # the operator's opt-in: organizations may share a root
     prefect_home: Path | None = None  # PREFECT_HOME when the user set it
     outbound_allow: tuple[str, ...] = ()  # networks and host names http_json and webhooks may reach
+    backfill_max_slots: int = 1000  # the most slots one backfill may queue (WEFLOW_BACKFILL_MAX_SLOTS)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,6 +48,7 @@ class Settings:
             shared_data_roots=env.get("WEFLOW_SHARED_DATA_ROOTS", "").strip().lower() in {"1", "true", "yes"},
             prefect_home=Path(home) if home else None,
             outbound_allow=tuple(h.strip() for h in env.get("WEFLOW_OUTBOUND_ALLOW", "").split(",") if h.strip()),
+            backfill_max_slots=_count(env, "WEFLOW_BACKFILL_MAX_SLOTS", 1000),
         )
 
     def roots_for(self, organization: str, organizations: int = 1) -> tuple[Path, ...]:
@@ -74,6 +78,16 @@ class Settings:
             *(("the Prefect home", home.resolve()) for home in homes),
             ("the run outputs", self.runs_dir.resolve()),
         )
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number from the environment; a bad one is a one-line error naming the variable."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise WeflowError(f"{name}={text!r}: must be a positive whole number")
+    return int(text)
 
 
 def settings() -> Settings:
