@@ -29,6 +29,7 @@ class Settings:
     shared_data_roots: bool = False  # the operator's opt-in: organizations may share a root
     prefect_home: Path | None = None  # PREFECT_HOME when the user set it
     outbound_allow: tuple[str, ...] = ()  # networks and host names http_json and webhooks may reach
+    openlineage_url: str | None = None  # an OpenLineage endpoint (Marquez): runs send it their events
     backfill_max_slots: int = 1000  # the most slots one backfill may queue (WEFLOW_BACKFILL_MAX_SLOTS)
 
     @classmethod
@@ -48,6 +49,7 @@ class Settings:
             shared_data_roots=env.get("WEFLOW_SHARED_DATA_ROOTS", "").strip().lower() in {"1", "true", "yes"},
             prefect_home=Path(home) if home else None,
             outbound_allow=tuple(h.strip() for h in env.get("WEFLOW_OUTBOUND_ALLOW", "").split(",") if h.strip()),
+            openlineage_url=env.get("WEFLOW_OPENLINEAGE_URL", "").strip() or None,
             backfill_max_slots=_count(env, "WEFLOW_BACKFILL_MAX_SLOTS", 1000),
         )
 
