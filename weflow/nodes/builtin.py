@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from weflow.nodes import python_node, sinks, sources, sqlcheck, transforms
+from weflow.nodes import excel, postgres, python_node, sinks, sources, sqlcheck, transforms
 from weflow.nodes.base import NodeType, check_path
 
 
@@ -37,6 +37,11 @@ BUILTINS: tuple[NodeType, ...] = (
              check=_both(check_path("database", "one"), _check_sql), description="query a DuckDB file"),
     NodeType("http_json", sources.HttpJsonConfig, sources.http_json, "source", (), lazy=False,
              description="GET a JSON API into a frame"),
+    NodeType("read_postgres", postgres.ReadPostgresConfig, postgres.read_postgres, "source", (), lazy=False,
+             check=_both(postgres.check_connection, postgres.check_query),
+             description="query PostgreSQL, inputs bound as parameters"),
+    NodeType("read_excel", excel.ExcelConfig, excel.read_excel, "source", (), lazy=False, check=excel.check_excel,
+             description="read a sheet of an Excel workbook"),
     NodeType("filter", transforms.FilterConfig, transforms.filter_rows,
              description="keep rows where condition holds"),
     NodeType("select", transforms.SelectConfig, transforms.select,
@@ -63,4 +68,6 @@ BUILTINS: tuple[NodeType, ...] = (
              check=check_path(form="literal"), description="write CSV atomically"),
     NodeType("write_duckdb", sinks.DuckdbWriteConfig, sinks.write_duckdb, "sink", lazy=False,
              check=check_path("database", "one"), description="write a DuckDB table in one transaction"),
+    NodeType("write_postgres", postgres.WritePostgresConfig, postgres.write_postgres, "sink", lazy=False,
+             check=postgres.check_write, description="write a PostgreSQL table in one transaction"),
 )  # fmt: skip
