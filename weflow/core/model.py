@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from weflow.core import mermaid
 from weflow.core.input_types import InputType, mismatch
@@ -228,6 +229,95 @@ class AlertRule(_Frozen):
         return self
 
 
+def _known_dtypes(value: dict[str, str]) -> dict[str, str]:
+    for column, dtype in value.items():
+        if dtype not in DTYPES:
+            raise ValueError(f"column {column!r}: unknown dtype {dtype!r} (known: {', '.join(sorted(DTYPES))})")
+    return value
+
+
+class GivenRows(_Frozen):
+    """Rows standing in for a source node in a workflow test: inline ``rows``, or a CSV/Parquet ``path``."""
+
+    rows: tuple[dict[str, Any], ...] | None = None
+    path: str | None = None  # under the data roots
+    dtypes: dict[str, str] = Field(default_factory=dict)  # column -> dtype, for rows YAML cannot type
+
+    _dtypes = field_validator("dtypes")(_known_dtypes)
+
+    @field_validator("path")
+    @classmethod
+    def _table_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith((".csv", ".parquet")):
+            raise ValueError(f"{value!r} is not a .csv or .parquet file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> GivenRows:
+        if (self.rows is None) == (self.path is None):
+            raise ValueError("give either rows or path")
+        return self
+
+
+class Expectation(_Frozen):
+    """What a workflow test checks of one node's output; every check given must hold.
+
+    ``rows`` (and ``values``, column -> values) compare only the columns they name, order-insensitive
+    unless ``ordered``; ``contract``: the node's contracts pass (also one that only warns).
+    """
+
+    rows: tuple[dict[str, Any], ...] | None = None
+    values: dict[str, tuple[Any, ...]] | None = None
+    ordered: bool = False
+    dtypes: dict[str, str] = Field(default_factory=dict)
+    row_count: int | None = Field(default=None, ge=0)
+    contract: bool = False
+
+    _dtypes = field_validator("dtypes")(_known_dtypes)
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> Expectation:
+        if self.rows is None and self.values is None and self.row_count is None and not self.contract:
+            raise ValueError("expect at least one of rows, values, row_count, contract")
+        if self.values is not None and len({len(v) for v in self.values.values()}) > 1:
+            raise ValueError("values: every column needs the same number of values")
+        return self
+
+
+class WorkflowTest(_Frozen):
+    """A workflow test: rows for sources, run inputs, and what chosen nodes must output (``weflow test``)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    description: str = ""
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, GivenRows] = Field(default_factory=dict)
+    expect: dict[str, Expectation] = Field(min_length=1)
+
+
+def workflow_test_problems(definition: Definition) -> list[tuple[tuple[str | int, ...], str]]:
+    """Tests naming a node that does not exist, rows given to a node that has inputs, a contract check without one."""
+    nodes = {n.name: n for n in definition.nodes}
+    fed = {c.to.node for c in definition.connections}
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    seen: dict[str, int] = {}
+    for i, test in enumerate(definition.tests):
+        if test.name in seen:
+            found.append((("tests", i, "name"), f"duplicate test name {test.name!r} (also tests[{seen[test.name]}])"))
+        seen.setdefault(test.name, i)
+        for name in test.inputs:
+            if name not in nodes:
+                found.append((("tests", i, "inputs", name), "unknown node"))
+            elif name in fed:
+                found.append((("tests", i, "inputs", name), "not a source (it has inputs): give rows to its sources"))
+        for name, expected in test.expect.items():
+            node = nodes.get(name)
+            if node is None:
+                found.append((("tests", i, "expect", name), "unknown node"))
+            elif expected.contract and node.contract is None and not node.input_contracts:
+                found.append((("tests", i, "expect", name, "contract"), f"node {name!r} has no contract"))
+    return found
+
+
 class Definition(_Frozen):
     """A workflow definition document: the canonical, storable form of a workflow."""
 
@@ -241,6 +331,7 @@ class Definition(_Frozen):
     alerts: tuple[AlertRule, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     connections: tuple[Connection, ...] = ()
+    tests: tuple[WorkflowTest, ...] = ()
 
     @field_validator("nodes", "connections", mode="before")
     @classmethod
@@ -272,6 +363,16 @@ class Definition(_Frozen):
             if not re.match(NAME_PATTERN, key):
                 raise ValueError(f"input name {key!r} must be a letter or _ then letters, digits, _")
         return value
+
+    @model_validator(mode="after")
+    def _tests_name_nodes(self) -> Definition:
+        found = workflow_test_problems(self)
+        if found:  # each problem at its own path, e.g. tests[0].inputs.nodex
+            details = [
+                InitErrorDetails(type=PydanticCustomError("test_node", msg), loc=loc, input=None) for loc, msg in found
+            ]
+            raise ValidationError.from_exception_data("Definition", details)
+        return self
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
