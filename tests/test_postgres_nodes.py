@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +42,8 @@ nodes:
     config: {connection: "URI", query: "SELECT * FROM orders WHERE region = $region"}
   - {name: big, type: filter, config: {condition: "amount > 5"}}
   - {name: out, type: write_postgres, config: {connection: "URI", table: north, mode: upsert, key: [id]}}
-connections: [{from: src, to: big}, {from: big, to: out}]
+  - {name: boom, type: python, config: {callable: "tests.resources.pynodes:fail_if_exists", kwargs: {marker: "MARK"}}}
+connections: [{from: src, to: big}, {from: big, to: out}, {from: out, to: boom}]
 """
 
 
@@ -85,10 +87,12 @@ def read(uri: str, query: str, **params: Any) -> pl.DataFrame:
     return frame
 
 
-def write(uri: str, frame: pl.DataFrame, table: str, mode: str = "append", key: list[str] | None = None) -> None:
+def write(
+    uri: str, frame: pl.DataFrame, table: str, mode: str = "append", key: list[str] | None = None, **ctx: Any
+) -> None:
     cfg = nodes.WritePostgresConfig(connection=uri, table=table, mode=mode, key=key or [])  # type: ignore[arg-type]
     inputs = NodeInputs((Inbound("up", "in", frame.lazy()),))
-    node_type("write_postgres").run(cfg, inputs, RunContext("w", "sink"))
+    node_type("write_postgres").run(cfg, inputs, RunContext("w", "sink", **ctx))
 
 
 def table(uri: str, name: str) -> pl.DataFrame:
@@ -146,6 +150,35 @@ def test_a_failure_mid_write_leaves_the_table_as_it_was(server: str) -> None:
     assert sql(server, "SELECT * FROM stock") == [(1, 5)]
     temp = sql(server, "SELECT count(*) FROM pg_class WHERE relname = '_weflow_stage'")
     assert temp == [(0,)]  # the staging table went with its session
+
+
+@pytest.mark.usefixtures("allowed")
+def test_compensation_puts_the_table_back_and_keeps_what_others_wrote(server: str, tmp_path: Path) -> None:
+    sql(server, "CREATE TABLE ledger (id int PRIMARY KEY, note text)", "INSERT INTO ledger VALUES (1, 'a'), (2, 'b')")
+    before = [(1, "a"), (2, "b")]
+    changes = {
+        "append": (pl.DataFrame({"id": [3], "note": ["c"]}), None),
+        "replace": (pl.DataFrame({"id": [9], "note": ["z"]}), None),
+        "upsert": (pl.DataFrame({"id": [2, 4], "note": ["B", "d"]}), ["id"]),
+    }
+    for mode, (frame, key) in changes.items():
+        undo: list[tuple[str, Callable[[], str]]] = []
+        write(server, frame, "ledger", mode, key, work_dir=tmp_path, undo=lambda a, r: undo.append((a, r)))  # noqa: B023
+        assert table(server, "ledger").rows() != before
+        [(action, restore)] = undo
+        assert action == "restore table ledger"
+        assert restore().startswith("deleted the rows this run wrote to ledger in postgresql://postgres@127.0.0.1:")
+        assert sorted(sql(server, "SELECT * FROM ledger")) == before, mode
+    undo = []
+    write(server, changes["append"][0], "ledger", work_dir=tmp_path, undo=lambda a, r: undo.append((a, r)))
+    sql(server, "INSERT INTO ledger VALUES (7, 'someone else')")  # after the run's write: not the run's to undo
+    undo[0][1]()
+    assert sorted(sql(server, "SELECT * FROM ledger")) == [*before, (7, "someone else")]
+    undo = []
+    write(server, changes["append"][0], "fresh", work_dir=tmp_path, undo=lambda a, r: undo.append((a, r)))
+    assert undo[0][0] == "drop table fresh" and "(it did not exist before)" in undo[0][1]()
+    assert sql(server, "SELECT to_regclass('fresh') IS NULL") == [(True,)]
+    assert not list((tmp_path / "undo").glob("*"))  # backups go once used
 
 
 def _closed_port() -> int:
@@ -238,16 +271,28 @@ def test_bad_node_configs_name_their_field(
 
 
 @pytest.mark.usefixtures("prefect_api", "allowed")
-def test_a_workflow_reads_and_upserts_and_its_failure_record_has_no_password(server: str, scope: Scope) -> None:
-    port = urlsplit(server).port
+def test_a_workflow_reads_upserts_compensates_and_its_failure_has_no_password(
+    server: str, scope: Scope, tmp_path: Path
+) -> None:
+    port, marker = urlsplit(server).port, tmp_path / "fail"
     sql(server, "CREATE TABLE orders (id int, region text, amount float8)")
     sql(server, "INSERT INTO orders VALUES (1, 'north', 10), (2, 'south', 20), (3, 'north', 30)")
     good = f"postgresql://ada:s3cret%21pw@127.0.0.1:{port}/shop"
-    workflows.apply(parse(FLOW.replace("URI", good)), scope)
+    flow = FLOW.replace("MARK", str(marker))
+    workflows.apply(parse(flow.replace("URI", good)), scope)
     result = run("pg_flow", scope)
     assert result.ok, result.execution.error_message
     assert sorted(sql(server, "SELECT id, amount FROM north")) == [(1, 10.0), (3, 30.0)]
-    workflows.apply(parse(FLOW.replace("URI", good.replace("s3cret", "wr0ng"))), scope)
+    sql(server, "UPDATE orders SET amount = amount + 1")
+    marker.write_text("on")
+    failed = run("pg_flow", scope)  # boom fails after out upserted: out's upsert is undone
+    assert failed.execution.error_node == "boom"
+    assert sorted(sql(server, "SELECT id, amount FROM north")) == [(1, 10.0), (3, 30.0)]
+    undone = scope.catalog.execution(failed.execution.id).compensations
+    assert [(c.node, c.status) for c in undone] == [("out", "DONE")]
+    assert "put back the 2 rows it replaced" in (undone[0].detail or "") and "s3cret" not in (undone[0].detail or "")
+    marker.unlink()
+    workflows.apply(parse(flow.replace("URI", good.replace("s3cret", "wr0ng"))), scope)
     failed = run("pg_flow", scope)
     assert not failed.ok
     message = failed.execution.error_message or ""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -141,7 +142,7 @@ def problem(exc: Exception, found: Target) -> str:
 
 
 @contextmanager
-def connected(found: Target, ctx: RunContext, read_only: bool) -> Iterator[dbapi.Connection]:
+def connected(found: Target, read_only: bool) -> Iterator[dbapi.Connection]:
     """A connection to the checked host (a transaction open); closed on the way out."""
     import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]  # deferred: its import costs ~0.3 s
 
@@ -207,7 +208,7 @@ def read_postgres(config: ReadPostgresConfig, inputs: NodeInputs, ctx: RunContex
 
     sql, values = bind(config.query, ctx.params)
     found = target(config.connection)
-    with connected(found, ctx, read_only=True) as con, con.cursor() as cursor:
+    with connected(found, read_only=True) as con, con.cursor() as cursor:
         forget = ctx.stop.on_stop(cursor.adbc_cancel)
         try:
             cursor.execute(sql, values or None)
@@ -266,6 +267,71 @@ def statements(config: WritePostgresConfig, columns: list[str], exists: bool) ->
     return [insert]
 
 
+def _keep_previous(
+    cursor: Any, found: Target, config: WritePostgresConfig, ctx: RunContext, exists: bool
+) -> tuple[str, Callable[[], str]] | None:
+    """Before the write: the compensation (action, run) that puts the table back if a later node fails,
+    registered once the write committed (a failed attempt, rolled back, leaves nothing to undo).
+
+    A table the write creates is dropped. Otherwise the rows this transaction writes (its ``xmin``)
+    are deleted and the rows it replaced put back: for replace the whole table, for upsert the rows
+    of the frame's keys (saved as Parquet in the run's folder), for append none.
+    """
+    if ctx.undo is None:
+        return None
+    table = ".".join(_ident(p) for p in config.table.split("."))
+    where = f"{config.table} in {found.shown}"
+    if not exists:
+
+        def drop() -> str:
+            _undo(found, f"DROP TABLE IF EXISTS {table}", None, table)
+            return f"dropped {where} (it did not exist before)"
+
+        return f"drop table {config.table}", drop
+    cursor.execute("SELECT (txid_current() % 4294967296)::text")  # xmin holds the 32-bit transaction id
+    row = cursor.fetchone()
+    delete = f"DELETE FROM {table} WHERE xmin::text = '{int(row[0])}'"
+    backup = None
+    if config.mode != "append":
+        if ctx.work_dir is None:
+            return None  # nowhere to keep the rows it replaces
+        keys = ", ".join(_ident(k) for k in config.key)
+        only = f" WHERE ({keys}) IN (SELECT {keys} FROM {STAGE})" if config.mode == "upsert" else ""
+        cursor.execute(f"SELECT * FROM {table}{only}")
+        backup = ctx.work_dir / "undo" / f"{ctx.node}.parquet"
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(cursor.fetch_arrow_table()).write_parquet(backup)
+
+    def restore() -> str:
+        put_back = _undo(found, delete, backup, table)
+        replaced = f" and put back the {put_back} rows it replaced" if backup is not None else ""
+        return f"deleted the rows this run wrote to {where}{replaced}"
+
+    return f"restore table {config.table}", restore
+
+
+def _undo(found: Target, sql: str, backup: Path | None, table: str) -> int:
+    """Run a compensation in one transaction: ``sql``, then the saved rows put back (how many)."""
+    import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]
+
+    rows = pl.read_parquet(backup) if backup is not None else pl.DataFrame()
+    with connected(found, read_only=False) as con, con.cursor() as cursor:
+        try:
+            cursor.execute(sql)
+            if rows.height:
+                cols = ", ".join(_ident(c) for c in rows.columns)
+                cursor.adbc_ingest(STAGE, rows.to_arrow(), mode="create", temporary=True)
+                cursor.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}")
+            con.commit()
+        except pg.Error as exc:
+            raise OutboundError(
+                f"{found.shown}: the compensation failed, {table} unchanged: {problem(exc, found)}"
+            ) from None
+    if backup is not None:
+        backup.unlink(missing_ok=True)
+    return rows.height
+
+
 def write_postgres(config: WritePostgresConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     """Write the frame into the table in one transaction: all its rows, or (on any failure) none."""
     import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]
@@ -275,18 +341,22 @@ def write_postgres(config: WritePostgresConfig, inputs: NodeInputs, ctx: RunCont
     wrong = _frame_problem(config, frame)
     if wrong is not None:
         raise ValueError(f"{config.table}: {wrong}")
-    with connected(found, ctx, read_only=False) as con, con.cursor() as cursor:
+    with connected(found, read_only=False) as con, con.cursor() as cursor:
         forget = ctx.stop.on_stop(cursor.adbc_cancel)
         try:
             cursor.adbc_ingest(STAGE, frame.to_arrow(), mode="create", temporary=True)
             cursor.execute("SELECT to_regclass($1) IS NOT NULL", (".".join(map(_ident, config.table.split("."))),))
             row = cursor.fetchone()
-            for sql in statements(config, frame.columns, bool(row and row[0])):
+            exists = bool(row and row[0])
+            undo = _keep_previous(cursor, found, config, ctx, exists)
+            for sql in statements(config, frame.columns, exists):
                 ctx.stop.check()
                 cursor.execute(sql)
             cursor.execute(f"DROP TABLE {STAGE}")
             ctx.stop.check()
             con.commit()
+            if undo is not None:
+                ctx.compensation(*undo)
         except pg.Error as exc:
             con.rollback()
             ctx.stop.check()
