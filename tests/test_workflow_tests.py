@@ -201,6 +201,16 @@ def test_bad_given_rows_are_refused_when_the_test_runs(settings, tmp_path: Path,
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+def test_given_rows_never_come_from_weflows_own_state(settings, tmp_path: Path) -> None:
+    settings.runs_dir.mkdir(parents=True)
+    own = settings.runs_dir / "someone_elses_output.parquet"  # under a data root, but weflow's own state
+    pl.DataFrame(ORDERS).write_parquet(own)
+    test = {"name": "t", "inputs": {"orders": {"path": str(own)}}, "expect": {"paid": {"row_count": 3}}}
+    definition = workflow_tests.from_file(write(tmp_path / "s.yaml", sales([test])))
+    with pytest.raises(DefinitionError, match=r"^tests\[0\]\.inputs\.orders(\.path)?: .*weflow"):
+        workflow_tests.run_all([definition])
+
+
 def test_weflow_test_cli_exits_1_with_the_diff_and_one_line_for_a_bad_section(cli_env, tmp_path: Path) -> None:
     path = write(tmp_path / "sales.yaml", sales([PASSING, FAILING]))
     env = {**cli_env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing answers there: none is needed
