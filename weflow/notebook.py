@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weflow import workflows
+from weflow import column_lineage, workflows
+from weflow.column_lineage import Lineage
 from weflow.core.builder import WorkflowBuilder
 from weflow.core.diff import DefinitionDiff
 from weflow.core.entities import Version, Workflow
@@ -67,6 +68,11 @@ def delete(name: str, purge: bool = False, catalog: CatalogLike = None) -> None:
 
 def export(name: str, version: int | None = None, catalog: CatalogLike = None) -> dict[str, Any]:
     return workflows.export(name, _scope(catalog), version)
+
+
+def lineage(name: str, version: int | None = None, catalog: CatalogLike = None) -> Lineage:
+    """Column lineage of a stored version: shows as a Mermaid graph; ``.sources("node.column")`` asks one column."""
+    return column_lineage.for_workflow(name, _scope(catalog), version)
 
 
 def run(

@@ -1,0 +1,77 @@
+"""Derive a version's lineage: each node's schema from Polars (or its contract), its hops from ``rules``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from weflow.column_lineage import rules
+from weflow.column_lineage.model import Lineage, NodeColumns
+from weflow.column_lineage.rules import Inputs
+from weflow.compile import plan as planning
+from weflow.core.graph import edges, topological_order
+from weflow.core.model import Definition, Node
+from weflow.nodes.base import Inbound, NodeInputs, NodeType, RunContext
+from weflow.nodes.registry import node_types, signatures
+from weflow.workflows import Scope, data_roots, version
+
+# --- derivation ---------------------------------------------------------------------------------
+
+
+def of(definition: Definition, roots: tuple[Path, ...], version_number: int | None = None) -> Lineage:
+    """The column lineage of a checked ``definition``; sources' schemas read lazily under ``roots``."""
+    types = node_types()
+    wired = edges(definition, signatures())
+    params = {name: spec.default for name, spec in definition.inputs.items()}
+    steps = {n: s.name for s in planning.build(definition, types).steps for n in s.nodes}
+    schemas: dict[str, pl.Schema | None] = {}
+    nodes, hops = [], []
+    for name in topological_order(definition):
+        index, node = next((i, n) for i, n in enumerate(definition.nodes) if n.name == name)
+        kind = types[node.type]
+        inputs = Inputs([e for e in wired if e.target == name], schemas)
+        config = kind.config.model_validate(node.config)
+        schema, note = _schema(node, kind, config, inputs, RunContext(definition.name, name, params, roots))
+        found = rules.hops(index, node, kind.kind, config, inputs, list(schema or ()))
+        if schema is None and node.type == "sql" and found:  # sqlglot told the columns
+            schema = pl.Schema({h.target.column: pl.Null() for h in found if h.kind == "DIRECT"})
+        schemas[name] = schema
+        shown = {c: str(t) for c, t in schema.items()} if schema is not None else None
+        nodes.append(NodeColumns(name, node.type, kind.kind, shown, steps.get(name, name), note))
+        hops += found
+    return Lineage(definition.name, version_number, tuple(nodes), tuple(hops))
+
+
+def for_workflow(name: str, scope: Scope, number: int | None = None) -> Lineage:
+    """The lineage of a stored version (the current one by default), in the scope's data roots."""
+    found = version(name, scope, number)
+    return of(found.definition, data_roots(scope), found.number)
+
+
+def _schema(node: Node, kind: NodeType, config: Any, inputs: Inputs, ctx: RunContext) -> tuple[pl.Schema | None, str]:
+    """The node's output schema, and a note when it was declared or is unknown."""
+    declared = pl.Schema({c: _dtype(s.dtype) for c, s in node.contract.columns.items()}) if node.contract else None
+    fallback = "declared by the contract" if declared is not None else "unknown: "
+    if kind.kind == "sink":
+        return inputs.schemas[inputs.edges[0].source], ""
+    if node.type == "sql":
+        return None, ""  # sqlglot's answer, from the hops
+    if not kind.lazy:
+        return declared, fallback + ("" if declared is not None else "not a Polars node and no contract")
+    if any(inputs.schemas[e.source] is None for e in inputs.edges):
+        return declared, fallback + ("" if declared is not None else "an input's columns are unknown")
+    frames = tuple(Inbound(e.source, e.port, pl.LazyFrame(schema=inputs.schemas[e.source])) for e in inputs.edges)
+    try:
+        got = kind.run(config, NodeInputs(frames), ctx)
+        return (got.lazy() if isinstance(got, pl.DataFrame) else got).collect_schema(), ""
+    except Exception as exc:  # a missing file, a refused root: the picture goes on with what is known
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return declared, fallback + ("" if declared is not None else reason)
+
+
+def _dtype(name: str | None) -> pl.DataType:
+    """A contract's dtype name (``model.DTYPES``: Polars' own class names) as a Polars dtype."""
+    found = getattr(pl, name, None) if name else None
+    return found() if isinstance(found, type) and issubclass(found, pl.DataType) else pl.Null()
