@@ -204,8 +204,8 @@ def _given_frame(given: GivenRows, where: str, roots: tuple[Path, ...]) -> pl.Da
             frame = _rows_frame(given.rows or (), given.dtypes)
         return _typed(frame, given.dtypes)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        path, _, problem = _first_line(exc).partition(f"{where}.path: ")  # resolve_path names the field itself
-        raise DefinitionError([(f"{where}.path", problem) if problem and not path else (where, path)]) from None
+        head, _, problem = _first_line(exc).partition(f"{where}.path: ")  # resolve_path names the field itself
+        raise DefinitionError([(f"{where}.path", problem) if problem and not head else (where, head)]) from None
 
 
 def _rows_frame(rows: Sequence[Mapping[str, Any]], dtypes: Mapping[str, str]) -> pl.DataFrame:
