@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Response
 
-from weflow.api import definitions, metrics, pages, runner, runs
+from weflow.api import backfills, definitions, metrics, pages, runner, runs
 from weflow.api.http import HANDLERS, BodyLimit
 from weflow.api.models import Health
 from weflow.errors import WeflowError
@@ -56,6 +56,7 @@ def create_app(catalog_path: str | Path | None = None, body_limit: int | None = 
         health,
         definitions.router,
         runs.router,
+        backfills.router,
         runs.webhooks,
         runner.router,
         metrics.router,

@@ -289,4 +289,35 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """
     + ROLL_UP_HISTORY,
+    # 7: backfills of a scheduled workflow over past intervals (issue 18). A slot (workflow, interval_start) is
+    # one row whatever backfill queued it last, so a second backfill of a range finds it and makes no duplicate.
+    # status is the slot's own (PENDING: not queued yet) until it has an execution, then that execution's last
+    # known one. No foreign keys (see 6): retention may remove a slot's execution, the slot keeps its status.
+    """
+    CREATE TABLE backfills (
+        id VARCHAR PRIMARY KEY,
+        organization_id INTEGER NOT NULL,
+        workflow_id INTEGER NOT NULL,
+        start_at TIMESTAMPTZ NOT NULL,
+        end_at TIMESTAMPTZ NOT NULL,
+        max_parallel INTEGER NOT NULL,
+        rerun BOOLEAN NOT NULL,
+        slots INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        created_by INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        finished_at TIMESTAMPTZ
+    );
+    CREATE TABLE backfill_slots (
+        workflow_id INTEGER NOT NULL,
+        interval_start TIMESTAMPTZ NOT NULL,
+        interval_end TIMESTAMPTZ NOT NULL,
+        backfill_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        execution_id VARCHAR,
+        error VARCHAR,
+        PRIMARY KEY (workflow_id, interval_start)
+    );
+    """,
 )

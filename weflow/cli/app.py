@@ -14,13 +14,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from weflow.cli import admin, definitions, lineage, retention, runs, stack, testing, worker
+from weflow.cli import admin, backfills, definitions, lineage, retention, runs, stack, testing, worker
 from weflow.cli import catalog as catalog_commands
 from weflow.cli.console import app, use
 from weflow.errors import WeflowError
 
 T = TypeVar("T")
-COMMAND_GROUPS = (definitions, lineage, runs, stack, worker, retention, testing)  # for their commands, in --help order
+COMMAND_GROUPS = (definitions, lineage, runs, backfills, stack, worker, retention, testing)  # for their commands
 
 
 @app.callback()

@@ -8,15 +8,17 @@ runs (a long-lived weflow worker calls ``record_in_batches``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from weflow.catalog.batcher import shared
 from weflow.client import WeflowApi
 from weflow.config import settings
+from weflow.core import intervals
 from weflow.core.entities import Mode
 from weflow.execution.lifecycle import RunResult, begin, prepare, run_in_flow
 from weflow.execution.record import ApiRecorder, CatalogRecorder, StoredRecorder
-from weflow.prefect_gateway import flow_runs
+from weflow.prefect_gateway import flow_runs, scheduling
 from weflow.workflows import Scope
 
 _batched = False
@@ -67,8 +69,12 @@ async def run_deployed(
     if execution_id is not None:
         definition, execution = records.queued(workflow, execution_id)
     else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule
-        mode = Mode.CRON if await flow_runs.auto_scheduled(flow_run_id) else Mode.MANUAL
+        slot = await scheduling.scheduled_at(flow_run_id)  # a schedule's run: its slot binds the interval inputs
+        mode = Mode.CRON if slot is not None else Mode.MANUAL
         definition, execution = records.create(workflow, version_number, mode, input_data, flow_run_id)
+        if slot is not None:
+            bound = intervals.bind(definition.schedule, list(definition.inputs), slot, execution.input_data)
+            execution = replace(execution, input_data=bound)
     prepared = prepare(definition, execution, recorder=records, scope=records.scope)
     begin(prepared, execution_id is not None, flow_run_id)
     with records.holding(execution.id):
