@@ -88,7 +88,8 @@ def test_tpch_q03_through_a_sql_node_to_its_sink(sf001: Path) -> None:
     with config.using(data_roots=(sf001,)):
         found = column_lineage.of(read(DEFINITION), (sf001,), 3)
     assert found.node("lines").step == "lines (+7 fused)"  # filters and joins fused; the sql node ends the step
-    assert found.node("ranked").columns == ("l_orderkey", "revenue", "o_orderdate", "o_shippriority")
+    ranked = {"l_orderkey": "Int64", "revenue": "Decimal(precision=38, scale=4)", "o_orderdate": "Date"}
+    assert found.node("ranked").schema == {**ranked, "o_shippriority": "Int32"}  # DuckDB's types, over empty inputs
     expected = {
         "l_orderkey": {"lineitem.l_orderkey", "orders.o_orderkey"},
         "revenue": LINEITEM_REVENUE,
@@ -131,6 +132,13 @@ def test_sql_lineage_refuses_what_sqlglot_cannot_read(sf001: Path) -> None:
     ok = column_lineage.of(with_query("SELECT upper(n_name) AS name, * EXCLUDE (n_comment) FROM nation"), (sf001,))
     assert ok.node("q").columns == ("name", "n_nationkey", "n_name", "n_regionkey")
     assert names(ok.sources(Ref("q", "name"))) == {"nation.n_name"}
+    assert ok.node("q").schema == {"name": "String", "n_nationkey": "Int64", "n_name": "String", "n_regionkey": "Int64"}
+    constant = column_lineage.of(with_query("SELECT 1 AS one"), (sf001,))
+    assert constant.node("q").columns == ("one",) and constant.origins("q.one") == []
+    # a table function is no input: nothing is read (DuckDB runs with file access off), the columns are unknown
+    hostile = column_lineage.of(with_query("SELECT * FROM read_csv('/etc/passwd')"), (sf001,))
+    assert hostile.node("q").schema is None
+    assert hostile.node("q").note == "unknown: SELECT * over a table that is not an input"
 
 
 def test_unknown_node_or_column_is_one_clear_line(sf001: Path) -> None:
@@ -192,14 +200,14 @@ def test_weflow_lineage_command(roots: tuple[Path, ...], cli_env: dict[str, str]
     assert "lineitem.l_discount" in tree.stdout and "rows decided by" in tree.stdout
     drawn = runner.invoke(app, ["lineage", "tpch_q03_sql", "saved.o_orderdate", "--mermaid"])
     assert drawn.stdout.startswith("flowchart LR") and '["o_orderdate"]' in drawn.stdout
+    bad_sql = runner.invoke(app, ["lineage", "bad_columns"])
+    assert isinstance(bad_sql.exception, DefinitionError) and bad_sql.stdout == ""
+    assert str(bad_sql.exception).startswith("nodes[8].config.query: cannot read the SQL for lineage: Column 'no_such'")
     env = {**cli_env, "WEFLOW_DATA_ROOTS": ":".join(map(str, roots)), "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
-    for args, line in [
-        (("tpch_q03_sql", "answer.nope"), "error: column 'nope' is not an output of node 'answer' (columns: "),
-        (("bad_columns",), "error: nodes[8].config.query: cannot read the SQL for lineage: "),
-    ]:
-        failed = _weflow(env, "lineage", *args)
-        assert failed.returncode == 1 and failed.stdout == ""
-        assert len(failed.stderr.splitlines()) == 1 and failed.stderr.startswith(line), failed.stderr
+    failed = _weflow(env, "lineage", "tpch_q03_sql", "answer.nope")  # the console script: one line, exit 1
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.startswith("error: column 'nope' is not an output of node 'answer' (columns: l_orderkey, ")
+    assert len(failed.stderr.splitlines()) == 1, failed.stderr
 
 
 def test_notebook_lineage_shows_a_mermaid_graph(roots: tuple[Path, ...]) -> None:
@@ -208,6 +216,12 @@ def test_notebook_lineage_shows_a_mermaid_graph(roots: tuple[Path, ...]) -> None
     assert found.version == 1
     assert found._repr_markdown_().count("```mermaid") == 1
     assert names(found.sources("saved.l_orderkey")) == {"lineitem.l_orderkey", "orders.o_orderkey"}
+
+
+def test_another_organization_sees_no_lineage(roots: tuple[Path, ...]) -> None:
+    weflow.save(read(DEFINITION))
+    with config.using(organization="globex", user="eve"), pytest.raises(NotFoundError, match="tpch_q03_sql"):
+        weflow.lineage("tpch_q03_sql")
 
 
 # --- OpenLineage -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from weflow.column_lineage import rules
@@ -13,6 +14,7 @@ from weflow.column_lineage.rules import Inputs
 from weflow.compile import plan as planning
 from weflow.core.graph import edges, topological_order
 from weflow.core.model import Definition, Node
+from weflow.nodes import expressions
 from weflow.nodes.base import Inbound, NodeInputs, NodeType, RunContext
 from weflow.nodes.registry import node_types, signatures
 from weflow.workflows import Scope, data_roots, version
@@ -33,10 +35,12 @@ def of(definition: Definition, roots: tuple[Path, ...], version_number: int | No
         kind = types[node.type]
         inputs = Inputs([e for e in wired if e.target == name], schemas)
         config = kind.config.model_validate(node.config)
-        schema, note = _schema(node, kind, config, inputs, RunContext(definition.name, name, params, roots))
-        found = rules.hops(index, node, kind.kind, config, inputs, list(schema or ()))
-        if schema is None and node.type == "sql" and found:  # sqlglot told the columns
-            schema = pl.Schema({h.target.column: pl.Null() for h in found if h.kind == "DIRECT"})
+        if node.type == "sql":  # sqlglot tells the columns, DuckDB over empty inputs their types
+            columns, found, note = rules.sql(index, node, node.config["query"], inputs)
+            schema = _sql_schema(columns, node.config["query"], inputs, params) if columns is not None else None
+        else:
+            schema, note = _schema(node, kind, config, inputs, RunContext(definition.name, name, params, roots))
+            found = rules.hops(index, node, kind.kind, config, inputs, list(schema or ()))
         schemas[name] = schema
         shown = {c: str(t) for c, t in schema.items()} if schema is not None else None
         nodes.append(NodeColumns(name, node.type, kind.kind, shown, steps.get(name, name), note))
@@ -56,8 +60,6 @@ def _schema(node: Node, kind: NodeType, config: Any, inputs: Inputs, ctx: RunCon
     fallback = "declared by the contract" if declared is not None else "unknown: "
     if kind.kind == "sink":
         return inputs.schemas[inputs.edges[0].source], ""
-    if node.type == "sql":
-        return None, ""  # sqlglot's answer, from the hops
     if not kind.lazy:
         return declared, fallback + ("" if declared is not None else "not a Polars node and no contract")
     if any(inputs.schemas[e.source] is None for e in inputs.edges):
@@ -75,3 +77,18 @@ def _dtype(name: str | None) -> pl.DataType:
     """A contract's dtype name (``model.DTYPES``: Polars' own class names) as a Polars dtype."""
     found = getattr(pl, name, None) if name else None
     return found() if isinstance(found, type) and issubclass(found, pl.DataType) else pl.Null()
+
+
+def _sql_schema(columns: list[str], query: str, inputs: Inputs, params: dict[str, Any]) -> pl.Schema:
+    """The types DuckDB gives ``columns`` over empty frames of the inputs (file access off); Null if it cannot."""
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        for edge in inputs.edges:
+            con.register(edge.source, pl.DataFrame(schema=inputs.schemas[edge.source]).to_arrow())
+        found = con.sql(query, params=expressions.bound(query, params) or None).limit(0).pl().schema
+    except (duckdb.Error, KeyError, TypeError):
+        found = pl.Schema()
+    finally:
+        con.close()
+    types = list(found.values()) if len(found) == len(columns) else [pl.Null()] * len(columns)
+    return pl.Schema(dict(zip(columns, types, strict=True)))

@@ -46,8 +46,6 @@ Rule = Callable[[Node, Any, Inputs, list[str]], list[Hop]]
 
 def hops(index: int, node: Node, kind: str, config: Any, inputs: Inputs, columns: list[str]) -> list[Hop]:
     """The hops into ``node``'s columns (``columns``: its output, as far as known); ``kind``: its type's kind."""
-    if node.type == "sql":
-        return _sql(index, node, config.query, inputs)
     rule = RULES.get(node.type)
     if rule is not None:
         return rule(node, config, inputs, columns)
@@ -157,11 +155,14 @@ RULES: dict[str, Rule] = {
 # --- sql nodes ------------------------------------------------------------------------------------
 
 
-def _sql(index: int, node: Node, query: str, inputs: Inputs) -> list[Hop]:
-    """sqlglot qualifies the query against the inputs' columns (tables named after the upstream nodes)."""
+def sql(index: int, node: Node, query: str, inputs: Inputs) -> tuple[list[str] | None, list[Hop], str]:
+    """A ``sql`` node's output columns (None: unknown), hops and a note, from sqlglot's reading of its query.
+
+    The query is qualified against the inputs' columns (tables named after the upstream nodes).
+    """
     where = f"nodes[{index}].config.query"
     if any(inputs.schemas[e.source] is None for e in inputs.edges):
-        return []  # an input's columns are unknown: no star to expand, no column to resolve
+        return None, [], "unknown: an input's columns are unknown"
     schema: dict[str, object] = {
         e.source: dict.fromkeys(inputs.schemas[e.source] or {}, "UNKNOWN") for e in inputs.edges
     }
@@ -170,11 +171,13 @@ def _sql(index: int, node: Node, query: str, inputs: Inputs) -> list[Hop]:
         if not isinstance(qualified, exp.Query) or not qualified.named_selects:
             raise DefinitionError([(where, "cannot read the SQL for lineage: not a query with named columns")])
         outputs = list(dict.fromkeys(qualified.named_selects))
+        if "*" in outputs:  # a star over something that is not an input: DuckDB alone knows its columns
+            return None, [], "unknown: SELECT * over a table that is not an input"
         found = [h for c in outputs for h in _sql_column(node.name, c, qualified, schema)]
     except SqlglotError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DefinitionError([(where, f"cannot read the SQL for lineage: {reason}")]) from None
-    return found + _sql_rows(node.name, qualified, found)
+    return outputs, found + _sql_rows(node.name, qualified, found), ""
 
 
 def _sql_column(target: str, column: str, qualified: exp.Query, schema: dict[str, object]) -> list[Hop]:
