@@ -11,9 +11,17 @@ from typing import Any
 from prefect import flow
 
 from weflow import execution
+from weflow.config import settings
+
+# Named storage, never written (persist_result=False): without it Prefect's engine asks the server for its
+# default result storage (GET /admin/storage) for the flow run and again for its task run, every run.
+RESULTS = settings().runs_dir / "prefect-results"
 
 
-@flow(name="run_workflow", flow_run_name="{workflow}", persist_result=False, validate_parameters=False)
+@flow(
+    name="run_workflow", flow_run_name="{workflow}", persist_result=False, validate_parameters=False,
+    result_storage=RESULTS,
+)  # fmt: skip
 async def run_workflow(
     workflow: str,
     input_data: dict[str, Any] | None = None,

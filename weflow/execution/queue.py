@@ -9,6 +9,8 @@ from typing import Any
 
 from weflow import children, leases
 from weflow.catalog import Catalog
+from weflow.catalog.batch import Begun
+from weflow.catalog.batcher import shared
 from weflow.config import settings
 from weflow.core.entities import Execution, Mode
 from weflow.execution.lifecycle import RunResult, execute, resolve_inputs
@@ -31,26 +33,27 @@ def submit(
     With ``queue`` a Prefect flow run is created from the workflow's deployment and a worker
     runs it; without, a live weflow worker of this home runs it in its process, else a child
     process (``weflow.children``): workflow code never runs in the calling process, which is the
-    API's. By default the queue is used when the workflow is deployed. The record is stored
-    before its flow run exists (a worker taking the run at once finds it), and removed again
-    when the flow run cannot be created.
+    API's. By default the queue is used when the workflow is deployed. The flow run is created
+    first and the record stored with its id in one write (in the process's batch: concurrent API
+    calls share a catalog session); a worker that takes the flow run before the record is
+    committed waits for it (``record.CatalogRecorder.queued``); a record that cannot be stored
+    takes its flow run with it.
     """
     definition, execution = new_execution(
         scope, name, mode=mode, input_data=input_data, timeout=timeout, version_number=version_number
     )
     resolve_inputs(definition, input_data)
-    scope.catalog.insert_execution(execution, lease=leases.here() if queue is False else None)
-    try:
-        flow_run_id = flow_runs.create(execution, required=bool(queue)) if queue is not False else None
+    flow_run_id = flow_runs.create(execution, required=bool(queue)) if queue is not False else None
+    execution = replace(execution, flow_run_id=flow_run_id)
+    try:  # in the process's next batch, shared with the other runs queued at the same time
+        shared(scope.catalog).put(Begun(execution, lease=None if flow_run_id else leases.here()), wait=True)
     except BaseException:
-        scope.catalog.discard_queued(execution.id)  # nothing half-written: no record without its flow run
+        if flow_run_id is not None:
+            flow_runs.delete(flow_run_id)  # nothing half-written: no flow run without its record
         raise
     if flow_run_id is not None:
         worker_home.wake(server.default_home())  # this host's weflow workers poll now, not at their next poll
-        scope.catalog.update_execution(execution.id, flow_run_id=flow_run_id)  # the worker's begin sets it too
-        return replace(execution, flow_run_id=flow_run_id)
-    if queue is None:
-        scope.catalog.update_execution(execution.id, lease=leases.here())  # held here until a worker or child takes it
+        return execution
     request = {"execution_id": execution.id, "catalog": str(scope.catalog.path.resolve())}
     answered = worker_home.hand_over(server.default_home(), "/execute", request)
     if answered is None or answered[0] >= 300:  # no weflow worker up, or it refused: a child process of this one

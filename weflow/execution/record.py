@@ -12,8 +12,9 @@ process's shared batcher: concurrent reports share a session); ``UNRECORDED`` ke
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from weflow.catalog.batcher import Batcher, shared
 from weflow.client import WeflowApi
 from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
-from weflow.errors import ConflictError
+from weflow.errors import ConflictError, NotFoundError
 from weflow.workflows import Scope, check, version
 
 Failures = list[dict[str, Any]]
@@ -98,7 +99,8 @@ class CatalogRecorder:
     batcher: Batcher | None = None
 
     def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
-        execution = self.scope.catalog.execution(execution_id, self.scope.user.organization_id)
+        org = self.scope.user.organization_id
+        execution = _committed(lambda: self.scope.catalog.execution(execution_id, org))
         return pinned(self.scope, workflow, execution), execution
 
     def create(
@@ -144,7 +146,7 @@ class ApiRecorder:
     scope: None = None
 
     def queued(self, workflow: str, execution_id: str) -> tuple[Definition, Execution]:
-        execution = self.api.execution(execution_id)
+        execution = _committed(lambda: self.api.execution(execution_id))
         definition, _ = self.api.definition(workflow, execution.version)
         return check(definition), execution
 
@@ -166,6 +168,25 @@ class ApiRecorder:
         self.api.finish(final, nodes, failures)  # the API sends the alerts
 
 
+COMMIT_WAIT = 10.0  # seconds a worker waits for the record of a flow run it took before the record was committed
+
+
+def _committed(read: Callable[[], Execution]) -> Execution:
+    """The QUEUED record of a flow run this process took, once its submitter committed it.
+
+    ``execution.submit`` creates the flow run, then stores the record with its id: a worker
+    polling in between finds the flow run first and waits here (a few ms in practice).
+    """
+    deadline = time.monotonic() + COMMIT_WAIT
+    while True:
+        try:
+            return read()
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 _versions: dict[tuple[str, int, int, int], Definition] = {}
 VERSIONS_KEPT = 256
 
@@ -176,10 +197,16 @@ def pinned(scope: Scope, workflow: str, execution: Execution) -> Definition:
     Keyed by catalog file, workflow id, version and user (whose data roots it was checked against):
     a long-lived worker reads each version once instead of in a catalog session per run.
     """
-    key = (str(scope.catalog.path), execution.workflow_id, execution.version, scope.user.id)
+    return _checked(scope, execution.workflow_id, execution.version,
+                    lambda: version(workflow, scope, execution.version).definition)  # fmt: skip
+
+
+def _checked(scope: Scope, workflow_id: int, number: int, read: Callable[[], Definition]) -> Definition:
+    """A version's definition checked against the scope's data roots, once per process (see ``pinned``)."""
+    key = (str(scope.catalog.path), workflow_id, number, scope.user.id)
     found = _versions.get(key)
     if found is None:
-        found = check(version(workflow, scope, execution.version).definition, scope)
+        found = check(read(), scope)
         if len(_versions) >= VERSIONS_KEPT:
             _versions.clear()
         _versions[key] = found
@@ -204,7 +231,7 @@ def new_execution(
         created_at=datetime.now(UTC),
         timeout_seconds=timeout or ver.definition.settings.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
     )
-    return check(ver.definition, scope), execution
+    return _checked(scope, wf.id, ver.number, lambda: ver.definition), execution
 
 
 # --- the API's side of ApiRecorder (routes /runner/...) -----------------------------------------

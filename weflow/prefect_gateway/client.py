@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import certifi
 from prefect import Flow
+from prefect.client.base import ServerType
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, SettingsContext, SyncClientContext, get_settings_context
@@ -102,10 +103,33 @@ def _connection() -> tuple[str, dict[str, Any]]:
     }
 
 
+_no_csrf: set[str] = set()  # API URLs whose server said CSRF protection is off (a 422 to GET /csrf-token)
+
+
+class _Client(PrefectClient):
+    """Prefect's async client that asks a server for a CSRF token only until one client of this process learnt
+    it has CSRF protection off (a local server's default): one request less for every client made after."""
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        _learn_csrf(self)
+        await super().__aexit__(*exc_info)
+
+
+def _learn_csrf(made: PrefectClient | SyncPrefectClient) -> None:
+    if not getattr(made._client, "enable_csrf_support", True) and made.server_type is not ServerType.CLOUD:
+        _no_csrf.add(str(made.api_url))
+
+
+def _skip_csrf(made: T) -> T:
+    if str(made.api_url) in _no_csrf:  # type: ignore[attr-defined]
+        made._client.enable_csrf_support = False  # type: ignore[attr-defined]
+    return made
+
+
 def client() -> PrefectClient:
     """Prefect's async client for the current settings, on the process's one SSL context (not ~45 ms of a new one)."""
     url, arguments = _connection()
-    return PrefectClient(url, **arguments)
+    return _skip_csrf(_Client(url, **arguments))
 
 
 @asynccontextmanager
@@ -121,9 +145,14 @@ async def run_clients() -> AsyncIterator[None]:
     url, arguments = _connection()
     # model_construct: the contexts' __init__ would build clients of their own; their _httpx_settings stay
     # None so that the engine's get_client() (no settings) matches them.
-    with SyncClientContext.model_construct(client=SyncPrefectClient(url, **arguments)):
-        async with AsyncClientContext.model_construct(client=PrefectClient(url, **arguments)):
-            yield
+    sync, async_ = _skip_csrf(SyncPrefectClient(url, **arguments)), _skip_csrf(PrefectClient(url, **arguments))
+    try:
+        with SyncClientContext.model_construct(client=sync):
+            async with AsyncClientContext.model_construct(client=async_):
+                yield
+    finally:
+        _learn_csrf(sync)
+        _learn_csrf(async_)
 
 
 async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:

@@ -16,7 +16,7 @@ from prefect import runtime as prefect_runtime
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
-from prefect.exceptions import PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 
 from weflow.core.entities import Execution
@@ -133,6 +133,19 @@ async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
         )
         for log in found
     ]
+
+
+def delete(flow_run_id: str) -> None:
+    """Remove a flow run weflow just created and could not record (nothing half-written); gone already is fine."""
+    on_server(lambda: _delete(flow_run_id))
+
+
+async def _delete(flow_run_id: str) -> None:
+    async with client() as prefect:
+        try:
+            await prefect.delete_flow_run(UUID(flow_run_id))
+        except ObjectNotFound:
+            pass
 
 
 def cancel(flow_run_id: str) -> None:

@@ -29,6 +29,7 @@ import logging
 import os
 import resource
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -162,6 +163,37 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _CachedReads:
+    """The worker's Prefect client, with a run's deployment and flow read at most once per ``ttl`` seconds.
+
+    BaseWorker reads a flow run's deployment twice and its flow once before each run (a check that
+    the deployment still exists, then the job configuration): at a few runs per second that is
+    most of the worker's reads. A redeploy or a deleted deployment is seen within ``ttl``.
+    """
+
+    def __init__(self, client: Any, ttl: float = 2.0) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._seen: dict[tuple[str, UUID], tuple[float, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def _cached(self, kind: str, key: UUID, read: Any) -> Any:
+        found = self._seen.get((kind, key))
+        if found is not None and time.monotonic() - found[0] < self._ttl:
+            return found[1]
+        value = await read(key)
+        self._seen[(kind, key)] = (time.monotonic(), value)
+        return value
+
+    async def read_deployment(self, deployment_id: UUID) -> DeploymentResponse:
+        return await self._cached("deployment", deployment_id, self._client.read_deployment)  # type: ignore[no-any-return]
+
+    async def read_flow(self, flow_id: UUID) -> APIFlow:
+        return await self._cached("flow", flow_id, self._client.read_flow)  # type: ignore[no-any-return]
+
+
 class WeflowWorker(ProcessWorker):
     type = "weflow"
     job_configuration = WeflowJobConfiguration
@@ -188,12 +220,17 @@ class WeflowWorker(ProcessWorker):
 
     async def setup(self) -> None:
         await super().setup()
+        self._client = _CachedReads(self._client)  # type: ignore[assignment]
         self._poll_lock = anyio.Lock()
         self._threads = anyio.CapacityLimiter(self._limit or 1000)
         # BaseWorker watches only runs it is still submitting; this watches the ones running here
         self._observer = await self._exit_stack.enter_async_context(
             FlowRunCancellingObserver(on_cancelling=self._cancel_in_process, polling_interval=5)
         )
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """No Submitting state: a run starts in this process (or its own child) right away, so Prefect's
+        Pending -> Submitting -> Running would cost a state transition and an event per run for nothing."""
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""
