@@ -16,7 +16,7 @@ from weflow.column_lineage import Lineage, Ref
 @app.command()
 def lineage(
     name: str,
-    column: Annotated[str | None, typer.Argument(metavar="[NODE.COLUMN]", help="one column: its sources")] = None,
+    column: Annotated[str | None, typer.Argument(metavar="NODE.COLUMN", help="one column: its sources")] = None,
     version: Annotated[int | None, typer.Option("--version", "-v", help="version number")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts")] = False,
     as_mermaid: Annotated[bool, typer.Option("--mermaid", help="a Mermaid graph of the column hops")] = False,
