@@ -107,7 +107,9 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
         user="ada", python_node_modules=("tests.resources.pynodes",), shared_data_roots=True,
     ) as current:  # fmt: skip
         scope = Scope.current(Catalog(current.catalog))
-        for doc in (HOURLY, NAPS, UNSCHEDULED, HOURLY.replace("ACTIVE", "DRAFT").replace("name: hourly", "name: dr")):
+        draft = HOURLY.replace("ACTIVE", "DRAFT").replace("name: hourly", "name: dr")
+        paused = HOURLY.replace("ACTIVE", "PAUSED").replace("name: hourly", "name: pz")
+        for doc in (HOURLY, NAPS, UNSCHEDULED, draft, paused):
             workflows.apply(parse(doc), scope)
         deploy.deploy(scope)
         yield scope
@@ -183,6 +185,8 @@ def test_a_ten_slot_backfill_twice_makes_no_duplicate_and_binds_each_interval(
     assert code == 0 and out.count("hourly") == 3 and "succeeded 8" in out and "succeeded 2" in out
     code, out, _ = cli(capsys, monkeypatch, "backfills", "show", first.id)
     assert code == 0 and out.count("SUCCEEDED") == 9  # 8 slots + the summary: two went to the rerun
+    code, out, _ = cli(capsys, monkeypatch, "backfill", "resume", first.id)  # ended: nothing more to do
+    assert code == 0 and f"backfill {first.id} of hourly: SUCCEEDED" in out
 
 
 def test_a_run_the_schedule_starts_gets_its_interval(scope: Scope, worker: object, prefect_api: str) -> None:
@@ -227,6 +231,7 @@ BAD = [
     (("hourly", "yesterday", "2026-01-01"), "--start: 'yesterday' is not a timestamp"),
     (("unscheduled", "2026-01-01", "2026-01-02"), "workflow 'unscheduled' has no schedule"),
     (("dr", "2026-01-01", "2026-01-02"), "workflow 'dr' is DRAFT: set 'status: ACTIVE'"),
+    (("pz", "2026-01-01", "2026-01-02"), "workflow 'pz' is PAUSED: set 'status: ACTIVE' and apply it"),
     (("nope", "2026-01-01", "2026-01-02"), "no workflow named 'nope'"),
     (("hourly", "2020-01-01", "2026-01-01"), "over 1000 slots of 0 * * * *"),
     (("hourly", "2026-01-01T00:10", "2026-01-01T00:20"), "no slot of 0 * * * * in"),

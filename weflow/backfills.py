@@ -25,10 +25,10 @@ from weflow.core.entities import Mode, Status, Workflow
 from weflow.core.intervals import INTERVAL_INPUTS, LIVE, PENDING, Backfill, BackfillSlot, Slot, slots
 from weflow.errors import ConflictError, WeflowError
 from weflow.prefect_gateway import scheduling
-from weflow.workflows import Scope, by_id, get, list_workflows, version
+from weflow.workflows import Scope, get, list_workflows, version
 
 RUNNING = "RUNNING"
-SYNC_SECONDS = 10.0  # how often a driver repairs its runs' records from Prefect (a crashed flow run)
+SYNC_SECONDS = 30.0  # how often a driver repairs records from Prefect (a crashed flow run); ~1 s with retention
 Progress = Callable[[Backfill], None]
 
 
@@ -116,21 +116,29 @@ def listed(scope: Scope, workflow: str | None = None) -> list[tuple[str, Backfil
     return [(names.get(b.workflow_id, f"#{b.workflow_id}"), b) for b in found]
 
 
-def _queue(scope: Scope, backfill: Backfill, name: str, declared: list[str], slot: BackfillSlot) -> None:
-    """Submit one claimed slot as a run with its interval inputs; a refusal ends the slot FAILED with the reason."""
-    store = _store(scope)
+def _queue(
+    scope: Scope, backfill: Backfill, name: str, declared: list[str], slot: BackfillSlot
+) -> tuple[datetime, str, str | None, str | None]:
+    """Submit one claimed slot as a run with its interval inputs: (start, status, execution id, error)."""
     inputs = Slot(slot.interval_start, slot.interval_end).inputs(declared)
     try:
         queued = execution.submit(name, scope, Mode.API, inputs)
     except Exception as exc:  # the server's 503, a changed definition: this slot fails, the others go on
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:2000]
-        store.set_slot(backfill.workflow_id, slot.interval_start, "FAILED", error=text)
-        return
-    store.set_slot(backfill.workflow_id, slot.interval_start, queued.status.value, queued.id)
+        return slot.interval_start, "FAILED", None, text
     if queued.flow_run_id:
         scheduling.tag(queued.flow_run_id, [f"backfill:{backfill.id}"])
-    if show(scope, backfill.id).status == "CANCELLED":  # cancelled while this one was being submitted
-        execution.cancel(queued.id, scope)
+    return slot.interval_start, queued.status.value, queued.id, None
+
+
+def _start_more(scope: Scope, backfill: Backfill, name: str, declared: list[str]) -> None:
+    """Queue pending slots until ``max_parallel`` are unfinished (claimed first: a newer backfill may own one)."""
+    live = sum(1 for s in backfill.items if s.status in LIVE - {PENDING})
+    room = max(0, backfill.max_parallel - live)
+    pending = {s.interval_start: s for s in backfill.items if s.status == PENDING}
+    store = _store(scope)
+    claimed = store.claim_slots(backfill.id, backfill.workflow_id, sorted(pending)[:room])
+    store.set_slots(backfill.workflow_id, [_queue(scope, backfill, name, declared, pending[at]) for at in claimed])
 
 
 def _ending(backfill: Backfill) -> str | None:
@@ -145,27 +153,35 @@ def drive(scope: Scope, backfill_id: str, progress: Progress | None = None, poll
     """Queue the backfill's slots, at most ``max_parallel`` unfinished at once, until every run ended."""
     store = _store(scope)
     backfill = show(scope, backfill_id)
-    name = by_id(backfill.workflow_id, scope).name
+    name = workflow_name(scope, backfill)
     declared = [k for k in version(name, scope).definition.inputs if k in INTERVAL_INPUTS]
     synced = time.monotonic()
     while True:
         if progress:
             progress(backfill)
+        if backfill.status == "CANCELLED":
+            _cancel_runs(scope, backfill)  # a run submitted while the cancel came in
         if backfill.status != RUNNING:
             return backfill
         ending = _ending(backfill)
         if ending is not None:
             store.end_backfill(backfill.id, ending)
         else:
-            live = sum(1 for s in backfill.items if s.status in LIVE - {PENDING})
-            for slot in [s for s in backfill.items if s.status == PENDING][: max(0, backfill.max_parallel - live)]:
-                if store.claim_slot(backfill.id, backfill.workflow_id, slot.interval_start):
-                    _queue(scope, backfill, name, declared, slot)
+            _start_more(scope, backfill, name, declared)
             time.sleep(poll)
             if time.monotonic() - synced > SYNC_SECONDS:
                 execution.sync(scope)  # a flow run that crashed without its record ending
                 synced = time.monotonic()
         backfill = show(scope, backfill_id)
+
+
+def _cancel_runs(scope: Scope, backfill: Backfill) -> None:
+    for slot in backfill.items:
+        if slot.execution_id and slot.status in LIVE:
+            try:
+                execution.cancel(slot.execution_id, scope)
+            except ConflictError:
+                continue  # it ended meanwhile
 
 
 def cancel(scope: Scope, backfill_id: str) -> Backfill:
@@ -175,12 +191,7 @@ def cancel(scope: Scope, backfill_id: str) -> Backfill:
     if backfill.status != RUNNING:
         raise ConflictError(f"backfill {backfill_id} already ended {backfill.status}")
     store.end_backfill(backfill.id, "CANCELLED")
-    for slot in backfill.items:
-        if slot.execution_id and slot.status in LIVE:
-            try:
-                execution.cancel(slot.execution_id, scope)
-            except ConflictError:
-                continue  # it ended meanwhile
+    _cancel_runs(scope, backfill)
     return show(scope, backfill_id)
 
 

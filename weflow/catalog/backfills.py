@@ -135,26 +135,30 @@ class Backfills(Repository):
             out.setdefault(row[0], []).append(slot)
         return out
 
-    def claim_slot(self, backfill_id: str, workflow_id: int, start: datetime) -> bool:
-        """Mark a PENDING slot of this backfill QUEUED (about to be submitted); False if it is no longer so."""
+    def claim_slots(self, backfill_id: str, workflow_id: int, starts: Sequence[datetime]) -> list[datetime]:
+        """Mark PENDING slots of this backfill QUEUED (about to be submitted); those that still were."""
+        if not starts:
+            return []
         with self.transaction() as con:
-            row = con.execute(
-                "UPDATE backfill_slots SET status = 'QUEUED' WHERE workflow_id = ? AND interval_start = ? "
-                "AND backfill_id = ? AND status = ? RETURNING 1",
-                [workflow_id, start, backfill_id, PENDING],
-            ).fetchone()
-        return row is not None
+            rows = con.execute(
+                "UPDATE backfill_slots SET status = 'QUEUED' WHERE workflow_id = ? "
+                "AND list_contains(?, interval_start) AND backfill_id = ? AND status = ? "
+                "RETURNING epoch_us(interval_start)",
+                [workflow_id, list(starts), backfill_id, PENDING],
+            ).fetchall()
+        return sorted(when(r[0]) for r in rows)
 
-    def set_slot(
-        self, workflow_id: int, start: datetime, status: str, execution_id: str | None = None, error: str | None = None
-    ) -> None:
-        """A slot's status, the execution that fills it and why it failed to queue (each kept when None)."""
+    def set_slots(self, workflow_id: int, outcomes: Sequence[tuple[datetime, str, str | None, str | None]]) -> None:
+        """Each slot's (start, status, execution id, error) after it was submitted, in one session."""
+        if not outcomes:
+            return
         with self.transaction() as con:
-            con.execute(
-                "UPDATE backfill_slots SET status = ?, execution_id = coalesce(?, execution_id), "
-                "error = coalesce(?, error) WHERE workflow_id = ? AND interval_start = ?",
-                [status, execution_id, error, workflow_id, start],
-            )
+            for start, status, execution_id, error in outcomes:  # a few rows: at most --max-parallel
+                con.execute(
+                    "UPDATE backfill_slots SET status = ?, execution_id = ?, error = ? "
+                    "WHERE workflow_id = ? AND interval_start = ?",
+                    [status, execution_id, error, workflow_id, start],
+                )
 
     def end_backfill(self, backfill_id: str, status: str) -> bool:
         """End a RUNNING backfill with ``status``; slots not queued yet become CANCELLED. False if it had ended."""
