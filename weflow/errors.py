@@ -87,3 +87,15 @@ class OutboundError(WeflowError):
 
 class OutboundRefused(OutboundError):
     """An outbound HTTP call to a host the operator does not allow (``WEFLOW_OUTBOUND_ALLOW``)."""
+
+
+class SecretError(WeflowError):
+    """A secret name or value is refused, or a referenced secret is not set; names the secret, never a value."""
+
+
+class SecretMissing(SecretError):
+    """A secret a definition refers to is not set in its organization."""
+
+    def __init__(self, name: str, organization: str) -> None:
+        self.name = name
+        super().__init__(f"secret {name!r} is not set in organization {organization!r} (weflow secrets set {name})")

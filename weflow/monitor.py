@@ -18,10 +18,11 @@ from typing import Any
 
 from cronsim import CronSim
 
-from weflow import outbound
+from weflow import outbound, secrets
 from weflow.core.entities import AlertDelivery, Execution, RunState, Status
 from weflow.core.model import AlertRule, Definition
-from weflow.errors import OutboundError, OutboundRefused
+from weflow.core.secret_ref import SecretRef
+from weflow.errors import OutboundError, OutboundRefused, SecretError
 from weflow.workflows import Scope, get, list_workflows, version
 
 log = logging.getLogger("weflow.alerts")
@@ -122,15 +123,16 @@ def _payload(finding: Finding, workflow: str, execution: Execution | None) -> di
     return body
 
 
-def post(url: str, payload: dict[str, Any]) -> tuple[bool, int, str | None]:
+def post(url: str, payload: dict[str, Any], shown: str | None = None) -> tuple[bool, int, str | None]:
     """POST ``payload``; retry connection errors, 429 and 5xx with backoff. (ok, attempts, last error).
 
     The URL goes through ``weflow.outbound``: a host the operator does not allow is refused at once.
+    ``shown``: what errors call the URL (a secret's reference when a secret holds it).
     """
     error: str | None = None
     for attempt in range(1, RETRIES + 1):
         try:
-            status = outbound.post_json(url, payload, TIMEOUT_SECONDS)
+            status = outbound.post_json(url, payload, TIMEOUT_SECONDS, shown=shown)
         except OutboundRefused as exc:
             return False, attempt, str(exc)  # asking again will not change the answer
         except OutboundError as exc:
@@ -138,7 +140,7 @@ def post(url: str, payload: dict[str, Any]) -> tuple[bool, int, str | None]:
         else:
             if 200 <= status < 300:
                 return True, attempt, None
-            error = f"HTTP {status} from {outbound.redact(url)}"
+            error = f"HTTP {status} from {shown or outbound.redact(url)}"
             if status != 429 and status < 500:
                 return False, attempt, error  # the receiver refuses it: asking again will not help
         if attempt < RETRIES:
@@ -146,17 +148,30 @@ def post(url: str, payload: dict[str, Any]) -> tuple[bool, int, str | None]:
     return False, RETRIES, error
 
 
+def _deliver(scope: Scope, webhook: str | SecretRef, payload: dict[str, Any]) -> tuple[bool, int, str | None]:
+    """``post`` to the webhook, or to the URL its secret holds (read now; scrubbed from the error)."""
+    if isinstance(webhook, str):
+        return post(webhook, payload)
+    try:
+        url, used = secrets.resolve(secrets.organization(scope), webhook)
+    except SecretError as exc:
+        return False, 1, str(exc)
+    ok, attempts, error = post(url, payload, shown=str(webhook))
+    return ok, attempts, None if error is None else secrets.scrub(error, used)
+
+
 def send(
     scope: Scope, workflow_id: int, workflow: str, finding: Finding, execution: Execution | None
 ) -> AlertDelivery | None:
     """Claim, deliver and record one alert; None when this rule already fired for this subject."""
     payload = _payload(finding, workflow, execution)
+    target = str(finding.rule.webhook)  # a secret's reference, never its value
     claim = AlertDelivery(
-        workflow_id, finding.subject, finding.rule.name, finding.rule.on, finding.rule.webhook, "PENDING", 0, payload
+        workflow_id, finding.subject, finding.rule.name, finding.rule.on, target, "PENDING", 0, payload
     )
     if not scope.catalog.claim_alert(claim):
         return None
-    ok, attempts, error = post(finding.rule.webhook, payload)
+    ok, attempts, error = _deliver(scope, finding.rule.webhook, payload)
     status = "DELIVERED" if ok else "FAILED"
     delivered = datetime.now(UTC) if ok else None
     scope.catalog.update_alert(
@@ -167,7 +182,7 @@ def send(
             "alert %s for %s not delivered after %d attempt(s): %s", finding.rule.name, workflow, attempts, error
         )
     return AlertDelivery(
-        workflow_id, finding.subject, finding.rule.name, finding.rule.on, finding.rule.webhook, status, attempts,
+        workflow_id, finding.subject, finding.rule.name, finding.rule.on, target, status, attempts,
         payload, error, None, delivered,
     )  # fmt: skip
 

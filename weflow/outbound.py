@@ -20,9 +20,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -210,8 +212,28 @@ class GuardedTransport(httpx.BaseTransport):
         self.inner.close()
 
 
+_shown_as: ContextVar[str | None] = ContextVar("weflow_outbound_shown_as", default=None)
+
+
+class _RedactedURLs(logging.Filter):
+    """httpx logs each request's URL at INFO ("HTTP Request: GET ..."): its query values (a secret's, perhaps)
+    go, and a URL that is itself a secret shows as its reference (``post_json(..., shown=...)``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            shown = _shown_as.get()
+            record.args = tuple((shown or redact(str(a))) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+@functools.cache
+def _redacting_logs() -> None:
+    logging.getLogger("httpx").addFilter(_RedactedURLs())  # once per process, when the first client is made
+
+
 def client(timeout: float, policy: Policy | None = None) -> httpx.Client:
     """An httpx client for definition-supplied URLs: guarded, no redirects, no environment proxies."""
+    _redacting_logs()
     transport = GuardedTransport(policy or Policy.current())
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
@@ -240,12 +262,18 @@ def _read(response: httpx.Response) -> bytes:
 
 
 def get_json(
-    url: str, params: Mapping[str, Any] | None = None, timeout: float = 30.0, policy: Policy | None = None
+    url: str,
+    params: Mapping[str, Any] | None = None,
+    timeout: float = 30.0,
+    policy: Policy | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> Any:
-    """GET ``url`` and parse its JSON; OutboundError names the URL, the status and the problem, never the body."""
+    """GET ``url`` and parse its JSON; OutboundError names the URL, the status and the problem, never the body
+    (nor a header)."""
     where = redact(url)
+    query, sent = dict(params or {}), dict(headers or {})
     try:
-        with client(timeout, policy) as http, http.stream("GET", url, params=dict(params or {})) as response:
+        with client(timeout, policy) as http, http.stream("GET", url, params=query, headers=sent) as response:
             body = _read(response) if response.is_success else None
     except OutboundError as exc:
         raise type(exc)(f"{where}: {exc}") from None
@@ -260,9 +288,15 @@ def get_json(
         raise OutboundError(f"{where}: HTTP {response.status_code} but the body is not JSON ({kind_of})") from None
 
 
-def post_json(url: str, payload: Any, timeout: float = 10.0, policy: Policy | None = None) -> int:
-    """POST ``payload`` as JSON and return the status code; OutboundError (never the body) if no answer came."""
-    where = redact(url)
+def post_json(
+    url: str, payload: Any, timeout: float = 10.0, policy: Policy | None = None, shown: str | None = None
+) -> int:
+    """POST ``payload`` as JSON and return the status code; OutboundError (never the body) if no answer came.
+
+    ``shown``: what messages and logs call the URL instead of it (``{secret: NAME}`` when a secret holds it).
+    """
+    where = shown or redact(url)
+    token = _shown_as.set(shown)
     try:
         with client(timeout, policy) as http:
             return http.post(url, json=payload).status_code
@@ -270,3 +304,5 @@ def post_json(url: str, payload: Any, timeout: float = 10.0, policy: Policy | No
         raise type(exc)(f"{where}: {exc}") from None
     except httpx.HTTPError as exc:
         raise OutboundError(f"{where}: {_transport_problem(exc, timeout)}") from None
+    finally:
+        _shown_as.reset(token)

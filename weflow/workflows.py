@@ -87,7 +87,8 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
         with using(data_roots=data_roots(scope)):
             return check(definition)
     policy = outbound.Policy.current()
-    hooks = [(f"alerts[{i}].webhook", p) for i, r in enumerate(definition.alerts) if (p := policy.check_url(r.webhook))]
+    urls = [(i, r.webhook) for i, r in enumerate(definition.alerts) if isinstance(r.webhook, str)]  # not a secret's
+    hooks = [(f"alerts[{i}].webhook", p) for i, url in urls if (p := policy.check_url(url))]
     found = [*graph.problems(definition, signatures()), *hooks]
     if found:
         raise DefinitionError(found, workflow=definition.name)

@@ -12,6 +12,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from weflow.core import mermaid
 from weflow.core.input_types import InputType, mismatch
+from weflow.core.secret_ref import SecretURL
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -204,7 +205,7 @@ class AlertRule(_Frozen):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
     on: AlertKind
-    webhook: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    webhook: SecretURL  # an http(s) URL, or {secret: NAME} holding one
     max_seconds: float | None = Field(default=None, gt=0)
     p95_factor: float | None = Field(default=None, gt=1)
     node: str | None = None

@@ -19,12 +19,15 @@ from prefect.artifacts import acreate_table_artifact
 
 from weflow import contracts
 from weflow.compile.plan import Step
+from weflow.config import settings
 from weflow.core.entities import RunState
+from weflow.core.secret_ref import references, revealed, scrub
 from weflow.engine.runtime import PlanRun, now
 from weflow.engine.threads import NodeTimeout, collect, in_thread
-from weflow.errors import ContractError, NodeError
+from weflow.errors import ContractError, NodeError, SecretMissing
 from weflow.nodes.base import Frame, Inbound, NodeInputs, RunContext
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh
+from weflow.prefect_gateway import secrets
 
 
 @dataclass(frozen=True)
@@ -92,20 +95,42 @@ async def _run_node(run: PlanRun, name: str, local: dict[str, Frame], stop: Stop
         run.spec.workflow, name, run.spec.params, run.spec.data_roots, get_run_logger(),
         work_dir=run.spec.spill_dir, undo=run.registrar(name) if node.compensate else None, stop=stop,
     )  # fmt: skip
-    config = node_type.config.model_validate(node.config)
     try:
+        config = await _revealed(run, name, node_type.config.model_validate(node.config))
         if node_type.lazy:
             out = node_type.run(config, NodeInputs(tuple(items)), ctx)
         else:
             out = await in_thread(node_type.run, config, NodeInputs(tuple(items)), ctx, stop=stop, threads=run.threads)
-    except (ContractError, NodeError, NodeTimeout, MemoryLimitExceeded):
+    except (ContractError, NodeTimeout, MemoryLimitExceeded):
         raise
     except Exception as exc:
-        raise NodeError(name, f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, NodeError) and not run.revealed:
+            raise
+        raise _failed(run, name, exc) from (None if run.revealed else exc)  # no chained error quotes a secret
     run.effected.add(name)
     if run.spec.limit is not None and node_type.kind == "source":
         out = out.head(run.spec.limit)
     return out
+
+
+async def _revealed(run: PlanRun, name: str, config: Any) -> Any:
+    """``config`` with its ``{secret: NAME}`` references replaced by the organization's values, read now."""
+    refs = references(config)
+    if not refs:
+        return config
+    organization = run.spec.organization or settings().organization
+    try:
+        found = await secrets.values(organization, [r.secret for r in refs])
+    except SecretMissing as exc:
+        raise NodeError(name, str(exc)) from None
+    run.revealed.update(found)
+    return revealed(config, found)
+
+
+def _failed(run: PlanRun, name: str, exc: Exception) -> NodeError:
+    """The NodeError for ``exc`` at node ``name``, every secret value read in this run scrubbed from it."""
+    text = str(exc).removeprefix(f"node {name!r}: ") if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
+    return NodeError(name, scrub(text, run.revealed))
 
 
 async def _collect_step(run: PlanRun, step: Step, out: Frame, stop: Stop) -> pl.DataFrame:
@@ -116,7 +141,7 @@ async def _collect_step(run: PlanRun, step: Step, out: Frame, stop: Stop) -> pl.
     except (asyncio.CancelledError, NodeTimeout, MemoryLimitExceeded):
         raise
     except Exception as exc:
-        raise NodeError(step.root, f"{type(exc).__name__}: {exc}") from exc
+        raise _failed(run, step.root, exc) from (None if run.revealed else exc)
     if root.contract is not None:
         frame = await _check(run, step.root, root.contract, frame, "output", stop)
     if run.spec.persist is not None and (root.persist or run.plan.persist_all):

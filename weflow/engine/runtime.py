@@ -106,6 +106,7 @@ class RunSpec:
     spill_dir: Path | None = None  # where frames go when they leave the process (node queue, resume)
     max_memory_mb: int | None = None  # stop the run (FAILED) past this process RSS; DuckDB's memory_limit
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
+    organization: str | None = None  # whose secrets {secret: NAME} in a config reads (None: the settings')
 
 
 def now() -> datetime:
@@ -152,6 +153,7 @@ class PlanRun:
         self.effected: set[str] = set()  # nodes whose run returned: their effect happened
         self.stop = Stop(spec.max_memory_mb)  # the run's switch; each step attempt has a child of it
         self.threads: list[threading.Thread] = []  # node threads, joined (bounded) before the run returns
+        self.revealed: dict[str, str] = {}  # secret name -> value read for a node: scrubbed from every error
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Prefect serializes a run's context for remote task runs (Dask, task workers); the live

@@ -35,6 +35,7 @@ from weflow.files import write_addressed
 from weflow.nodes.registry import node_types
 from weflow.prefect_gateway.client import run_flow
 from weflow.prefect_gateway.states import ended
+from weflow.secrets import organization, referenced
 from weflow.workflows import Scope, check, data_roots
 
 
@@ -133,6 +134,8 @@ def prepare(
         spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
         reuse=dict(reuse or {}),
         max_memory_mb=definition.settings.max_memory_mb,
+        # whose secrets {secret: NAME} reads: the scope's organization, looked up only when the definition has any
+        organization=organization(scope) if scope and referenced(definition) else cfg.organization,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
     executor = remote.executor_for(on_queue, dask or definition.settings.dask)  # where steps run, chosen once

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict
 
 from weflow.config import ORGANIZATION, settings
 from weflow.core.graph import DEFAULT_INPUT_PORT, NodeSignature
+from weflow.core.secret_ref import SecretParam as SecretParam  # a node type marks a config field secret by its type
+from weflow.core.secret_ref import SecretRef as SecretRef
+from weflow.core.secret_ref import SecretText as SecretText
+from weflow.core.secret_ref import references
 from weflow.nodes.stop import Stop
 
 Frame = pl.LazyFrame | pl.DataFrame
@@ -116,9 +120,17 @@ class NodeType:
                     "required": info.is_required(),
                     "default": None if info.is_required() else info.get_default(call_default_factory=True),
                     "description": info.description or "",
+                    "secret": "SecretRef" in str(info.annotation),  # takes {secret: NAME}
                 }
             )
         return out
+
+
+def plain(value: str | SecretRef) -> str:
+    """A secret field's value when the node runs: the engine has replaced its reference by the value."""
+    if isinstance(value, SecretRef):
+        raise TypeError(f"secret {value.secret!r} was not resolved before the node ran")
+    return value
 
 
 def _type_name(annotation: Any) -> str:
@@ -248,6 +260,8 @@ def check_path(field_name: str = "path", form: PathForm = "glob") -> Callable[[A
 
     def check(config: Any) -> None:
         value = getattr(config, field_name)
+        if references(value):
+            return  # a secret's value is known only when the node runs, where resolve_path checks it
         if form == "literal" or not any(ch in value for ch in GLOB):
             resolve_path(value, None, field_name)
         elif form == "one":

@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from weflow.files import write_atomic
-from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext, resolve_path
+from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext, SecretText, plain, resolve_path
 from weflow.nodes.sources import PathConfig
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -74,14 +74,14 @@ def write_csv(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
 
 
 class DuckdbWriteConfig(NodeConfig):
-    database: str = Field(min_length=1)
+    database: SecretText = Field(description="DuckDB file under the data roots; may be {secret: NAME}")
     table: str = Field(pattern=IDENT)
     mode: Literal["replace", "append"] = "replace"
 
 
 def write_duckdb(config: DuckdbWriteConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     frame = ctx.stop.collect(inputs.one())
-    path = resolve_path(config.database, ctx.data_roots, "database")
+    path = resolve_path(plain(config.database), ctx.data_roots, "database")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = ctx.stop.connect(str(path))
     try:

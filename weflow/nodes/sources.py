@@ -11,7 +11,17 @@ from pydantic import Field, field_validator
 from weflow import outbound
 from weflow.errors import OutboundError
 from weflow.nodes import expressions
-from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext, resolve_files, resolve_path
+from weflow.nodes.base import (
+    Frame,
+    NodeConfig,
+    NodeInputs,
+    RunContext,
+    SecretParam,
+    SecretText,
+    plain,
+    resolve_files,
+    resolve_path,
+)
 
 
 class PathConfig(NodeConfig):
@@ -38,12 +48,12 @@ def read_ndjson(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Fram
 
 
 class DuckdbReadConfig(NodeConfig):
-    database: str = Field(min_length=1, description="DuckDB file under the data roots")
+    database: SecretText = Field(description="DuckDB file under the data roots; may be {secret: NAME}")
     query: str = Field(min_length=1, description="SELECT over the file's tables; $name binds an input")
 
 
 def read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
-    path = resolve_path(config.database, ctx.data_roots, "database")
+    path = resolve_path(plain(config.database), ctx.data_roots, "database")
     if not path.is_file():
         raise FileNotFoundError(f"database {config.database!r} does not exist")
     con = ctx.stop.connect(str(path), read_only=True, config={"enable_external_access": False})
@@ -56,7 +66,8 @@ def read_duckdb(config: DuckdbReadConfig, inputs: NodeInputs, ctx: RunContext) -
 
 class HttpJsonConfig(NodeConfig):
     url: str = Field(pattern=r"^https?://", description="http(s) URL returning JSON")
-    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    params: dict[str, SecretParam] = Field(default_factory=dict, description="query values; {secret: NAME} allowed")
+    headers: dict[str, SecretText] = Field(default_factory=dict, description="request headers; {secret: NAME} allowed")
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     record_path: str | None = Field(default=None, description="dotted key of the list of records")
 
@@ -77,7 +88,7 @@ def _json_kind(value: Any) -> str:
 def http_json(config: HttpJsonConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     """The records at ``record_path`` of a JSON answer; errors never quote the body (it may hold secrets)."""
     where = outbound.redact(config.url)
-    data: Any = outbound.get_json(config.url, config.params, config.timeout_seconds)
+    data: Any = outbound.get_json(config.url, config.params, config.timeout_seconds, headers=config.headers)
     for key in (config.record_path or "").split("."):
         if not key:
             continue
