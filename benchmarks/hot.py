@@ -150,6 +150,7 @@ class Stack:
     env: dict[str, str]
     scope: Scope
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    baselines: list[subprocess.Popen[bytes]] = field(default_factory=list)  # the process and task workers
     url: str = ""  # weflow serve
     key: str = ""
     token: str = ""
@@ -206,6 +207,7 @@ def _setup(stack: Stack, old_path: bool) -> None:
     task_env = {**env, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": storage, "PREFECT_LOCAL_STORAGE_PATH": storage}
     tasks = _start([sys.executable, "-m", "benchmarks.raw_task"], task_env, stack.root / "task-worker.log")
     stack.procs.append(tasks)
+    stack.baselines += [raw, tasks]
     port = _free_port()
     serve = _start([WEFLOW_EXE, "serve", "--port", str(port)], env, stack.root / "serve.log")
     stack.procs.append(serve)
@@ -483,6 +485,7 @@ def measure(
             1, warmup=0, max_settle=settle, progress=f"hot: {floor_runs} in-process flow runs",
         )  # fmt: skip
         rates = {k: [floor_runs * 60 / s for s in v] for k, v in floor.items()}
+        _stop(stack.baselines)  # the baselines' workers poll the server each second: not during the batches
         log(f"hot: {batch} queued runs on 1 weflow worker")
         seconds, submitted = batch_seconds(stack, batch)
         rates["1 worker"], sent = [batch * 60 / seconds], {"1 worker": submitted}
@@ -527,7 +530,8 @@ task, `.delay()` to a `prefect.task_worker.serve` process, timed until its state
 **{FLOOR}**: the raw flow called in this process on the same server, {floor_runs} runs one at a time
 and 4 at once. Rates: a batch of {batch} runs queued at once with `execution.submit` from
 {SUBMITTERS} threads (each a Prefect flow run and a catalog record) until every record is final, with
-1 then 2 weflow workers (**more is better**: a ratio above 1 is weflow ahead). One-run rows: {repeats}
+1 then 2 weflow workers, the baselines' process and task workers stopped by then (**more is better**: a ratio
+above 1 is weflow ahead). One-run rows: {repeats}
 interleaved rounds after {warmup} warm-up; p99 from those samples (inclusive quantiles).""",
         baselines=(RAW, TASK, FLOOR),
     )
