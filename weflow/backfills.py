@@ -86,7 +86,10 @@ def create(
     if not definition.schedule:
         raise BackfillError(f"workflow {found.name!r} has no schedule: a backfill runs one run per slot of its cron")
     limit = settings().backfill_max_slots
-    wanted = list(islice(slots(definition.schedule, begin, finish), limit + 1))
+    try:
+        wanted = list(islice(slots(definition.schedule, begin, finish), limit + 1))
+    except OverflowError:  # a slot's end past year 9999
+        raise BackfillError(f"--end {finish.isoformat()}: a slot in the range ends past the year 9999") from None
     if len(wanted) > limit:
         raise BackfillError(
             f"over {limit} slots of {', '.join(definition.schedule)} in [{begin.isoformat()}, {finish.isoformat()}): "
