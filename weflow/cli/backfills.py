@@ -35,7 +35,12 @@ def _follow(current: Backfill, name: str) -> Backfill:
             )
             bar.update(task, completed=sum(c.get(s, 0) for s in DONE), state=state)
 
-        return backfills.drive(scope(), current.id, show)
+        try:
+            return backfills.drive(scope(), current.id, show)
+        except KeyboardInterrupt:
+            bar.stop()
+            note.print(f"stopped: runs already queued go on; 'weflow backfill resume {current.id}' carries on")
+            raise typer.Exit(130) from None
 
 
 def _summary(b: Backfill, name: str, fmt: Format) -> None:
