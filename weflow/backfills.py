@@ -17,15 +17,32 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
+from typing import TYPE_CHECKING
 
-from weflow import execution
 from weflow.catalog.backfills import Backfills
 from weflow.config import settings
 from weflow.core.entities import Mode, Status, Workflow
 from weflow.core.intervals import INTERVAL_INPUTS, LIVE, PENDING, Backfill, BackfillSlot, Slot, slots
 from weflow.errors import ConflictError, WeflowError
-from weflow.prefect_gateway import scheduling
 from weflow.workflows import Scope, get, list_workflows, version
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _execution() -> ModuleType:
+    """The execution service, imported when a backfill queues or checks runs: it imports Prefect (~1.5 s)
+    that ``weflow backfills`` and every other command importing this module skip."""
+    from weflow import execution
+
+    return execution
+
+
+def _scheduling() -> ModuleType:
+    from weflow.prefect_gateway import scheduling
+
+    return scheduling
+
 
 RUNNING = "RUNNING"
 SYNC_SECONDS = 30.0  # how often a driver repairs records from Prefect (a crashed flow run); ~1 s with retention
@@ -98,7 +115,7 @@ def create(
     if not wanted:
         crons = ", ".join(definition.schedule)
         raise BackfillError(f"no slot of {crons} in [{begin.isoformat()}, {finish.isoformat()})")
-    execution.resolve_inputs(definition, wanted[0].inputs(list(definition.inputs)))  # other required inputs: refused
+    _execution().resolve_inputs(definition, wanted[0].inputs(list(definition.inputs)))  # other required inputs: refused
     backfill = Backfill(
         str(uuid.uuid4()), scope.user.organization_id, found.id, begin, finish, max_parallel, rerun,
         len(wanted), 0, RUNNING, scope.user.id, datetime.now(UTC),
@@ -125,12 +142,12 @@ def _queue(
     """Submit one claimed slot as a run with its interval inputs: (start, status, execution id, error)."""
     inputs = Slot(slot.interval_start, slot.interval_end).inputs(declared)
     try:
-        queued = execution.submit(name, scope, Mode.API, inputs)
+        queued = _execution().submit(name, scope, Mode.API, inputs)
     except Exception as exc:  # the server's 503, a changed definition: this slot fails, the others go on
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:2000]
         return slot.interval_start, "FAILED", None, text
     if queued.flow_run_id:
-        scheduling.tag(queued.flow_run_id, [f"backfill:{backfill.id}"])
+        _scheduling().tag(queued.flow_run_id, [f"backfill:{backfill.id}"])
     return slot.interval_start, queued.status.value, queued.id, None
 
 
@@ -173,7 +190,7 @@ def drive(scope: Scope, backfill_id: str, progress: Progress | None = None, poll
             _start_more(scope, backfill, name, declared)
             time.sleep(poll)
             if time.monotonic() - synced > SYNC_SECONDS:
-                execution.sync(scope)  # a flow run that crashed without its record ending
+                _execution().sync(scope)  # a flow run that crashed without its record ending
                 synced = time.monotonic()
         backfill = show(scope, backfill_id)
 
@@ -182,7 +199,7 @@ def _cancel_runs(scope: Scope, backfill: Backfill) -> None:
     for slot in backfill.items:
         if slot.execution_id and slot.status in LIVE:
             try:
-                execution.cancel(slot.execution_id, scope)
+                _execution().cancel(slot.execution_id, scope)
             except ConflictError:
                 continue  # it ended meanwhile
 

@@ -8,13 +8,24 @@ that of a webhook when it posts, both from the organization's Prefect Secret blo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weflow.core.model import Definition
 from weflow.core.secret_ref import SecretRef, name_problem, scrub
 from weflow.errors import NotFoundError, SecretError, SecretMissing
-from weflow.prefect_gateway import secrets as blocks
 from weflow.workflows import Scope
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _blocks() -> ModuleType:
+    """Prefect's Secret blocks (``prefect_gateway.secrets``), imported when a secret is read or written: it imports
+    Prefect (~1.5 s), which every command importing this module (alerts, the CLI) would otherwise pay."""
+    from weflow.prefect_gateway import secrets
+
+    return secrets
+
 
 __all__ = [
     "SecretError",
@@ -50,17 +61,18 @@ def set_value(scope: Scope, name: str, value: str) -> None:
         raise SecretError(f"secret {name!r}: the value is empty")
     if len(value.encode()) > MAX_BYTES:
         raise SecretError(f"secret {name!r}: the value is over {MAX_BYTES // 1024} KiB")
-    blocks.save(organization(scope), name, value)
+    _blocks().save(organization(scope), name, value)
 
 
 def list_names(scope: Scope) -> list[str]:
     """The names of the scope's organization's secrets, sorted (never a value)."""
-    return blocks.names(organization(scope))
+    names: list[str] = _blocks().names(organization(scope))
+    return names
 
 
 def delete(scope: Scope, name: str) -> None:
     """Delete the secret ``name``; NotFoundError when the organization has none of that name."""
-    if not blocks.remove(organization(scope), _checked(name)):
+    if not _blocks().remove(organization(scope), _checked(name)):
         raise NotFoundError(f"no secret {name!r} in organization {organization(scope)!r}")
 
 
@@ -81,5 +93,5 @@ def resolve(organization_name: str, text: str | SecretRef) -> tuple[str, dict[st
     """``text``, or the value it refers to, with the values used (for ``scrub``); SecretMissing."""
     if isinstance(text, str):
         return text, {}
-    found = blocks.reveal(organization_name, [text.secret])
+    found = _blocks().reveal(organization_name, [text.secret])
     return found[text.secret], found
