@@ -297,3 +297,26 @@ def test_a_workflow_reads_upserts_compensates_and_its_failure_has_no_password(
     assert not failed.ok
     message = failed.execution.error_message or ""
     assert "password authentication failed" in message and "wr0ng" not in message and "\n" not in message, message
+
+
+def test_a_uri_without_password_never_borrows_the_operator_s(
+    server: str, allowed: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    port = urlsplit(server).port
+    bare = f"postgresql://ada@127.0.0.1:{port}/shop"
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # the operator's, in weflow's environment
+    with pytest.raises(ValueError) as refused:
+        read(bare, "SELECT 1")
+    assert "has no password and PGPASSWORD is set" in str(refused.value) and PASSWORD not in str(refused.value)
+    monkeypatch.delenv("PGPASSWORD")
+    (tmp_path / ".pgpass").write_text(f"*:*:*:ada:{PASSWORD}\n")
+    (tmp_path / ".pgpass").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))  # libpq's default ~/.pgpass: not read
+    with pytest.raises(OutboundError) as failed:
+        read(bare, "SELECT 1")
+    assert "password" in str(failed.value) and PASSWORD not in str(failed.value)
+
+
+def test_the_connection_may_be_a_secret_reference() -> None:
+    checked = workflows.check(parse(TEMPLATE.replace('"{connection}"', "{{secret: shop-db}}").format()))
+    assert checked.nodes[0].config["connection"] == {"secret": "shop-db"}

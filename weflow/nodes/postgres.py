@@ -15,6 +15,7 @@ the target with one statement, all in one transaction: a failure leaves the tabl
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from weflow import outbound
 from weflow.errors import OutboundError
-from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext
+from weflow.nodes.base import Frame, NodeConfig, NodeInputs, RunContext, SecretText, plain
 
 if TYPE_CHECKING:
     from adbc_driver_manager import dbapi
@@ -43,9 +44,7 @@ _DRIVER_PREFIX = re.compile(r"^[A-Z_]+: (\[libpq\] )?")
 
 
 class PostgresConfig(NodeConfig):
-    connection: str = Field(
-        min_length=1,
-        json_schema_extra={"secret": True},
+    connection: SecretText = Field(
         description="postgresql://user:password@host:port/database (secret-capable; never shown)",
     )
 
@@ -126,6 +125,11 @@ def _pinned(found: Target, read_only: bool) -> str:
     parts = urlsplit(found.uri)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     params["hostaddr"] = str(addresses[0])
+    if not found.password and os.environ.get("PGPASSWORD"):
+        raise ValueError(f"connection {found.shown}: the URI has no password and PGPASSWORD is set in weflow's "
+                         "environment; a definition does not borrow the operator's: give the password in the URI "
+                         "or a secret ({secret: NAME})")  # fmt: skip
+    params["passfile"] = os.devnull  # nor the operator's ~/.pgpass
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_SECONDS))
     if read_only:
         params["options"] = "-c default_transaction_read_only=on"
@@ -207,7 +211,7 @@ def read_postgres(config: ReadPostgresConfig, inputs: NodeInputs, ctx: RunContex
     import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]
 
     sql, values = bind(config.query, ctx.params)
-    found = target(config.connection)
+    found = target(plain(config.connection))
     with connected(found, read_only=True) as con, con.cursor() as cursor:
         forget = ctx.stop.on_stop(cursor.adbc_cancel)
         try:
@@ -337,7 +341,7 @@ def write_postgres(config: WritePostgresConfig, inputs: NodeInputs, ctx: RunCont
     import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]
 
     frame = ctx.stop.collect(inputs.one())
-    found = target(config.connection)
+    found = target(plain(config.connection))
     wrong = _frame_problem(config, frame)
     if wrong is not None:
         raise ValueError(f"{config.table}: {wrong}")
