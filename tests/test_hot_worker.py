@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO, eventually, weflow_exe
+from tests.test_api import weflow_serve
 from weflow import config, deploy, execution, parse, workflows
-from weflow.catalog import Catalog
+from weflow.catalog import Catalog, auth
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.prefect_gateway import worker_home
 from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
@@ -61,7 +64,21 @@ status: ACTIVE
 nodes:
   - {name: stuck, type: python, config: {callable: "tests.resources.hanging:hold"}}
 """
+SAMPLE = """
+name: sample
+status: ACTIVE
+settings: {max_concurrent_runs: 200}  # the burst is bound by the worker's --limit, not by the workflow's
+nodes:
+  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
+  - {name: paid, type: filter, config: {condition: "status = 'paid'"}}
+connections:
+  - {from: orders, to: paid}
+"""
 MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
+# Executions posted to the API at the same moment. Issue 17 asks 200 (`WEFLOW_TEST_AT_ONCE=200`: ~5 min here,
+# bound by Prefect's server on SQLite); the suite posts 40, as many as the API's threads, 10 times what one
+# process sends Prefect at once (flow_runs.CREATING_AT_ONCE).
+AT_ONCE = int(os.environ.get("WEFLOW_TEST_AT_ONCE", "40"))
 
 
 class Hot:
@@ -131,6 +148,7 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
             workflows.apply(parse(NAP.replace("NAME", name)), scope)
         workflows.apply(parse(DIE), scope)
         workflows.apply(parse(HANG), scope)
+        workflows.apply(parse(SAMPLE), scope)
         deploy.deploy(scope)
         yield scope
 
@@ -298,3 +316,39 @@ def test_recycling_after_max_runs_loses_no_run(
     assert len(mine(scope, "other_pids")) == 5
     starts = recycling.log.read_text().count(" started (log: ")
     assert starts >= 3, recycling.log.read_text()  # 2 runs per worker process
+
+
+@pytest.mark.timeout(1200)
+def test_executions_posted_to_the_api_at_once_all_succeed_each_recorded_once(
+    scope: Scope, hot: Hot, env: dict[str, str], place: Path, prefect_api: str
+) -> None:
+    child = hot.child()
+    key = auth.create_key(scope.catalog, scope.user)[1]
+    served = {**env, "PREFECT_HOME": str(hot.home)}  # the API wakes this home's worker
+    headers = {"Authorization": f"Bearer {key}"}
+    with weflow_serve(served, REPO, place / "serve.log") as url:
+        route = f"{url}/workflows/{workflows.get('sample', scope).id}/executions"
+        gate = threading.Barrier(AT_ONCE)
+
+        def post(_: int) -> httpx.Response:
+            with httpx.Client(headers=headers, timeout=300) as client:  # a connection each
+                gate.wait()  # every request leaves at the same moment
+                return client.post(route, json={})
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            answers = list(pool.map(post, range(AT_ONCE)))
+        print(f"{AT_ONCE} posts answered in {time.monotonic() - started:.1f} s")
+    assert [a.status_code for a in answers] == [202] * AT_ONCE, {a.status_code: a.text for a in answers}
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == AT_ONCE
+    ended = [execution.wait(i, scope, timeout=600) for i in ids]
+    print(f"{AT_ONCE} runs ended {time.monotonic() - started:.1f} s after the posts left")
+    assert {e.status for e in ended} == {RunState.SUCCEEDED}, {e.error_message for e in ended}
+    recorded = mine(scope, "sample")
+    assert len(recorded) == AT_ONCE and {e.id for e in recorded} == ids  # each recorded once, none extra
+    assert len({e.flow_run_id for e in recorded}) == AT_ONCE and None not in {e.flow_run_id for e in recorded}
+    counted = httpx.post(f"{prefect_api}/flow_runs/count", json={"flow_runs": {"id": {"any_": sorted(
+        e.flow_run_id for e in recorded)}, "state": {"type": {"any_": ["COMPLETED"]}}}}).json()  # fmt: skip
+    assert counted == AT_ONCE  # one COMPLETED Prefect flow run each
+    assert hot.child() == child  # all in the one long-lived worker, which carries on

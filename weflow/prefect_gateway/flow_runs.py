@@ -7,6 +7,7 @@ flow run reports are mapped to weflow's by ``states.final_state``, the one map.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 
 from weflow.core.entities import Execution
-from weflow.errors import DeployError
+from weflow.errors import DeployError, ServerError
 from weflow.prefect_gateway import deployments
 from weflow.prefect_gateway.client import client, on_server
 
@@ -38,9 +39,26 @@ def current_id() -> str | None:
     return str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None
 
 
+CREATING_AT_ONCE = 4  # flow runs this process creates at the same time (Prefect on SQLite answers 503 past that)
+_creating = threading.BoundedSemaphore(CREATING_AT_ONCE)
+
+
 def create(execution: Execution, required: bool) -> str | None:
-    """A flow run of the deployment for a QUEUED execution; None without a deployment (unless required)."""
-    return on_server(lambda: _create(execution, required))
+    """A flow run of the deployment for a QUEUED execution; None without a deployment (unless required).
+
+    At most ``CREATING_AT_ONCE`` at a time per process: 200 API calls at once then queue here
+    instead of making Prefect's server (SQLite: one writer) refuse them. A server that still
+    refuses after its client's retries is a ``ServerError`` (the API's 503), not a crash.
+    """
+    with _creating:
+        try:
+            return on_server(lambda: _create(execution, required))
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code < 500:
+                raise
+            raise ServerError(
+                f"the Prefect server could not create the flow run (HTTP {exc.response.status_code}): try again"
+            ) from None
 
 
 _deployment_ids: dict[tuple[str, str], UUID] = {}  # (API URL, workflow) -> its deployment's id, found once

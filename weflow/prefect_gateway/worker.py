@@ -30,7 +30,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -217,6 +217,8 @@ class WeflowWorker(ProcessWorker):
         self._observer: FlowRunCancellingObserver | None = None
         self._poll_lock: anyio.Lock | None = None
         self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
+        self._full = False  # the last poll filled every slot
+        self.on_slot_free: Callable[[], None] | None = None  # set by the serving loop: poll now
 
     async def setup(self) -> None:
         await super().setup()
@@ -237,7 +239,10 @@ class WeflowWorker(ProcessWorker):
         if self.draining or self._poll_lock is None:
             return []
         async with self._poll_lock:
-            return await super().get_and_submit_flow_runs()
+            taken = await super().get_and_submit_flow_runs()
+            # every slot taken: more runs may wait, and the next poll would come only after the query interval
+            self._full = self._limiter is not None and self._limiter.available_tokens == 0
+            return taken
 
     def preload(self, entrypoints: Sequence[str]) -> None:
         """Load these flows now (``/path/file.py:flow``), so the first run pays no import."""
@@ -294,6 +299,9 @@ class WeflowWorker(ProcessWorker):
     def _ended(self) -> None:
         self.runs_done += 1
         self.check_health()
+        if self._full and self.on_slot_free is not None:  # a burst larger than --limit: poll now, not at the interval
+            self._full = False
+            self.on_slot_free()
 
     def check_health(self) -> None:
         """Stop taking runs once ``max_runs`` ran or the RSS passed ``max_memory_mb``."""

@@ -139,6 +139,7 @@ async def serve(
     stop = anyio.Event()
     interval = query_seconds or PREFECT_WORKER_QUERY_SECONDS.value()
     worker_home.token(worker.home, create=True)  # the hand-off secret of this home, 0600
+    worker.on_slot_free = lambda: wake[0].set()
     async with worker:
         worker.record()
         async with anyio.create_task_group() as loops:
