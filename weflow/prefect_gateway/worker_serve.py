@@ -6,7 +6,8 @@ on each POST to the worker's loopback wake-up port, and a check every second tha
 worker's record in the Prefect home (its supervisor's hang watchdog reads it) and recycles the
 worker when it is due; SIGTERM or SIGINT drains it the same way. The wake-up port also takes runs
 handed over by processes holding the home's token (``worker_home.hand_over``): ``handoff``
-(``weflow.handoff.take``, given by ``weflow.workers``) records and queues them.
+(``weflow.handoff.take``, given by ``weflow.workers``) records and queues them. The port is a
+Starlette app served by uvicorn on the worker's own event loop, loopback only.
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import uvicorn
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 from prefect.utilities.services import critical_service_loop
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from weflow.prefect_gateway import worker_home
 from weflow.prefect_gateway.worker import WeflowWorker, log
@@ -32,46 +38,52 @@ Handoff = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], Callable[[]
 """Takes a run handed over (``/run``, ``/execute`` and its JSON body): status, answer, work to run after answering."""
 
 
-async def _read_request(stream: anyio.abc.ByteStream) -> tuple[str, dict[str, str], bytes]:
-    """The path, headers and body of one small HTTP/1.x request."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive(65536)
-        if len(data) > 1 << 20:
-            raise ValueError("request too large")
-    head, _, body = data.partition(b"\r\n\r\n")
-    first, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    length = min(int(headers.get("content-length") or 0), 1 << 20)
-    while len(body) < length:
-        body += await stream.receive(65536)
-    return [*first.split(), "", ""][1], headers, body[:length]
+BODY_LIMIT = 1 << 20  # bytes of a hand-off's JSON body
 
 
-def _response(status: int, answer: dict[str, Any] | None = None) -> bytes:
-    payload = json.dumps(answer).encode() if answer is not None else b""
-    kind = b"Content-Type: application/json\r\n" if answer is not None else b""
-    return b"HTTP/1.0 %d X\r\n%sContent-Length: %d\r\n\r\n%s" % (status, kind, len(payload), payload)
+class _Server(uvicorn.Server):
+    """uvicorn on the worker's loop; SIGTERM and SIGINT stay with the worker's own drain (``_stop_on_signals``)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
-async def _take(worker: WeflowWorker, handoff: Handoff | None, path: str, headers: dict[str, str], body: bytes,
-                later: anyio.abc.TaskGroup) -> bytes:  # fmt: skip
-    """Answer a hand-off: refused without the home's token (401), while recycling (503) or on a bad body (400)."""
-    if not worker_home.authorized(worker.home, headers.get("authorization")):
-        return _response(401, {"error": "hand-off refused: missing or wrong token"})
-    if handoff is None or worker.draining:
-        return _response(503, {"error": "this worker takes no hand-off now"})
-    try:
-        request = json.loads(body)
-    except ValueError:
-        request = None
-    if not isinstance(request, dict):
-        return _response(400, {"error": "hand-off body: expected a JSON object"})
-    status, answer, then = await anyio.to_thread.run_sync(handoff, path, request)
-    if then is not None:
-        worker.handed += 1
-        later.start_soon(_run_handed, worker, then)
-    return _response(status, answer)
+def _app(
+    worker: WeflowWorker, woken: Callable[[], None], handoff: Handoff | None, later: anyio.abc.TaskGroup
+) -> Starlette:
+    """The wake-up port: ``POST /wake`` polls now; ``/run`` and ``/execute`` take runs handed over."""
+
+    async def wake(request: Request) -> Response:
+        woken()
+        return Response(status_code=204)
+
+    async def take(request: Request) -> Response:
+        """Refused without the home's token (401), while recycling (503), on a bad or too large body (400, 413)."""
+        if not worker_home.authorized(worker.home, request.headers.get("authorization")):
+            return JSONResponse({"error": "hand-off refused: missing or wrong token"}, 401)
+        if handoff is None or worker.draining:
+            return JSONResponse({"error": "this worker takes no hand-off now"}, 503)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > BODY_LIMIT:
+                return JSONResponse({"error": f"hand-off body over {BODY_LIMIT} bytes"}, 413)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return JSONResponse({"error": "hand-off body: expected a JSON object"}, 400)
+        status, answer, then = await anyio.to_thread.run_sync(handoff, request.url.path, payload)
+        if then is not None:
+            worker.handed += 1
+            later.start_soon(_run_handed, worker, then)
+        return JSONResponse(answer, status)
+
+    routes = [Route("/wake", wake, methods=["POST"]), Route("/run", take, methods=["POST"]),
+              Route("/execute", take, methods=["POST"])]  # fmt: skip
+    return Starlette(routes=routes)
 
 
 async def _run_handed(worker: WeflowWorker, then: Callable[[], object]) -> None:
@@ -84,24 +96,13 @@ async def _run_handed(worker: WeflowWorker, then: Callable[[], object]) -> None:
         worker._ended()
 
 
-async def _wake_ups(
-    worker: WeflowWorker, listener: anyio.abc.Listener[Any], woken: Callable[[], None], handoff: Handoff | None,
-    later: anyio.abc.TaskGroup,
-) -> None:  # fmt: skip
-    """Answer each connection to the wake-up port: a POST /wake polls now; /run and /execute hand runs over."""
-
-    async def answer(stream: anyio.abc.ByteStream) -> None:
-        with suppress(Exception):
-            async with stream:
-                with anyio.fail_after(5):
-                    path, headers, body = await _read_request(stream)
-                if path not in ("/run", "/execute"):
-                    woken()
-                    await stream.send(b"HTTP/1.0 204 No Content\r\n\r\n")
-                    return
-                await stream.send(await _take(worker, handoff, path, headers, body, later))
-
-    await listener.serve(answer)
+async def _listen(server: _Server) -> int:
+    """Start ``server`` on a free loopback port; that port once it listens."""
+    while not server.started:
+        if server.should_exit:
+            raise RuntimeError("the weflow worker's wake-up port could not start")
+        await anyio.sleep(0.01)
+    return int(server.servers[0].sockets[0].getsockname()[1])
 
 
 async def _poll_on_wake(worker: WeflowWorker, wake: list[anyio.Event]) -> None:
@@ -133,33 +134,34 @@ async def serve(
     handoff: Handoff | None = None,
 ) -> None:  # fmt: skip
     """Run ``worker`` until it recycles or SIGTERM/SIGINT asks it to stop; in-flight runs finish first."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    worker.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
     wake = [anyio.Event()]
     stop = anyio.Event()
     interval = query_seconds or PREFECT_WORKER_QUERY_SECONDS.value()
     worker_home.token(worker.home, create=True)  # the hand-off secret of this home, 0600
     worker.on_slot_free = lambda: wake[0].set()
-    async with worker:
+    async with worker, anyio.create_task_group() as loops:
+        app = _app(worker, lambda: wake[0].set(), handoff, loops)
+        port = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
+        server = _Server(port)
+        loops.start_soon(server.serve)
+        worker.port = await _listen(server)
         worker.record()
-        async with anyio.create_task_group() as loops:
-            loops.start_soon(_stop_on_signals, stop)
-            loops.start_soon(_wake_ups, worker, listener, lambda: wake[0].set(), handoff, loops)
-            loops.start_soon(_poll_on_wake, worker, wake)
-            loops.start_soon(
-                lambda: critical_service_loop(worker.get_and_submit_flow_runs, interval, jitter_range=0.3, backoff=4)
+        loops.start_soon(_stop_on_signals, stop)
+        loops.start_soon(_poll_on_wake, worker, wake)
+        loops.start_soon(
+            lambda: critical_service_loop(worker.get_and_submit_flow_runs, interval, jitter_range=0.3, backoff=4)
+        )
+        loops.start_soon(
+            lambda: critical_service_loop(
+                worker.sync_with_backend, worker.heartbeat_interval_seconds, jitter_range=0.3, backoff=4
             )
-            loops.start_soon(
-                lambda: critical_service_loop(
-                    worker.sync_with_backend, worker.heartbeat_interval_seconds, jitter_range=0.3, backoff=4
-                )
-            )
-            worker._started_event = await worker._emit_worker_started_event()  # Prefect's own start() does this
-            printer(f"weflow worker {worker.name!r} (pid {os.getpid()}) on pool {worker._work_pool_name!r}, "
-                    f"wake-up port {worker.port}")  # fmt: skip
-            await _until_done(worker, stop)
-            loops.cancel_scope.cancel()
-        await listener.aclose()
+        )
+        worker._started_event = await worker._emit_worker_started_event()  # Prefect's own start() does this
+        printer(f"weflow worker {worker.name!r} (pid {os.getpid()}) on pool {worker._work_pool_name!r}, "
+                f"wake-up port {worker.port}")  # fmt: skip
+        await _until_done(worker, stop)
+        server.should_exit = True
+        loops.cancel_scope.cancel()
     worker_home.remove(worker.home, os.getpid())
     printer(f"weflow worker {worker.name!r} stopped after {worker.runs_done} run(s)")
 
