@@ -65,7 +65,7 @@ SYNC_EVERY = 10.0  # seconds between two syncs from Prefect while a batch runs
 RUN_TIMEOUT = 180.0
 BATCH_TIMEOUT = 3600.0
 SUBMITTERS = 2  # threads submitting a batch's runs
-QUICK_BATCH = 8  # a --quick run's batch: at ~0.5 runs/s here, 20 would take the smoke test past a minute
+QUICK_BATCH = 4  # a --quick run's batch (the smoke test: the rows exist, not what they say)
 FIRST_RUNS = 10  # the worker's RSS is read after these (quick: 3), then after the batch
 RAW = "raw Prefect process worker"
 TASK = "Prefect background task"
@@ -511,8 +511,8 @@ TRIGGERS = {
 
 def run(quick: bool) -> Section:
     repeats, warmup = (1, 0) if quick else (10, 1)
-    batch, floor_runs = (QUICK_BATCH, 8) if quick else (int(os.environ.get("BENCH_HOT_BATCH", "1000")), 100)
-    settle = 1.0 if quick else 3.0
+    batch, floor_runs = (QUICK_BATCH, 4) if quick else (int(os.environ.get("BENCH_HOT_BATCH", "1000")), 100)
+    settle = 0.2 if quick else 3.0
     old = not quick  # ~9 s a run on the process worker: full runs only
     section = Section(
         name="hot",
@@ -537,7 +537,7 @@ interleaved rounds after {warmup} warm-up; p99 from those samples (inclusive qua
     )
     root = Path(tempfile.mkdtemp(prefix="weflow-bench-hot-")).resolve()
     try:
-        found = measure(root, repeats, warmup, batch, floor_runs, settle, old, 3 if quick else FIRST_RUNS)
+        found = measure(root, repeats, warmup, batch, floor_runs, settle, old, 2 if quick else FIRST_RUNS)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _rows(section, found, batch, floor_runs, old)
