@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,7 @@ def current_id() -> str | None:
 
 
 CREATING_AT_ONCE = 4  # flow runs this process creates at the same time (Prefect on SQLite answers 503 past that)
+RETRYING_SECONDS = 120.0  # how long a create refused with a 5xx is tried again, after Prefect's own client retries
 _creating = threading.BoundedSemaphore(CREATING_AT_ONCE)
 
 
@@ -47,18 +49,25 @@ def create(execution: Execution, required: bool) -> str | None:
     """A flow run of the deployment for a QUEUED execution; None without a deployment (unless required).
 
     At most ``CREATING_AT_ONCE`` at a time per process: 200 API calls at once then queue here
-    instead of making Prefect's server (SQLite: one writer) refuse them. A server that still
-    refuses after its client's retries is a ``ServerError`` (the API's 503), not a crash.
+    instead of all asking Prefect's server (SQLite: one writer) at once. A create the server
+    still refuses (503: SQLite busy) is tried again for ``RETRYING_SECONDS``, with the execution's
+    id as Prefect's idempotency key, so a retry never makes a second flow run; after that it is a
+    ``ServerError`` (the API's 503), not a crash.
     """
-    with _creating:
+    deadline, pause = time.monotonic() + RETRYING_SECONDS, 0.5
+    while True:
         try:
-            return on_server(lambda: _create(execution, required))
+            with _creating:
+                return on_server(lambda: _create(execution, required))
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code < 500:
                 raise
-            raise ServerError(
-                f"the Prefect server could not create the flow run (HTTP {exc.response.status_code}): try again"
-            ) from None
+            if time.monotonic() + pause > deadline:
+                raise ServerError(
+                    f"the Prefect server could not create the flow run (HTTP {exc.response.status_code}): try again"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
 
 _deployment_ids: dict[tuple[str, str], UUID] = {}  # (API URL, workflow) -> its deployment's id, found once
@@ -86,6 +95,7 @@ async def _create(execution: Execution, required: bool) -> str | None:
                         "execution_id": execution.id,
                     },
                     tags=[f"mode:{execution.mode.value.lower()}"],
+                    idempotency_key=execution.id,  # a retry after a 5xx finds the flow run it may have made
                 )
             except PrefectHTTPStatusError as exc:
                 if exc.response.status_code != 404 or attempt:

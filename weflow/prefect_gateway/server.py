@@ -143,9 +143,6 @@ def server_env(home: Path, port: int) -> dict[str, str]:
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="500",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="500",
     )
-    # SQLite's busy timeout (Prefect's default 10 s): under a burst (200 API calls at once while a worker runs)
-    # a write can wait longer than that for the one writer, and Prefect then answers 503. Unless the user set one.
-    env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
     env[supervisor.HOME_MARKER] = str(home.resolve())
     return env
 
