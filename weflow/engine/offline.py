@@ -35,7 +35,7 @@ async def _run(run: PlanRun) -> PlanResult:
         try:
             await run.attempt(step)
         except Exception as exc:
-            run._fail(step, exc)  # the engine's one way to record a failed step
+            run.fail(step, exc)  # the engine's one way to record a failed step
             continue
         run.succeeded.add(step.root)
     settle(run.threads, run.stop)

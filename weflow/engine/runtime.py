@@ -274,13 +274,13 @@ class PlanRun:
         try:
             await runner(self, step, step.name)
         except BaseException as exc:
-            self._fail(step, exc)
+            self.fail(step, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         self.succeeded.add(step.root)
 
-    def _fail(self, step: Step, exc: BaseException) -> None:
+    def fail(self, step: Step, exc: BaseException) -> None:
         if isinstance(self.stop.reason, MemoryLimitExceeded) and not isinstance(exc, MemoryLimitExceeded):
             exc = fresh(self.stop.reason)  # a step cancelled because the run went over its memory limit
         timed_out = isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutError")
