@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from weflow import column_lineage
 from weflow.cli.console import app, bold, emit_json, out, scope, table
-from weflow.column_lineage import Lineage, Ref
+
+if TYPE_CHECKING:  # sqlglot and Polars: imported when `weflow lineage` runs, not by every command
+    from weflow import column_lineage
+    from weflow.column_lineage import Lineage, Ref
 
 
 @app.command()
@@ -22,6 +24,8 @@ def lineage(
     as_mermaid: Annotated[bool, typer.Option("--mermaid", help="a Mermaid graph of the column hops")] = False,
 ) -> None:
     """Column lineage of a workflow version: each column's source columns and the transforms between."""
+    from weflow import column_lineage
+
     found = column_lineage.for_workflow(name, scope(), version)
     ref = found.ref(column) if column else None
     if as_mermaid:
@@ -35,6 +39,8 @@ def lineage(
 
 
 def _table(found: Lineage) -> None:
+    from weflow.column_lineage import Ref
+
     rows = []
     for node in found.nodes:
         if not node.columns:
