@@ -54,20 +54,20 @@ def create(execution: Execution, required: bool) -> str | None:
     id as Prefect's idempotency key, so a retry never makes a second flow run; after that it is a
     ``ServerError`` (the API's 503), not a crash.
     """
-    deadline, pause = time.monotonic() + RETRYING_SECONDS, 0.5
-    while True:
-        try:
-            with _creating:
+    with _creating:  # the time queued here does not count against the retries
+        deadline, pause = time.monotonic() + RETRYING_SECONDS, 0.5
+        while True:
+            try:
                 return on_server(lambda: _create(execution, required))
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code < 500:
-                raise
-            if time.monotonic() + pause > deadline:
-                raise ServerError(
-                    f"the Prefect server could not create the flow run (HTTP {exc.response.status_code}): try again"
-                ) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 8.0)
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code < 500:
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise ServerError(
+                        f"the Prefect server could not create the flow run (HTTP {exc.response.status_code}): try again"
+                    ) from None
+                time.sleep(pause)  # holding the slot: the others wait too while the server is busy
+                pause = min(pause * 2, 8.0)
 
 
 _deployment_ids: dict[tuple[str, str], UUID] = {}  # (API URL, workflow) -> its deployment's id, found once
