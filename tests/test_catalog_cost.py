@@ -128,9 +128,11 @@ def test_a_catalog_migrated_with_history_rolls_it_up(mixed: Scope) -> None:
             "node_failure_hours",
             "recent_durations",
             "retention_runs",
+            "backfills",  # migration 7's, applied again after 6
+            "backfill_slots",
         ):
             con.execute(f"DROP TABLE {table}")
-        con.execute("DELETE FROM schema_version WHERE version = 6")
+        con.execute("DELETE FROM schema_version WHERE version >= 6")
     forget_migrations()
     assert Catalog(path).stats(org) == before
 

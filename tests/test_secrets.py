@@ -301,20 +301,21 @@ def test_the_cli_sets_from_stdin_lists_names_only_and_deletes(
 
     value = f"cli-{uuid.uuid4().hex}"
     env = {**cli_env, "PREFECT_API_URL": prefect_api, "WEFLOW_ORG": "acme"}
+    runner = CliRunner()  # the rest in this process, on the same catalog and organization (the settings fixture)
+    others = json.loads(runner.invoke(app, ["secrets", "list", "--format", "json"]).stdout)  # other tests' secrets
     done = subprocess.run(  # the console script, the value piped in
         [weflow_exe(), "secrets", "set", "cli-token"], env=env, input=value + "\n", capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "secret cli-token set\n"), done.stderr
 
-    runner = CliRunner()  # the rest in this process, on the same catalog and organization (the settings fixture)
     listed = runner.invoke(app, ["secrets", "list", "--format", "json"])
-    assert json.loads(listed.stdout) == ["cli-token"] and value not in listed.output
+    assert json.loads(listed.stdout) == sorted([*others, "cli-token"]) and value not in listed.output
     as_argument = runner.invoke(app, ["secrets", "set", "cli-token", value])  # a value is never an argument
     assert as_argument.exit_code == 2 and "unexpected extra argument" in as_argument.output.lower()
     bad = runner.invoke(app, ["secrets", "set", "Bad"], input="x")
     assert bad.exit_code == 1 and isinstance(bad.exception, SecretError)
     assert runner.invoke(app, ["secrets", "delete", "cli-token"]).exit_code == 0
-    assert runner.invoke(app, ["secrets", "list"]).stdout == ""
+    assert json.loads(runner.invoke(app, ["secrets", "list", "--format", "json"]).stdout) == others
     again = runner.invoke(app, ["secrets", "delete", "cli-token"])
     assert again.exit_code == 1 and str(again.exception) == "no secret 'cli-token' in organization 'acme'"
