@@ -7,9 +7,6 @@ DuckDB catalog files, the API in process (TestClient) and the CLI's own entry po
 from __future__ import annotations
 
 import contextvars
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,16 +19,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import REPO, eventually, weflow_exe
+from tests.conftest import eventually
+from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import backfills, config, deploy, execution, parse, workflows
 from weflow.api.app import create_app
-from weflow.catalog import Catalog, auth
+from weflow.catalog import auth
 from weflow.cli import app as cli_app
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.intervals import bind, slots
 from weflow.errors import WeflowError
-from weflow.prefect_gateway import worker_home
 from weflow.workflows import Scope
+
+MODULES = ("tests.resources.pynodes",)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -85,28 +84,13 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(prefect_api: str, place: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_WORKER_QUERY_SECONDS": "1",  # the scheduled run below is found by a poll
-        "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
-        "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
-        "WEFLOW_RUNS_DIR": str(place / "runs"),
-        "WEFLOW_PYTHON_NODE_MODULES": "tests.resources.pynodes",
-        "WEFLOW_SHARED_DATA_ROOTS": "true",
-        "WEFLOW_ORG": "acme",
-        "WEFLOW_USER": "ada",
-        "PYTHONPATH": str(REPO),
-    }
+    # the scheduled run below is found by a poll
+    return stack_env(prefect_api, place, MODULES, PREFECT_WORKER_QUERY_SECONDS="1")
 
 
 @pytest.fixture(scope="module")
 def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
-    with config.using(
-        catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
-        user="ada", python_node_modules=("tests.resources.pynodes",), shared_data_roots=True,
-    ) as current:  # fmt: skip
-        scope = Scope.current(Catalog(current.catalog))
+    with stack_scope(place, MODULES) as scope:
         draft = HOURLY.replace("ACTIVE", "DRAFT").replace("name: hourly", "name: dr")
         paused = HOURLY.replace("ACTIVE", "PAUSED").replace("name: hourly", "name: pz")
         for doc in (HOURLY, NAPS, UNSCHEDULED, draft, paused):
@@ -116,24 +100,10 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
 
 
 @pytest.fixture(scope="module")
-def worker(scope: Scope, env: dict[str, str], place: Path) -> Iterator[subprocess.Popen[bytes]]:
-    home = place / "home"
-    home.mkdir()
-    previous = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(home)  # where `submit` finds the worker to wake
-    with (home / "out").open("ab") as out:
-        proc = subprocess.Popen([weflow_exe(), "worker", "--limit", "5"], env={**env, "PREFECT_HOME": str(home)},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        eventually(lambda: [r for r in worker_home.live(home) if r.get("port")], 90)
-        yield proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, (home / "out").read_text()
-        if previous is None:
-            os.environ.pop("PREFECT_HOME", None)
-        else:
-            os.environ["PREFECT_HOME"] = previous
+def worker(scope: Scope, env: dict[str, str], place: Path) -> Iterator[Hot]:
+    with running_worker(place / "home", env, "--limit", "5") as hot:
+        hot.child()  # serving
+        yield hot
 
 
 def runs_of(scope: Scope, workflow: str) -> list[Execution]:

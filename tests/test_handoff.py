@@ -6,7 +6,6 @@ the worker's loopback hand-off port with the home's token file, DuckDB catalog f
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,10 @@ import httpx
 import polars as pl
 import pytest
 
-from tests.conftest import REPO, weflow_exe
-from tests.test_hot_worker import MODULES, PIDS, Hot
-from weflow import config, deploy, execution, parse, workflows
-from weflow.catalog import Catalog
+from tests.conftest import weflow_exe
+from tests.stack import Hot, running_worker, stack_env, stack_scope
+from tests.test_hot_worker import MODULES, PIDS
+from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Mode, RunState
 from weflow.errors import DeployError
 from weflow.prefect_gateway import worker_home
@@ -44,28 +43,12 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(prefect_api: str, place: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_HOME": str(place / "home"),
-        "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
-        "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
-        "WEFLOW_RUNS_DIR": str(place / "runs"),
-        "WEFLOW_PYTHON_NODE_MODULES": ",".join(MODULES),
-        "WEFLOW_SHARED_DATA_ROOTS": "true",
-        "WEFLOW_ORG": "acme",
-        "WEFLOW_USER": "ada",
-        "PYTHONPATH": str(REPO),
-    }
+    return stack_env(prefect_api, place, MODULES, PREFECT_HOME=str(place / "home"))
 
 
 @pytest.fixture(scope="module")
 def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
-    with config.using(
-        catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
-        user="ada", python_node_modules=MODULES, shared_data_roots=True,
-    ) as current:  # fmt: skip
-        scope = Scope.current(Catalog(current.catalog))
+    with stack_scope(place, MODULES) as scope:
         for name in ("pids", "undeployed"):
             workflows.apply(parse(PIDS.replace("NAME", name).replace("OUT", str(place / f"{name}.csv"))), scope)
         workflows.apply(parse(FAILS), scope)
@@ -76,17 +59,8 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
 
 @pytest.fixture(scope="module")
 def hot(scope: Scope, env: dict[str, str]) -> Iterator[Hot]:
-    previous = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = env["PREFECT_HOME"]  # where `submit` finds the workers
-    worker = Hot(Path(env["PREFECT_HOME"]), env, "--limit", "2")
-    try:
+    with running_worker(Path(env["PREFECT_HOME"]), env, "--limit", "2") as worker:
         yield worker
-    finally:
-        assert worker.stop() == 0, worker.log.read_text()
-        if previous is None:
-            os.environ.pop("PREFECT_HOME", None)
-        else:
-            os.environ["PREFECT_HOME"] = previous
 
 
 def weflow(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

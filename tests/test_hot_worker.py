@@ -24,11 +24,11 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO, eventually, weflow_exe
+from tests.stack import Hot, running_worker, stack_env, stack_scope
 from tests.test_api import weflow_serve
-from weflow import config, deploy, execution, parse, workflows
-from weflow.catalog import Catalog, auth
+from weflow import deploy, execution, parse, workflows
+from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
-from weflow.prefect_gateway import worker_home
 from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
 from weflow.workflows import Scope
 
@@ -81,32 +81,6 @@ MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
 AT_ONCE = int(os.environ.get("WEFLOW_TEST_AT_ONCE", "24"))
 
 
-class Hot:
-    """A running `weflow worker`: its supervisor process, its home, its output."""
-
-    def __init__(self, home: Path, env: dict[str, str], *args: str) -> None:
-        self.home = home
-        self.log = home / "supervisor.out"
-        home.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([weflow_exe(), "worker", *args], env={**env, "PREFECT_HOME": str(home)},
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-    def child(self, other_than: int | None = None) -> int:
-        """The pid of the worker child serving now (waiting for a fresh one after ``other_than``)."""
-
-        def ready() -> int | None:
-            found = [r for r in worker_home.live(self.home) if r["pid"] != other_than and r.get("port")]
-            return int(found[0]["pid"]) if found else None
-
-        return int(eventually(ready, 90))  # type: ignore[arg-type]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("hot")
@@ -114,28 +88,13 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(prefect_api: str, place: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "WEFLOW_CATALOG": str(place / "weflow.duckdb"),
-        "WEFLOW_DATA_ROOTS": f"{REPO}:{place}",
-        "WEFLOW_RUNS_DIR": str(place / "runs"),
-        "WEFLOW_PYTHON_NODE_MODULES": ",".join(MODULES),
-        "WEFLOW_WORKER_HANG_SECONDS": "6",  # the watchdog kills a worker whose loop is stuck this long
-        "WEFLOW_SHARED_DATA_ROOTS": "true",
-        "WEFLOW_ORG": "acme",
-        "WEFLOW_USER": "ada",
-        "PYTHONPATH": str(REPO),
-    }
+    # the watchdog kills a worker whose loop is stuck this long
+    return stack_env(prefect_api, place, MODULES, WEFLOW_WORKER_HANG_SECONDS="6")
 
 
 @pytest.fixture(scope="module")
 def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
-    with config.using(
-        catalog=place / "weflow.duckdb", data_roots=(REPO, place), runs_dir=place / "runs", organization="acme",
-        user="ada", python_node_modules=MODULES, shared_data_roots=True,
-    ) as current:  # fmt: skip
-        scope = Scope.current(Catalog(current.catalog))
+    with stack_scope(place, MODULES) as scope:
         for name in ("pids", "other_pids", "isolated"):
             doc = PIDS.replace("NAME", name).replace("OUT", str(place / f"{name}.csv"))
             doc = (
@@ -155,18 +114,8 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
 
 @pytest.fixture(scope="module")
 def hot(scope: Scope, env: dict[str, str], place: Path) -> Iterator[Hot]:
-    home = place / "home"
-    previous = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(home)  # where `submit` finds the workers to wake
-    worker = Hot(home, env, "--limit", "3")
-    try:
+    with running_worker(place / "home", env, "--limit", "3") as worker:
         yield worker
-    finally:
-        assert worker.stop() == 0, worker.log.read_text()
-        if previous is None:
-            os.environ.pop("PREFECT_HOME", None)
-        else:
-            os.environ["PREFECT_HOME"] = previous
 
 
 def flow_run(prefect_api: str, flow_run_id: str | None) -> dict[str, Any]:
