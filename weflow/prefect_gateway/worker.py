@@ -244,6 +244,13 @@ class WeflowWorker(ProcessWorker):
             self._full = self._limiter is not None and self._limiter.available_tokens == 0
             return taken
 
+    async def _submit_scheduled_flow_runs(self, flow_run_response: list[Any]) -> list[FlowRun]:
+        """Nothing once recycling: a poll that was in flight when the last allowed run ended leaves its runs Scheduled
+        for the next worker (BaseWorker submits without an await from here on, so the check cannot go stale)."""
+        if self.draining:
+            return []
+        return await super()._submit_scheduled_flow_runs(flow_run_response)
+
     def preload(self, entrypoints: Sequence[str]) -> None:
         """Load these flows now (``/path/file.py:flow``), so the first run pays no import."""
         for full in entrypoints:
