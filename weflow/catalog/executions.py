@@ -168,11 +168,6 @@ class Executions(Repository):
             if lease is not None:
                 _hold(con, execution_id, lease)
 
-    def discard_queued(self, execution_id: str) -> None:
-        """Remove a QUEUED execution that never ran (its hand-off failed): no counter counted it yet."""
-        with self.transaction() as con:
-            con.execute("DELETE FROM workflow_executions WHERE id = ? AND status = ?", [execution_id, "QUEUED"])
-
     def heartbeat(self, execution_ids: Sequence[str], at: datetime | None = None) -> None:
         """Renew the leases of executions still running in this process: one short session for all."""
         if not execution_ids:
