@@ -207,7 +207,7 @@ class Workflows(Repository):
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
             for table in (
                 "workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries", "execution_hours",
-                "node_failure_hours", "recent_durations",
+                "node_failure_hours", "recent_durations", "sample_pins",
             ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
         with self.transaction() as con:

@@ -320,4 +320,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, interval_start)
     );
     """,
+    # 8: pinned samples of source nodes (issue 19 item 1, ``catalog.samples``): one row per workflow and source.
+    # IF NOT EXISTS: a catalog migrated again from an earlier number keeps its pins. No foreign keys (see 6).
+    """
+    CREATE TABLE IF NOT EXISTS sample_pins (
+        workflow_id INTEGER NOT NULL,
+        node VARCHAR NOT NULL,
+        source_hash VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        columns JSON NOT NULL,
+        version INTEGER NOT NULL,
+        execution_id VARCHAR,
+        pinned_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (workflow_id, node)
+    );
+    """,
 )
