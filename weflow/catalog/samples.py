@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from weflow.catalog.rows import when
 from weflow.catalog.session import Repository
@@ -40,7 +41,7 @@ class Pins(Repository):
     """The pinned samples of workflows; each method is one short transaction."""
 
     def pins(self, workflow_id: int, node: str | None = None) -> list[Pin]:
-        sql, params = _SELECT, [workflow_id]
+        sql, params = _SELECT, list[Any]([workflow_id])
         if node is not None:
             sql, params = sql + " AND node = ?", [workflow_id, node]
         with self.transaction() as con:
@@ -61,7 +62,7 @@ class Pins(Repository):
 
     def drop_pins(self, workflow_id: int, node: str | None = None) -> list[Pin]:
         """Delete the workflow's pins (or one node's); the pins deleted."""
-        sql, params = "DELETE FROM sample_pins WHERE workflow_id = ?", [workflow_id]
+        sql, params = "DELETE FROM sample_pins WHERE workflow_id = ?", list[Any]([workflow_id])
         if node is not None:
             sql, params = sql + " AND node = ?", [workflow_id, node]
         with self.transaction() as con:
