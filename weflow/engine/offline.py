@@ -6,6 +6,8 @@ needs an API. Prefect's run logger is disabled (``disable_run_logger``, Prefect'
 code outside a run); contract warnings land in the records. No API is reachable inside: with no
 ``PREFECT_API_URL`` a contract failure's table artifact started an ephemeral server (~10 s) here, so
 the URL is unset and ephemeral mode off (the executor skips the artifact). No timeouts or retries.
+``given_sources`` makes the definition such a run needs: chosen sources read given frames (a test's rows,
+pinned samples), sinks write nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import asyncio
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
+import polars as pl
 from prefect.logging import disable_run_logger
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, temporary_settings
 
 from weflow.compile.plan import Plan
 from weflow.core.entities import RunState
+from weflow.core.model import Definition, Node
 from weflow.engine.executors import InProcess
 from weflow.engine.runtime import PlanResult, PlanRun, RunSpec
-from weflow.nodes.base import NodeType
+from weflow.nodes.base import NodeConfig, NodeInputs, NodeType, RunContext
 from weflow.nodes.stop import settle
 
 
@@ -60,3 +66,40 @@ def _no_api() -> Iterator[None]:
     ):
         warnings.simplefilter("ignore", FutureWarning)
         yield
+
+
+class _NoConfig(NodeConfig):
+    """The config of a stand-in node (given rows, a sink that writes nothing)."""
+
+
+def given_sources(
+    definition: Definition, types: Mapping[str, NodeType], frames: Mapping[str, pl.DataFrame]
+) -> tuple[Definition, dict[str, NodeType]]:
+    """``definition`` with each node named in ``frames`` reading those rows and every sink writing nothing.
+
+    The nodes become stand-in types (``read_csv:given``, ``write_parquet:unwritten``) added to a copy
+    of ``types``; their names, connections and contracts stay, so records and outputs read the same.
+    """
+
+    def given(config: Any, inputs: NodeInputs, ctx: RunContext) -> pl.LazyFrame:
+        return frames[ctx.node].lazy()
+
+    found = dict(types)
+    nodes = []
+    for node in definition.nodes:
+        if node.name in frames:
+            node = _stand_in(node, found, "given", given, "source")
+        elif found[node.type].kind == "sink":
+            node = _stand_in(node, found, "unwritten", _pass_through, "transform")
+        nodes.append(node)
+    return definition.model_copy(update={"nodes": tuple(nodes)}), found
+
+
+def _pass_through(config: Any, inputs: NodeInputs, ctx: RunContext) -> pl.LazyFrame:
+    return inputs.one()
+
+
+def _stand_in(node: Node, types: dict[str, NodeType], role: str, run: Any, kind: Any) -> Node:
+    name = f"{node.type}:{role}"
+    types[name] = replace(types[node.type], name=name, config=_NoConfig, run=run, kind=kind, lazy=True, check=None)
+    return node.model_copy(update={"type": name, "config": {}})
