@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint bench clean system
+.PHONY: install run test lint docs bench clean system
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,8 +35,12 @@ SYSTEM_PACKAGES := $(if $(shell command -v chromium),,chromium) \
 system:
 	@$(if $(strip $(SYSTEM_PACKAGES)),apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null,true)
 
-test: lint system
+test: lint system docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or reference fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -1,0 +1,227 @@
+"""MkDocs hooks: the reference pages are generated from the code at build time, never written twice.
+
+A page holds a marker such as ``<!-- generated: cli -->``; ``on_page_markdown`` replaces it with
+Markdown made from the typer app (typer's own doc generator), the node registry's config schemas or
+the FastAPI app's OpenAPI schema. ``on_files`` adds every ``how-to/*.md`` missing from the nav to
+its How-to section, the OpenAPI document, and the Mermaid bundle the package ships (so no page
+loads anything from the internet).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
+
+HOW_TO = "How-to guides"
+MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
+STATIC = Path(__file__).parent / "weflow" / "api" / "static"
+
+
+# --- files and nav -----------------------------------------------------------------
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    _add_unlisted_how_tos(files, config)
+    files.append(File.generated(config, "assets/mermaid.min.js", abs_src_path=str(STATIC / "mermaid.min.js")))
+    files.append(File.generated(config, "reference/openapi.json", content=json.dumps(_openapi(), indent=2)))
+    return files
+
+
+def _add_unlisted_how_tos(files: Files, config: MkDocsConfig) -> None:
+    """Other pages land in docs/how-to/ without touching mkdocs.yml: each joins the How-to section."""
+    listed = set(_nav_paths(config.nav or []))
+    section = next((item[HOW_TO] for item in config.nav or [] if isinstance(item, dict) and HOW_TO in item), None)
+    if section is None:
+        return
+    for file in sorted(files.documentation_pages(), key=lambda f: f.src_uri):
+        if file.src_uri.startswith("how-to/") and file.src_uri not in listed:
+            section.append(file.src_uri)
+
+
+def _nav_paths(items: Iterable[Any]) -> Iterable[str]:
+    for item in items:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for value in item.values():
+                yield from _nav_paths(value if isinstance(value, list) else [value])
+
+
+# --- generated sections ------------------------------------------------------------
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
+
+
+def _cli() -> str:
+    """The whole command tree, by typer's own Markdown generator (``typer ... utils docs``)."""
+    import typer
+    from typer.cli import get_docs_for_click
+
+    from weflow.cli.app import app
+
+    command = typer.main.get_command(app)
+    text = get_docs_for_click(obj=command, ctx=typer.Context(command), indent=1, name="weflow")
+    return _escape_html(text)
+
+
+def _nodes() -> str:
+    """Each node type with its config fields, from its pydantic config model's JSON schema."""
+    from weflow.nodes.registry import node_types
+
+    out = []
+    for kind in ("source", "transform", "python", "validate", "sink"):
+        for t in sorted((t for t in node_types().values() if t.kind == kind), key=lambda t: t.name):
+            inputs = _inputs(t.inputs, t.variadic, t.min_inputs)
+            about = f"{_cell(t.description)}\n\n**Kind:** {kind} · **Inputs:** {inputs}"
+            out.append(_schema(f"`{t.name}`", t.config.model_json_schema(), "##", about))
+    # a secret-capable field's type names the reference model: say what a user writes instead
+    return re.sub(r"\[SecretRef\]\(#secretref\)", "`{secret: NAME}`", "\n".join(out))
+
+
+def _inputs(ports: tuple[str, ...], variadic: bool, minimum: int) -> str:
+    if not ports:
+        return "none"
+    if variadic:
+        return f"any number (at least {minimum})"
+    return "one" if len(ports) == 1 else "ports " + ", ".join(f"`{p}`" for p in ports)
+
+
+@cache
+def _openapi() -> dict[str, Any]:
+    from weflow.api.app import create_app
+
+    with tempfile.TemporaryDirectory() as tmp:  # the app opens a catalog; never this checkout's
+        return create_app(Path(tmp) / "docs.duckdb").openapi()
+
+
+def _rest_api() -> str:
+    spec = _openapi()
+    out = [f"OpenAPI {spec['openapi']}, {spec['info']['title']} {spec['info']['version']}.\n", "## Routes\n"]
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            out.append(_operation(method.upper(), path, op))
+    out.append("## Schemas\n")
+    out += [_schema(name, schema, "###") for name, schema in spec.get("components", {}).get("schemas", {}).items()]
+    return "\n".join(out)
+
+
+def _definition() -> str:
+    """Every field of a definition document, from the pydantic model ``apply`` checks against."""
+    from weflow.core.model import Definition
+
+    schema = Definition.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    models = {"Definition": schema, **schema.pop("$defs", {})}
+    return "\n".join(_schema(name, s, "###") for name, s in models.items())
+
+
+def _schema(name: str, schema: dict[str, Any], level: str, description: str | None = None) -> str:
+    required = set(schema.get("required", []))
+    rows = [
+        [
+            f"`{prop}`",
+            _escape_html(_schema_type(s) + _bounds(s)),
+            "yes" if prop in required else "",
+            "" if "default" not in s else f"`{json.dumps(s['default'])}`",
+            _cell(s.get("description", "")),
+        ]
+        for prop, s in schema.get("properties", {}).items()
+    ]
+    header = ["field", "type", "required", "default", "description"]
+    if not any(row[-1] for row in rows):  # most models describe their fields in their docstring only
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    table = _table(header, rows) if rows else "No config fields.\n"
+    text = _escape_html(schema.get("description", "")) if description is None else description
+    return f"{level} {name}\n\n{text}\n\n{table}"
+
+
+BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<", "maxLength": "length <="}
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    """A field's limits (``ge``, ``gt``, ``le``, ``max_length``), also inside ``X or null``."""
+    parts = [schema, *schema.get("anyOf", [])]
+    found = [f"{sign} {p[key]}" for p in parts for key, sign in BOUNDS.items() if key in p]
+    return f" ({', '.join(found)})" if found else ""
+
+
+def _operation(method: str, path: str, op: dict[str, Any]) -> str:
+    out = [f"### `{method} {path}`\n", _cell(op.get("summary", "")) + "\n"]
+    if op.get("description"):
+        out.append(_escape_html(op["description"]) + "\n")
+    params = [
+        [f"`{p['name']}`", p["in"], "yes" if p.get("required") else "", _schema_type(p.get("schema", {}))]
+        for p in op.get("parameters", [])
+    ]
+    if params:
+        out.append(_table(["parameter", "in", "required", "type"], params))
+    body = op.get("requestBody", {}).get("content", {})
+    for media, content in body.items():
+        out.append(f"**Body** ({media}): {_schema_type(content.get('schema', {}))}\n")
+    responses = [
+        [f"`{code}`", _cell(r.get("description", "")), _response_type(r)] for code, r in op.get("responses", {}).items()
+    ]
+    out.append(_table(["status", "meaning", "body"], responses))
+    return "\n".join(out)
+
+
+def _response_type(response: dict[str, Any]) -> str:
+    content = response.get("content", {})
+    return ", ".join(f"{_schema_type(c.get('schema', {}))} ({media})" for media, c in content.items())
+
+
+def _schema_type(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return f"[{name}](#{name.lower()})"
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return " or ".join(_schema_type(s) for s in schema[key])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_schema_type(schema.get('items', {}))}"
+    if kind == "object" and "additionalProperties" in schema:
+        extra = schema["additionalProperties"]
+        return f"map of {_schema_type(extra) if isinstance(extra, dict) else 'any'}"
+    if "enum" in schema:
+        return "one of " + ", ".join(f"`{v}`" for v in schema["enum"])
+    return str(kind)
+
+
+# --- Markdown helpers --------------------------------------------------------------
+
+
+def _escape_html(text: str) -> str:
+    """Help texts say ``<API key>`` or ``<path>``: shown as text, not swallowed as HTML tags (code kept as is)."""
+    parts = re.split(r"(```.*?```|`[^`\n]*`)", text, flags=re.S)
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
+
+
+def _cell(text: str) -> str:
+    return _escape_html(" ".join(str(text).split()))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "cli": _cli,
+    "definition": _definition,
+    "nodes": _nodes,
+    "rest-api": _rest_api,
+}
