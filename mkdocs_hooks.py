@@ -60,7 +60,37 @@ def _nav_paths(items: Iterable[Any]) -> Iterable[str]:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if page.file.src_uri == "reference/environment.md":
+        return markdown.replace("<!-- generated: environment -->", _environment(files))
     return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
+
+
+ENV_NAME = re.compile(r"\b(?:WEFLOW_[A-Z0-9_]+|WORKFLOW_[A-Z]+_QUEUE)\b")
+INTERNAL_ENV = {  # read by weflow, set by weflow for its own child processes: nothing for a user to set
+    "WEFLOW_API_BODY_LIMIT": "weflow serve --body-limit, passed to the server process",
+    "WEFLOW_SERVER_HOME": "marks the processes of a Prefect home's local server",
+}
+
+
+def _environment(files: Files) -> str:
+    """Every variable the package reads, with the pages that explain it (found in the pages' text)."""
+    package = Path(__file__).parent / "weflow"
+    names = sorted({n for f in package.rglob("*.py") for n in ENV_NAME.findall(f.read_text())})
+    pages = [f for f in files.documentation_pages() if f.src_uri != "reference/environment.md"]
+    rows = []
+    for name in names:
+        if name in INTERNAL_ENV:
+            rows.append([f"`{name}`", f"internal: {INTERNAL_ENV[name]}"])
+            continue
+        where = [f for f in pages if re.search(rf"\b{name}\b", f.content_string)]
+        links = ", ".join(f"[{_title(f)}](../{f.src_uri})" for f in where)
+        rows.append([f"`{name}`", links or "not documented yet"])
+    return _table(["variable", "explained in"], rows)
+
+
+def _title(file: File) -> str:
+    heading = re.search(r"^# (.+)$", file.content_string, re.M)
+    return heading.group(1).strip() if heading else file.src_uri
 
 
 def _cli() -> str:
