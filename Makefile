@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint docs bench clean system
+.PHONY: install run test lint docs bench bench-peers clean system
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ docs: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The same TPC-H pipelines in Dagster, Kedro, Hamilton and hand-written Prefect next to weflow: builds
+# each peer's own environment in .peers/<name>/ (benchmarks/peers/requirements-*.txt) if missing, then
+# measures and writes BENCHMARKS.md's peers section. `make test` never builds them.
+bench-peers: install
+	$(BIN)/python -m benchmarks --only peers
 
 clean:
 	rm -rf $(VENV) data/weflow.duckdb* data/runs data/out

@@ -22,6 +22,7 @@ from benchmarks import (
     hot,
     maintenance,
     overhead,
+    peers,
     profiles,
     queued,
     recording,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "recording": recording.run,
     "history": history.run,
     "hot": hot.run,
+    "peers": peers.run,
 }
 EARLIER = "_Measured in an earlier run"
 

@@ -1,0 +1,39 @@
+"""Hamilton: TPC-H Q1 as a module of functions over eager Polars frames (a node per weflow node)."""
+
+from datetime import date
+
+import polars as pl
+
+
+def _times(left: pl.Expr, right: pl.Expr, scale: int) -> pl.Expr:
+    return left.cast(pl.Decimal(38, scale)) * right
+
+
+# >>> q01
+def lineitem(root: str) -> pl.DataFrame:
+    return pl.read_parquet(f"{root}/lineitem.parquet")
+
+
+def shipped(lineitem: pl.DataFrame) -> pl.DataFrame:
+    return lineitem.filter(pl.col("l_shipdate") <= date(1998, 9, 2))
+
+
+def summary(shipped: pl.DataFrame) -> pl.DataFrame:
+    price, disc_price = pl.col("l_extendedprice"), _times(pl.col("l_extendedprice"), 1 - pl.col("l_discount"), 4)
+    return shipped.group_by("l_returnflag", "l_linestatus").agg(
+        sum_qty=pl.col("l_quantity").sum(),
+        sum_base_price=price.sum(),
+        sum_disc_price=disc_price.sum(),
+        sum_charge=_times(disc_price, 1 + pl.col("l_tax"), 6).sum(),
+        avg_qty=pl.col("l_quantity").mean(),
+        avg_price=price.mean(),
+        avg_disc=pl.col("l_discount").mean(),
+        count_order=pl.len(),
+    )
+
+
+def ordered(summary: pl.DataFrame) -> pl.DataFrame:
+    return summary.sort("l_returnflag", "l_linestatus")
+
+
+# <<< q01
