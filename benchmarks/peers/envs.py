@@ -47,7 +47,8 @@ def build(name: str) -> None:
     """Create (or refresh) ``.peers/<name>/`` from its requirements file; raises with pip's last lines on failure."""
     env = ENVS / name
     if not python(name).exists():
-        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(env)], check=True, capture_output=True)
+        base = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
+        subprocess.run([base, "-m", "venv", str(env)], check=True, capture_output=True)
     done = subprocess.run(
         [str(python(name)), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(requirements(name))],
         capture_output=True, text=True,
