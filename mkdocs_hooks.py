@@ -4,12 +4,14 @@ A page holds a marker such as ``<!-- generated: cli -->``; ``on_page_markdown`` 
 Markdown made from the typer app (typer's own doc generator), the node registry's config schemas or
 the FastAPI app's OpenAPI schema. ``on_files`` adds every ``how-to/*.md`` missing from the nav to
 its How-to section, the OpenAPI document, and the Mermaid bundle the package ships (so no page
-loads anything from the internet).
+loads anything from the internet). Every ``weflow ...`` line of a shell example on any page is
+checked against the CLI: a command or option it does not have is a warning (an error with --strict).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterable
@@ -22,6 +24,7 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
 HOW_TO = "How-to guides"
+log = logging.getLogger("mkdocs.hooks.weflow")
 MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
 STATIC = Path(__file__).parent / "weflow" / "api" / "static"
 
@@ -56,10 +59,67 @@ def _nav_paths(items: Iterable[Any]) -> Iterable[str]:
                 yield from _nav_paths(value if isinstance(value, list) else [value])
 
 
+# --- commands in shell examples must exist -------------------------------------------
+
+SHELL = {"", "bash", "console", "sh", "shell"}
+WEFLOW_CALL = re.compile(r"(?:^|[;&|(]|\$\()\s*(?:[A-Z_]+=\S*\s+)*(?:\S*/)?weflow\s+([^#|;&)\n]*)")
+
+
+def _command_problems(markdown: str) -> list[str]:
+    """Each ``weflow ...`` line of a shell example whose command or option the CLI does not have."""
+    import shlex
+
+    problems = []
+    for line in _shell_lines(markdown):
+        for call in WEFLOW_CALL.findall(line.strip().removeprefix("$ ")):
+            try:
+                words = shlex.split(call)
+            except ValueError:
+                words = call.split()
+            problem = _check_call(words)
+            if problem:
+                problems.append(f"`weflow {call.strip()}`: {problem}")
+    return problems
+
+
+def _shell_lines(markdown: str) -> Iterable[str]:
+    fence = None  # the open fence's backticks and whether it is a shell block
+    for line in markdown.splitlines():
+        opening = re.match(r"\s*(`{3,}|~{3,})\s*([\w-]*)", line)
+        if fence is None and opening:
+            fence = (opening.group(1), opening.group(2) in SHELL)
+        elif fence is not None and line.strip() == fence[0]:
+            fence = None
+        elif fence is not None and fence[1]:
+            yield line
+
+
+def _check_call(words: list[str]) -> str | None:
+    import typer
+    from typer.core import TyperGroup
+
+    from weflow.cli.app import app
+
+    root = command = typer.main.get_command(app)
+    known = {o for p in root.params for o in p.opts}
+    for word in words:
+        if isinstance(command, TyperGroup) and not word.startswith("-"):
+            sub = command.get_command(typer.Context(command), word)
+            if sub is None:
+                return f"no command {word!r}"
+            command = sub
+            known |= {o for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
+        elif word.startswith("-") and word != "-" and word.split("=")[0] not in known | {"--help"}:
+            return f"no option {word.split('=')[0]}"
+    return None
+
+
 # --- generated sections ------------------------------------------------------------
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    for problem in _command_problems(markdown):
+        log.warning("Doc file '%s': %s", page.file.src_uri, problem)
     if page.file.src_uri == "reference/environment.md":
         return markdown.replace("<!-- generated: environment -->", _environment(files))
     return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
