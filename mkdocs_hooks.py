@@ -5,7 +5,9 @@ Markdown made from the typer app (typer's own doc generator), the node registry'
 the FastAPI app's OpenAPI schema. ``on_files`` adds every ``how-to/*.md`` missing from the nav to
 its How-to section, the OpenAPI document, and the Mermaid bundle the package ships (so no page
 loads anything from the internet). Every ``weflow ...`` line of a shell example on any page is
-checked against the CLI: a command or option it does not have is a warning (an error with --strict).
+checked against the CLI, and every whole definition in a YAML example against ``weflow apply``'s
+checks: a command or option the CLI does not have, or a refused definition, is a warning (an
+error with --strict).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
@@ -83,15 +86,40 @@ def _command_problems(markdown: str) -> list[str]:
 
 
 def _shell_lines(markdown: str) -> Iterable[str]:
-    fence = None  # the open fence's backticks and whether it is a shell block
+    for language, text in _fences(markdown):
+        if language in SHELL:
+            yield from text.splitlines()
+
+
+def _fences(markdown: str) -> Iterable[tuple[str, str]]:
+    """Each fenced code block of a page: its language and its text."""
+    fence, language, lines = "", "", list[str]()
     for line in markdown.splitlines():
         opening = re.match(r"\s*(`{3,}|~{3,})\s*([\w-]*)", line)
-        if fence is None and opening:
-            fence = (opening.group(1), opening.group(2) in SHELL)
-        elif fence is not None and line.strip() == fence[0]:
-            fence = None
-        elif fence is not None and fence[1]:
-            yield line
+        if not fence and opening:
+            fence, language, lines = opening.group(1), opening.group(2), []
+        elif fence and line.strip() == fence:
+            yield language, textwrap.dedent("\n".join(lines))
+            fence = ""
+        elif fence:
+            lines.append(line)
+
+
+def _definition_problems(markdown: str) -> list[str]:
+    """What ``weflow apply`` would refuse in each whole definition (``name:`` and ``nodes:``) of a YAML example."""
+    from weflow.core.document import parse
+    from weflow.errors import WeflowError
+    from weflow.workflows import check
+
+    problems = []
+    documents = [d for lang, text in _fences(markdown) if lang == "yaml" for d in re.split(r"^---$", text, flags=re.M)]
+    for text in documents:
+        if re.search(r"^name:", text, re.M) and re.search(r"^nodes:", text, re.M):
+            try:
+                check(parse(text, "example"))
+            except WeflowError as exc:
+                problems.append(f"a definition example is refused: {exc}")
+    return problems
 
 
 def _check_call(words: list[str]) -> str | None:
@@ -118,7 +146,7 @@ def _check_call(words: list[str]) -> str | None:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    for problem in _command_problems(markdown):
+    for problem in [*_command_problems(markdown), *_definition_problems(markdown)]:
         log.warning("Doc file '%s': %s", page.file.src_uri, problem)
     if page.file.src_uri == "reference/environment.md":
         return markdown.replace("<!-- generated: environment -->", _environment(files))
