@@ -19,6 +19,7 @@ from weflow.core.secret_ref import SecretParam as SecretParam  # a node type mar
 from weflow.core.secret_ref import SecretRef as SecretRef
 from weflow.core.secret_ref import SecretText as SecretText
 from weflow.core.secret_ref import references
+from weflow.nodes import objectstore
 from weflow.nodes.stop import Stop
 
 Frame = pl.LazyFrame | pl.DataFrame
@@ -217,6 +218,8 @@ def _usable(roots: tuple[Path, ...] | None) -> tuple[Path, ...]:
 
 
 def _given(path: str, field: str, roots: tuple[Path, ...]) -> Path:
+    if objectstore.is_url(path):  # never quoted: it may carry a key
+        raise ValueError(f"{field}: a URL is not a path under the data roots (only file sources and sinks take s3://)")
     given = Path(path)
     if ".." in given.parts:
         raise ValueError(f"{field}: {path!r} must not contain '..'")
@@ -262,6 +265,11 @@ def check_path(field_name: str = "path", form: PathForm = "glob") -> Callable[[A
         value = getattr(config, field_name)
         if references(value):
             return  # a secret's value is known only when the node runs, where resolve_path checks it
+        if getattr(config, "credentials", None) is not None and not objectstore.is_url(value):
+            raise ValueError("credentials: only an s3:// path takes credentials")
+        if objectstore.is_url(value) and form != "one":
+            objectstore.locate(value, field_name, form)
+            return
         if form == "literal" or not any(ch in value for ch in GLOB):
             resolve_path(value, None, field_name)
         elif form == "one":

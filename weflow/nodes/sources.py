@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import glob
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from weflow import outbound
+from weflow.core.secret_ref import as_reference
 from weflow.errors import OutboundError
-from weflow.nodes import expressions
+from weflow.nodes import expressions, objectstore
 from weflow.nodes.base import (
     Frame,
     NodeConfig,
     NodeInputs,
     RunContext,
     SecretParam,
+    SecretRef,
     SecretText,
     plain,
     resolve_files,
     resolve_path,
 )
 
+SecretOnly = Annotated[SecretRef, BeforeValidator(as_reference)]  # {secret: NAME}, never a value in clear
+
 
 class PathConfig(NodeConfig):
-    path: str = Field(min_length=1, description="file or glob under the data roots")
+    path: str = Field(min_length=1, description="file or glob under the data roots, or s3://bucket/key")
+    credentials: SecretOnly | None = Field(
+        default=None, description="s3:// only: {secret: NAME} holding the AWS keys as JSON (else the operator's)"
+    )
+
+
+def secret(config: PathConfig) -> str | None:
+    """The value of an s3:// node's credentials secret (the engine has read it), if it names one."""
+    return None if config.credentials is None else plain(config.credentials)
 
 
 class CsvConfig(PathConfig):
@@ -34,15 +46,22 @@ class CsvConfig(PathConfig):
 
 
 def read_csv(config: CsvConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    if objectstore.is_url(config.path):
+        options = {"separator": config.separator, "has_header": config.has_header}
+        return objectstore.scan(config.path, "csv", secret(config), **options)
     files = resolve_files(config.path, ctx.data_roots)
     return pl.scan_csv(files, separator=config.separator, has_header=config.has_header, glob=False)
 
 
 def read_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    if objectstore.is_url(config.path):
+        return objectstore.scan(config.path, "parquet", secret(config))
     return pl.scan_parquet(resolve_files(config.path, ctx.data_roots), glob=False)
 
 
 def read_ndjson(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
+    if objectstore.is_url(config.path):
+        return objectstore.scan(config.path, "ndjson", secret(config))
     # scan_ndjson has no glob=False: escaped, a matched name such as 'a[1].json' stays itself
     return pl.scan_ndjson([glob.escape(str(f)) for f in resolve_files(config.path, ctx.data_roots)])
 
