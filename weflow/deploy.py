@@ -19,7 +19,7 @@ from weflow.config import settings
 from weflow.core.entities import Status, Workflow
 from weflow.core.model import Definition
 from weflow.errors import DeployError
-from weflow.prefect_gateway import deployments
+from weflow.prefect_gateway import deployments, triggers
 from weflow.prefect_gateway.deployments import (
     CRASH_AUTOMATION,
     ENTRYPOINT,
@@ -30,6 +30,7 @@ from weflow.prefect_gateway.deployments import (
     heartbeat_seconds,
     work_pool,
 )
+from weflow.secrets import organization
 from weflow.workflows import Scope, list_workflows, version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ def parameter_schema(definition: Definition) -> dict[str, Any]:
             "type": spec.type,  # input type names are JSON Schema types (core/input_types)
             "title": key,
             "description": spec.description,
+            **({"enum": list(spec.allowed)} if spec.allowed else {}),  # a choice in the run form
             **({"default": spec.default} if spec.default is not None else {}),
         }
         for key, spec in definition.inputs.items()
@@ -108,7 +110,7 @@ def job_env(api_url: str | None = None) -> dict[str, str]:
 
 
 def _spec(
-    workflow: Workflow, definition: Definition, version_number: int, api_url: str | None = None
+    workflow: Workflow, definition: Definition, version_number: int, api_url: str | None = None, org: str = ""
 ) -> dict[str, Any]:
     active = workflow.status is Status.ACTIVE
     spec: dict[str, Any] = {
@@ -129,6 +131,7 @@ def _spec(
         "paused": not active,
         "concurrency_limit": definition.settings.max_concurrent_runs,
         "schedules": [{"cron": c, "active": active} for c in definition.schedule],
+        "triggers": triggers.specs(workflow.name, org, definition.triggers, active),  # Prefect automations
     }
     spec["version"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return spec
@@ -141,9 +144,18 @@ def deploy(scope: Scope, api_url: str | None = None) -> list[Deployed]:
     other machines, with ``WEFLOW_API_KEY``); by default they use the catalog file directly.
     """
     wanted = [w for w in list_workflows(scope) if w.status in (Status.ACTIVE, Status.PAUSED)]
-    specs = []
+    specs, org = [], organization(scope) if wanted else ""
     for wf in wanted:
         ver = version(wf.name, scope)
-        specs.append(_spec(wf, ver.definition, ver.number, api_url))
+        specs.append(_spec(wf, ver.definition, ver.number, api_url, org))
     paused = {s["name"]: s["paused"] for s in specs}
     return [Deployed(name, action, id_, paused.get(name, False)) for name, action, id_ in deployments.apply(specs)]
+
+
+def skipped(scope: Scope) -> list[tuple[str, str]]:
+    """The workflows ``deploy`` leaves without a deployment, each with why (a DRAFT is not deployed until ACTIVE)."""
+    why = {
+        Status.DRAFT: "DRAFT: set status ACTIVE (or PAUSED) to deploy it",
+        Status.ARCHIVED: "ARCHIVED: archived workflows are not deployed",
+    }
+    return [(w.name, why.get(w.status, w.status.value)) for w in list_workflows(scope) if w.status in why]

@@ -18,7 +18,7 @@ from weflow import outbound
 from weflow.catalog import Catalog as Catalog  # the interfaces' opaque handle (see open_catalog)
 from weflow.catalog import SaveResult as SaveResult
 from weflow.config import ORGANIZATION, settings, using
-from weflow.core import document, graph
+from weflow.core import document, graph, triggers
 from weflow.core.diff import DefinitionDiff
 from weflow.core.diff import diff as diff_definitions
 from weflow.core.entities import Status, User, Version, Workflow
@@ -112,7 +112,28 @@ def _ready(items: Sequence[Definition | Checked], scope: Scope) -> list[Definiti
         for item in items:
             definition = item.definition if isinstance(item, Checked) else item
             ready.append(definition if isinstance(item, Checked) and item.roots == roots else check(definition))
+    _no_trigger_cycle(ready, scope)
     return ready
+
+
+def _no_trigger_cycle(ready: Sequence[Definition], scope: Scope) -> None:
+    """Refuse ``after`` triggers that would run workflows in a circle (a after b after a), naming the circle."""
+    if not any(t.after for d in ready for t in d.triggers):
+        return
+    upstreams = {d.name: [t.after.workflow for t in d.triggers if t.after] for d in ready}
+    for wf in list_workflows(scope):  # the stored ones' current versions (a DRAFT may become ACTIVE)
+        if wf.name not in upstreams:
+            upstreams[wf.name] = [t.after.workflow for t in version_of(wf, scope).definition.triggers if t.after]
+    circle = triggers.cycle(upstreams)
+    if circle is None:
+        return
+    mine = {d.name: d for d in ready}
+    start = next((i for i, n in enumerate(circle) if n in mine), 0)  # told from the workflow being applied
+    circle = [*circle[start:-1], *circle[:start], circle[start]]
+    name, up = circle[0], circle[1]
+    at = [i for i, t in enumerate(mine[name].triggers if name in mine else ()) if t.after and t.after.workflow == up]
+    where = f"triggers[{at[0]}].after.workflow" if at else "triggers"
+    raise DefinitionError([(where, f"trigger cycle: {' after '.join(circle)}")], workflow=name)
 
 
 def read(path: str | Path) -> Definition:
@@ -158,6 +179,7 @@ def replace(workflow: Workflow, item: dict[str, Any], scope: Scope, message: str
     if data["name"] != workflow.name:
         raise DefinitionError([("name", f"must stay {workflow.name!r}: a workflow cannot be renamed")])
     definition = check(document.from_data(data), scope)
+    _no_trigger_cycle([definition], scope)
     with scope.catalog.transaction() as con:
         current = scope.catalog.find_workflow(con, workflow.organization_id, workflow.name)
         if current is None or current.id != workflow.id:  # deleted (or replaced) since it was read

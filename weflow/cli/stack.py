@@ -23,10 +23,13 @@ def deploy_(
 
     if api_url is not None and not api_url.startswith(("http://", "https://")):
         raise BadInput(f"--api-url {api_url!r}: expected http(s)://HOST:PORT")
-    results = deploy.deploy(scope(), api_url)
+    sc = scope()
+    results = deploy.deploy(sc, api_url)
     table(None, ["workflow", "deployment", "action", "schedules"],
           [(r.workflow, deploy.deployment_name(r.workflow), r.action, "paused" if r.paused else "active")
            for r in results])  # fmt: skip
+    for name, why in deploy.skipped(sc):  # a DRAFT is not deployed: say so rather than leave users wondering
+        out.print(f"skipped {name}: {why}")
 
 
 @app.command()

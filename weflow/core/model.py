@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from weflow.core import mermaid
 from weflow.core.input_types import InputType, mismatch
 from weflow.core.secret_ref import SecretURL
+from weflow.core.triggers import Trigger, problems
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -152,6 +153,7 @@ class InputSpec(_Frozen):
     type: InputType = "string"
     default: str | int | float | bool | None = None
     description: str = ""
+    allowed: tuple[str | int | float | bool, ...] = ()  # the values a run may give (a choice in the run form)
 
     @field_validator("default")
     @classmethod
@@ -161,6 +163,15 @@ class InputSpec(_Frozen):
         if wrong:
             raise ValueError(wrong)
         return value
+
+    @model_validator(mode="after")
+    def _allowed_typed(self) -> InputSpec:
+        wrong = [f"allowed value {v!r}: {w}" for v in self.allowed if (w := mismatch(self.type, v))]
+        if self.allowed and self.default is not None and self.default not in self.allowed:
+            wrong.append(f"default {self.default!r} is not one of the allowed values")
+        if wrong:
+            raise ValueError("; ".join(wrong))
+        return self
 
 
 class Retention(_Frozen):
@@ -187,6 +198,14 @@ class WorkflowSettings(_Frozen):
     retention: Retention = Field(default_factory=Retention)  # how much history weflow prune keeps
     # where a deployed run runs: inside a long-lived weflow worker, or in a fresh process (heavy or untrusted work)
     isolation: Literal["worker", "process"] = "worker"
+    result_preview: bool | int = True  # the run's result artifact in Prefect: off, on (10 rows) or that many rows
+
+    @field_validator("result_preview")
+    @classmethod
+    def _preview_rows(cls, value: bool | int) -> bool | int:
+        if not isinstance(value, bool) and not 1 <= value <= 1000:
+            raise ValueError("result_preview takes true, false or a number of rows from 1 to 1000")
+        return value
 
 
 AlertKind = Literal["failure", "duration", "rows", "missed_schedule"]
@@ -326,6 +345,7 @@ class Definition(_Frozen):
     description: str = ""
     status: Literal["DRAFT", "ACTIVE", "PAUSED", "ARCHIVED"] = "DRAFT"
     schedule: tuple[str, ...] = ()
+    triggers: tuple[Trigger, ...] = ()  # after another workflow's execution, or per new file
     configuration: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
@@ -368,6 +388,7 @@ class Definition(_Frozen):
     @model_validator(mode="after")
     def _tests_name_nodes(self) -> Definition:
         found = workflow_test_problems(self)
+        found += problems(self.name, self.triggers, {k: s.type for k, s in self.inputs.items()})
         if found:  # each problem at its own path, e.g. tests[0].inputs.nodex
             details = [
                 InitErrorDetails(type=PydanticCustomError("test_node", msg), loc=loc, input=None) for loc, msg in found
@@ -403,7 +424,7 @@ class Definition(_Frozen):
             doc["schedule"] = self.schedule[0]
         if self.connections:
             doc["connections"] = [c.model_dump(by_alias=True) for c in self.connections]
-        order = ["name", "description", "status", "schedule", "configuration", "inputs", "settings", "alerts"]
+        order = "name description status schedule triggers configuration inputs settings alerts".split()
         ordered = {k: doc[k] for k in order if k in doc}
         ordered.update({k: v for k, v in doc.items() if k not in ordered})
         return ordered

@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from weflow.compile.plan import Plan, Step
 from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
+from weflow.engine import results
 from weflow.engine.threads import NodeTimeout, in_thread
 from weflow.errors import ContractError, NodeError
 from weflow.files import write_atomic
@@ -178,6 +179,7 @@ class PlanRun:
         finally:
             finished.set()
             settle(self.threads, self.stop)  # blocking on purpose: a cancelled scope cancels every await
+        await results.publish(self)  # the result artifact on this flow run (Prefect UI)
         return self.result()
 
     def result(self, compensations: tuple[Compensation, ...] = ()) -> PlanResult:
@@ -192,6 +194,7 @@ class PlanRun:
         disk for ``weflow resume`` (spill) and runs its compensations."""
         if status in (RunState.TIMED_OUT, RunState.CANCELLED):
             self.mark_unfinished(status, message)
+        results.announce(self, status)  # what other workflows' ``after`` triggers wait on
         if status is RunState.SUCCEEDED:
             return self.result()
         self.spill()

@@ -22,6 +22,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import ObjectNotFound
 
 from weflow.errors import DeployError
+from weflow.prefect_gateway import triggers
 from weflow.prefect_gateway.client import on_server
 
 FLOW_NAME = "run_workflow"
@@ -152,7 +153,7 @@ async def _apply(specs: list[dict[str, Any]]) -> list[Applied]:
                 await client.delete_deployment(current.id)
             deployment_id = await client.create_deployment(
                 flow_id=flow_id,
-                **{k: v for k, v in spec.items() if k != "schedules"},  # the spec's keys are the API's names
+                **{k: v for k, v in spec.items() if k not in ("schedules", "triggers")},  # the API's names
                 concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
                 enforce_parameter_schema=False,
                 schedules=[
@@ -160,8 +161,10 @@ async def _apply(specs: list[dict[str, Any]]) -> list[Applied]:
                     for s in spec["schedules"]
                 ],
             )
+            await triggers.attach(client, deployment_id, spec.get("triggers", []), current.id if current else None)
             results.append((spec["name"], "updated" if current is not None else "created", deployment_id))
         for name, stale in existing.items():  # archived, draft, deleted or gone from the catalog
+            await triggers.detach(client, stale.id)
             await client.delete_deployment(stale.id)
             results.append((name, "removed", stale.id))
     return results

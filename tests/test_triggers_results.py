@@ -1,0 +1,154 @@
+"""Issue 18 items 1 and 4: event triggers (``after``, ``file``) and a run's result in the Prefect UI.
+
+Real parts: the session's Prefect server (its triggers and actions services run the automations),
+`weflow worker` as a process, the deployment entrypoint, DuckDB catalog files, headless Chromium.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import eventually, render
+from tests.stack import Hot, running_worker, stack_env, stack_scope
+from weflow import deploy, execution, file_triggers, parse, workflows
+from weflow.core.entities import Execution, Mode, RunState
+from weflow.errors import DefinitionError
+from weflow.workflows import Scope
+
+MODULES = ("tests.resources.pynodes",)
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+SOURCE = "nodes:\n  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}\n"
+UP = 'inputs:\n  up: {type: string, default: ""}\n  st: {type: string, default: ""}\n'
+FIRST = "name: t_first\nstatus: ACTIVE\nsettings: {result_preview: 3}\n" + SOURCE
+SECOND = (
+    "name: t_second\nstatus: ACTIVE\n" + UP
+    + "triggers:\n  - after: {workflow: t_first, status: succeeded, inputs: {up: execution_id, st: status}}\n"
+    + SOURCE
+)  # fmt: skip
+THIRD = (
+    "name: t_third\nstatus: ACTIVE\n" + UP
+    + "triggers:\n  - after: {workflow: t_second, status: any, inputs: {up: execution_id}}\n" + SOURCE
+)  # fmt: skip
+DRAFT = SECOND.replace("t_second", "t_draft").replace("ACTIVE", "DRAFT")
+PAUSED = SECOND.replace("t_second", "t_paused").replace("ACTIVE", "PAUSED")
+FILES = (
+    'name: t_files\nstatus: ACTIVE\ninputs:\n  path: {type: string, default: ""}\n'
+    'triggers:\n  - file: {glob: "*.csv", root: incoming, input: path}\n' + SOURCE
+)
+CHOICES = (
+    "name: t_choices\nstatus: ACTIVE\ninputs:\n"
+    "  region: {type: string, default: eu, description: sales region, allowed: [eu, us]}\n" + SOURCE
+)
+
+
+def _doc(text: str) -> Any:
+    return parse(text)
+
+
+def test_after_triggers_in_a_circle_are_refused_at_apply_naming_it(scope: Scope) -> None:
+    ring = {n: f"name: {n}\ntriggers:\n  - after: {{workflow: {u}}}\n" + SOURCE for n, u in
+            [("ra", "rc"), ("rb", "ra"), ("rc", "rb")]}  # fmt: skip
+    workflows.apply(_doc(ring["ra"]), scope)
+    workflows.apply(_doc(ring["rb"]), scope)
+    with pytest.raises(DefinitionError) as refused:
+        workflows.apply(_doc(ring["rc"]), scope)
+    assert str(refused.value).endswith("triggers[0].after.workflow: trigger cycle: rc after rb after ra after rc")
+    assert [w.name for w in workflows.list_workflows(scope)] == ["ra", "rb"]  # nothing stored
+    with pytest.raises(DefinitionError, match="trigger cycle: ra after rb after ra"):
+        workflows.apply(_doc(ring["ra"].replace("workflow: rc", "workflow: rb")), scope)
+    assert workflows.version("ra", scope).number == 1
+
+
+def test_the_run_form_shows_descriptions_defaults_and_allowed_values(scope: Scope) -> None:
+    form = deploy.parameter_schema(_doc(CHOICES))["properties"]["input_data"]
+    assert form["properties"]["region"] == {
+        "type": "string", "title": "region", "description": "sales region", "default": "eu", "enum": ["eu", "us"],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("triggers")
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_api: str, place: Path) -> Iterator[tuple[Scope, Hot]]:
+    env = stack_env(prefect_api, place, MODULES, WEFLOW_UI_URL="http://weflow.example:8000")
+    with stack_scope(place, MODULES) as scope:
+        for text in (FIRST, SECOND, THIRD, DRAFT, PAUSED, FILES, CHOICES):
+            workflows.apply(_doc(text), scope)
+        deploy.deploy(scope)
+        with running_worker(place / "home", env, "--limit", "4") as hot:
+            hot.child()
+            yield scope, hot
+
+
+def runs_of(scope: Scope, workflow: str) -> list[Execution]:
+    return [e for e in scope.catalog.executions(scope.user.organization_id, limit=200) if e.workflow == workflow]
+
+
+def ended(scope: Scope, workflow: str, count: int = 1) -> list[Execution]:
+    found = eventually(lambda: (r := [e for e in runs_of(scope, workflow) if e.status.final]) and len(r) >= count and r)
+    assert isinstance(found, list)
+    return found
+
+
+def _prefect(prefect_api: str, path: str, body: dict[str, Any]) -> Any:
+    """POST to Prefect's API; SQLite's 503 under load is asked again."""
+    response = eventually(lambda: (r := httpx.post(f"{prefect_api}{path}", json=body)).status_code < 500 and r, 30)
+    return response.json()  # type: ignore[union-attr]
+
+
+def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
+    stack: tuple[Scope, Hot], prefect_api: str, tmp_path: Path
+) -> None:
+    scope, _ = stack
+    assert ("t_draft", "DRAFT: set status ACTIVE (or PAUSED) to deploy it") in deploy.skipped(scope)
+    first = execution.submit("t_first", scope, Mode.API, queue=True)
+    [third] = ended(scope, "t_third")
+    [second] = ended(scope, "t_second")
+    [done] = ended(scope, "t_first")
+    assert done.id == first.id and done.status is RunState.SUCCEEDED
+    assert second.status is RunState.SUCCEEDED and second.input_data == {"up": first.id, "st": "SUCCEEDED"}
+    assert third.status is RunState.SUCCEEDED and third.input_data == {"up": second.id}
+    assert runs_of(scope, "t_draft") == [] and runs_of(scope, "t_paused") == []  # not deployed; disabled
+
+    # the result artifact on t_first's flow run, read back through Prefect's API
+    flow_run = {"flow_run_id": {"any_": [done.flow_run_id]}}
+    [artifact] = _prefect(prefect_api, "/artifacts/filter", {"artifacts": flow_run})
+    text = artifact["data"]
+    assert artifact["key"] == "result-t-first" and artifact["type"] == "markdown"
+    assert f"[Execution {first.id} in the weflow UI](http://weflow.example:8000/ui/executions/{first.id})" in text
+    rows = done.output["orders"]["rows"] if done.output else None
+    assert f"## orders: {rows} rows (SUCCEEDED)" in text
+    assert text.count("\n| ") == 1 + 3  # the header and result_preview: 3 rows
+    assert "| order\\_id | customer\\_id |" in text  # a cell's Markdown is escaped
+
+    # the deployment's run form lists t_choices' allowed values; the UI shows the artifact's Markdown
+    [choices] = [d for d in _prefect(prefect_api, "/deployments/filter", {}) if d["name"] == "t_choices"]
+    assert choices["parameter_openapi_schema"]["properties"]["input_data"]["properties"]["region"]["enum"] == [
+        "eu",
+        "us",
+    ]
+    ui = prefect_api.removesuffix("/api")
+    assert eventually(lambda: "in the weflow UI" in render(f"{ui}/artifacts/artifact/{artifact['id']}", tmp_path), 60)
+
+
+def test_a_file_dropped_into_a_watched_folder_runs_once(stack: tuple[Scope, Hot], place: Path) -> None:
+    scope, _ = stack
+    incoming = place / "incoming"
+    incoming.mkdir()
+    (incoming / "old.csv").write_text("a\n1\n")
+    assert file_triggers.scan(scope) == []  # the first look records what is there
+    (incoming / "new.csv").write_text("a\n2\n")
+    (incoming / "skip.txt").write_text("not a csv")
+    assert file_triggers.scan(scope) == [("t_files", "acme", 0, "incoming/new.csv")]
+    assert file_triggers.scan(scope) == []  # seen: kept in the runs folder, so a restart does not see it again
+    [run] = ended(scope, "t_files")
+    assert run.status is RunState.SUCCEEDED and run.input_data == {"path": "incoming/new.csv"}
