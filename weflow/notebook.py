@@ -16,6 +16,7 @@ from weflow.core.builder import WorkflowBuilder
 from weflow.core.diff import DefinitionDiff
 from weflow.core.entities import Version, Workflow
 from weflow.core.model import Definition
+from weflow.errors import DefinitionError
 from weflow.workflows import Catalog, SaveResult, Scope
 
 if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
     from weflow.core.entities import Execution
     from weflow.deploy import Deployed
     from weflow.execution import RunResult
+    from weflow.samples import PinStatus, SamplesRun
 
 CatalogLike = Catalog | str | Path | None
 
@@ -93,12 +95,62 @@ def run(
 
 
 def preview(
-    item: Definition | WorkflowBuilder, node: str, n: int = 20, input_data: Mapping[str, Any] | None = None
+    item: Definition | WorkflowBuilder,
+    node: str,
+    n: int = 20,
+    input_data: Mapping[str, Any] | None = None,
+    *,
+    samples: bool = False,
+    catalog: CatalogLike = None,
 ) -> pl.DataFrame:
-    """Run ``node`` and its upstream only, sources capped at ``n`` rows; nothing is recorded."""
+    """Run ``node`` and its upstream only, sources capped at ``n`` rows; nothing is recorded.
+
+    ``samples=True``: the sources read the pinned samples of the stored workflow of the same name instead
+    (``pin_samples``), in this process; a source without a pin, or changed since, is one error naming it.
+    """
+    if samples:
+        from weflow import samples as pinned
+
+        d = _definition(item)
+        done = pinned.run_on_pins(d.name, _scope(catalog), node=node, input_data=input_data, definition=d)
+        if not done.ok:
+            raise DefinitionError([("", f"preview on pinned samples failed at {done.result.error_node!r}: "
+                                        f"{done.result.error}")], workflow=d.name)  # fmt: skip
+        return done[node].head(n)
     from weflow import execution
 
     return execution.preview(_definition(item), node, n, input_data)
+
+
+def pin_samples(
+    name: str, rows: int = 100, from_execution: str | None = None, node: str | None = None, catalog: CatalogLike = None
+) -> list[PinStatus]:
+    """Pin the first ``rows`` rows of each source of ``name`` (a bounded read, or a run's kept outputs)."""
+    from weflow import samples as pinned
+
+    return pinned.pin(name, _scope(catalog), rows=rows, from_execution=from_execution, node=node)
+
+
+def pinned_samples(name: str, catalog: CatalogLike = None) -> list[PinStatus]:
+    """The sources of ``name``'s current version and their pins (``.stale`` when the source changed since)."""
+    from weflow import samples as pinned
+
+    return pinned.status(name, _scope(catalog))
+
+
+def drop_samples(name: str, node: str | None = None, catalog: CatalogLike = None) -> list[str]:
+    from weflow import samples as pinned
+
+    return pinned.drop(name, _scope(catalog), node)
+
+
+def run_on_samples(
+    name: str, input_data: Mapping[str, Any] | None = None, *, version: int | None = None, catalog: CatalogLike = None
+) -> SamplesRun:
+    """Run a stored workflow on its pinned samples in the kernel: not recorded, no sink written; its frames."""
+    from weflow import samples as pinned
+
+    return pinned.run_on_pins(name, _scope(catalog), version=version, input_data=input_data)
 
 
 def executions(name: str | None = None, limit: int = 100, catalog: CatalogLike = None) -> list[Execution]:

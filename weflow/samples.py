@@ -30,24 +30,60 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from weflow.catalog.samples import Pin, Pins
 from weflow.compile import plan as planning
+from weflow.core import mermaid
 from weflow.core.graph import upstream
 from weflow.core.model import Definition, Node
-from weflow.engine.offline import given_sources, run_plan
-from weflow.engine.runtime import PlanResult, RunSpec
 from weflow.errors import ConflictError, NotFoundError, WeflowError
-from weflow.execution.lifecycle import resolve_inputs
 from weflow.files import write_addressed
 from weflow.nodes.registry import node_types
 from weflow.workflows import Scope, data_roots
 
+if TYPE_CHECKING:  # the engine imports Prefect (~1.5 s): only reading a source or running pays for it
+    from weflow.engine.runtime import PlanResult
+
 DEFAULT_ROWS = 100
 MAX_ROWS = 100_000  # a sample, not a copy: a pin is read whole into memory by every run on pins
+
+
+@dataclass(frozen=True)
+class SamplesRun:
+    """A run on pinned samples: its definition, every node's record, the kept frames; nothing was recorded."""
+
+    definition: Definition
+    result: PlanResult
+
+    @property
+    def ok(self) -> bool:
+        return self.result.error is None
+
+    @property
+    def outputs(self) -> dict[str, pl.DataFrame]:
+        return self.result.outputs
+
+    def __getitem__(self, node: str) -> pl.DataFrame:
+        return self.result.outputs[node]
+
+    def graph(self) -> str:
+        """Mermaid text of the run: every node coloured by its state, with its rows out."""
+        states = {
+            r.node: mermaid.NodeState(r.status.value, f"{r.rows_out} rows" if r.rows_out is not None else "")
+            for r in self.result.records
+        }
+        return mermaid.graph(*self.definition.outline(), states)
+
+    def _repr_markdown_(self) -> str:
+        status = "SUCCEEDED" if self.ok else f"FAILED at {self.result.error_node}: {self.result.error}"
+        rows = ["| node | status | rows in | rows out |", "|---|---|---|---|"]
+        rows += [f"| {r.node} | {r.status.value} | {_blank(r.rows_in)} | {_blank(r.rows_out)} |"
+                 for r in self.result.records]  # fmt: skip
+        head = f"**{self.definition.name}** on pinned samples — **{status}** (not recorded, no sink written)"
+        return "\n\n".join([head, mermaid.markdown(self.graph()), "\n".join(rows)])
 
 
 @dataclass(frozen=True)
@@ -141,6 +177,10 @@ def bounded_read(
     definition: Definition, nodes: Iterable[str], rows: int, roots: tuple[Path, ...]
 ) -> dict[str, pl.DataFrame]:
     """The first ``rows`` rows of each source in ``nodes``, read alone in this process (its scan capped)."""
+    from weflow.engine.offline import run_plan
+    from weflow.engine.runtime import RunSpec
+    from weflow.execution.lifecycle import resolve_inputs
+
     names = set(nodes)
     part = definition.model_copy(
         update={"nodes": tuple(n for n in definition.nodes if n.name in names), "connections": (), "tests": ()}
@@ -217,7 +257,7 @@ def load_pins(
 def _read(where: Path, p: Pin, name: str) -> pl.DataFrame:
     """A pin's file, refused unless it is a file directly in the workflow's samples folder."""
     path = (where / p.path).resolve()
-    if Path(p.path).is_absolute() or path.parent != where.resolve():
+    if Path(p.path).name != p.path or path.parent != where.resolve():  # a bare file name, no link out
         raise WeflowError(f"the pinned sample of node {p.node!r} of {name!r} names a file outside its samples folder")
     if not path.is_file():
         raise WeflowError(f"the pinned sample of node {p.node!r} of {name!r} is gone (weflow samples pin {name})")
@@ -236,6 +276,10 @@ def run_on(
     roots: tuple[Path, ...] = (),
 ) -> PlanResult:
     """Run ``definition`` in this process, the sources in ``frames`` reading those rows, sinks writing nothing."""
+    from weflow.engine.offline import given_sources, run_plan
+    from weflow.engine.runtime import RunSpec
+    from weflow.execution.lifecycle import resolve_inputs
+
     part, types = given_sources(definition.model_copy(update={"tests": ()}), node_types(), frames)
     spec = RunSpec(
         workflow=definition.name,
@@ -254,7 +298,7 @@ def run_on_pins(
     node: str | None = None,
     input_data: Mapping[str, Any] | None = None,
     definition: Definition | None = None,
-) -> tuple[Definition, PlanResult]:
+) -> SamplesRun:
     """Run a stored version (or ``definition``, e.g. edited in a notebook) on the pins of ``name``.
 
     With ``node``, only it and its upstream run and its frame is kept. Nothing is recorded or written.
@@ -272,8 +316,12 @@ def run_on_pins(
             }
         )
     frames = load_pins(scope, name, definition)
-    return definition, run_on(definition, frames, keep=(node,) if node else (), input_data=input_data,
-                              roots=data_roots(scope))  # fmt: skip
+    result = run_on(definition, frames, keep=(node,) if node else (), input_data=input_data, roots=data_roots(scope))
+    return SamplesRun(definition, result)
+
+
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _names(definition: Definition) -> str:

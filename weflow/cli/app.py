@@ -16,6 +16,7 @@ import typer
 
 from weflow.cli import admin, backfills, definitions, lineage, retention, runs, stack, testing, worker
 from weflow.cli import catalog as catalog_commands
+from weflow.cli import samples as samples_commands
 from weflow.cli import secrets as secrets_commands
 from weflow.cli.console import app, use
 from weflow.errors import WeflowError
@@ -76,3 +77,4 @@ def run() -> None:
 admin.register(app)
 catalog_commands.register(app)
 secrets_commands.register(app)
+samples_commands.register(app)
