@@ -4,9 +4,12 @@ unreachable endpoint, bad credentials, missing objects, and sinks that fail leav
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -248,11 +251,11 @@ def test_unreachable_endpoint_is_one_line_and_writes_nothing(store: S3, monkeypa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("WEFLOW_S3_ENDPOINT", f"http://127.0.0.1:{port}")
-    expect = f"cannot reach the object store at http://127.0.0.1:{port} (Connection refused (os error 111))"
+    expect = f"the connection to the object store at http://127.0.0.1:{port} failed (Connection refused (os error 111))"
     with pytest.raises(OutboundError) as err:
         read("read_parquet", "s3://lake/in/orders.parquet")
     assert str(err.value) == f"s3://lake/in/orders.parquet: {expect}"
-    with pytest.raises(OutboundError, match=r"^s3://lake/out/u\.parquet: cannot reach the object store"):
+    with pytest.raises(OutboundError, match=r"^s3://lake/out/u\.parquet: the connection to the object store at"):
         write("write_parquet", "s3://lake/out/u.parquet", ORDERS)
     assert "out/u.parquet" not in store.keys()
 
@@ -303,3 +306,69 @@ def test_a_sink_that_fails_leaves_the_previous_object_and_writes_no_new_one(stor
         write("write_parquet", "s3://lake/keep/orders.parquet", ORDERS.lazy(), stop=stopped)
     assert store.get("keep/orders.parquet") == before
     assert store.keys() == sorted({*store.keys()} - {"keep/new.parquet"})
+
+
+class CuttingProxy:
+    """A loopback TCP proxy to moto that passes every request through but cuts each PUT halfway through its body."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = ("127.0.0.1", int(upstream.rsplit(":", 1)[1]))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.cut = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # the listening socket closed: the proxy's end
+            while True:
+                client, _ = self.server.accept()
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        with client, socket.create_connection(self.upstream) as upstream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += client.recv(65536)
+            head = data.split(b"\r\n\r\n", 1)[0]
+            if head.startswith(b"PUT "):
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(data) < len(head) + 4 + length // 2:
+                    data += client.recv(65536)
+                upstream.sendall(data[: len(head) + 4 + length // 2])  # half the object, then both ends drop
+                self.cut += 1
+                return
+            upstream.sendall(data)
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join(5)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def test_an_upload_cut_halfway_leaves_the_previous_object(store: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("cut/orders.parquet", parquet(ORDERS))
+    before = store.get("cut/orders.parquet")
+    bigger = pl.DataFrame({"id": range(20_000), "note": [f"row {i}" for i in range(20_000)]})
+    proxy = CuttingProxy(store.endpoint)
+    monkeypatch.setenv("WEFLOW_S3_ENDPOINT", proxy.endpoint)
+    try:
+        assert_frame_equal(read("read_parquet", "s3://lake/cut/orders.parquet"), ORDERS)  # reads pass through
+        for path in ("s3://lake/cut/orders.parquet", "s3://lake/cut/new.parquet"):
+            with pytest.raises(OutboundError, match=rf"^{re.escape(path)}: ") as err:
+                write("write_parquet", path, bigger)
+            assert str(err.value).endswith("failed (connection closed before message completed)")
+    finally:
+        proxy.close()
+    assert proxy.cut >= 2  # a retry (the client's own) is cut too
+    assert store.get("cut/orders.parquet") == before
+    assert "cut/new.parquet" not in store.keys()

@@ -196,7 +196,7 @@ def _problem(exc: BaseException, store: Store) -> str:
         return "no such object"
     if isinstance(exc, ConnectionError | TimeoutError) or "error sending request" in text:
         cause = text.strip().splitlines()[-1].split(":", 1)[-1].strip()
-        return f"cannot reach the object store at {store.shown_endpoint} ({cause})"
+        return f"the connection to the object store at {store.shown_endpoint} failed ({cause})"
     first = re.split(r" - |<\?xml|\(path: ", text.strip().splitlines()[0] if text.strip() else "", maxsplit=1)[0]
     return f"{type(exc).__name__}: {first.removeprefix('object-store error: ').strip()}"
 
