@@ -20,10 +20,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from weflow.catalog import cursors
 from weflow.catalog.executions import NODE_EXECUTION
 from weflow.catalog.metrics import RING, hour_of
 from weflow.catalog.rows import Columns
 from weflow.catalog.session import Repository
+from weflow.core.cursors import Window
 from weflow.core.entities import Execution, Lease, NodeExecution, RunState
 
 ROW = Columns(Execution, skip=frozenset({"workflow", "nodes", "resumed_from", "compensations"}))
@@ -56,6 +58,7 @@ class Finished:
     nodes: tuple[NodeExecution, ...] = ()
     failures: tuple[dict[str, Any], ...] = ()
     only_if_unfinished: bool = False
+    windows: tuple[Window, ...] = ()  # what its incremental sources read (a success moves their cursors)
 
 
 @dataclass
@@ -152,6 +155,8 @@ def _end(con: duckdb.DuckDBPyConnection, ends: Sequence[Finished], inserted: set
             "failure_case": pa.array([x.get("failure_case") for _, x in failures], pa.string()),
             "row_index": pa.array([x.get("index") for _, x in failures], pa.int64()),
         }))  # fmt: skip
+    for f in ends:  # few runs have incremental sources, each a few rows
+        cursors.record(con, f.execution, f.windows)
     undone = [(f.execution, seq, c) for f in ends for seq, c in enumerate(f.execution.compensations)]
     if undone:
         now = datetime.now(UTC)

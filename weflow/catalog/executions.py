@@ -15,9 +15,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from weflow.catalog import cursors
 from weflow.catalog.metrics import roll_up
 from weflow.catalog.rows import Columns, insert, named, where
 from weflow.catalog.session import Repository
+from weflow.core.cursors import Window
 from weflow.core.entities import Compensation, Execution, Lease, NodeExecution, RunState
 from weflow.errors import CatalogError, NotFoundError
 
@@ -199,8 +201,9 @@ class Executions(Repository):
         nodes: Sequence[NodeExecution],
         failures: Sequence[dict[str, Any]] = (),
         only_if_unfinished: bool = False,
+        windows: Sequence[Window] = (),
     ) -> bool:
-        """Write the final state, every node record and the workflow counters in one transaction.
+        """Write the final state, every node record, the workflow counters and its cursors in one transaction.
 
         ``only_if_unfinished``: a repair from outside; do nothing if the run already recorded its end.
         """
@@ -215,6 +218,7 @@ class Executions(Repository):
                 _write_failures(con, execution.id, failures)
             if execution.compensations:
                 _write_compensations(con, execution)
+            cursors.record(con, execution, windows)
             if execution.status.final:
                 _close(con, execution, nodes, len(failures))
         return True

@@ -29,6 +29,7 @@ DEPENDENTS = {
     "node_executions": "execution_id IN {ids}",
     "contract_failures": "execution_id IN {ids}",
     "compensations": "execution_id IN {ids}",
+    "execution_cursors": "execution_id IN {ids}",
     "execution_resumes": "(execution_id IN {ids} OR resumed_from IN {ids})",
     "execution_leases": "execution_id IN {ids}",
     "alert_deliveries": "subject IN {ids}",

@@ -336,4 +336,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, node)
     );
     """,
+    # 9: incremental loads (issue 21 item 4, ``catalog.cursors``): where each incremental source of a workflow got
+    # to (moved only in the transaction that ends a SUCCEEDED run, or by ``weflow cursors reset``), and the window
+    # every run read (a resumed run reads from its own start). IF NOT EXISTS and no foreign keys: see 8 and 6.
+    """
+    CREATE TABLE IF NOT EXISTS cursors (
+        organization_id INTEGER NOT NULL,
+        workflow_id INTEGER NOT NULL,
+        node VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL CHECK (kind IN ('integer', 'date', 'timestamp')),
+        value VARCHAR NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        execution_id VARCHAR,
+        PRIMARY KEY (workflow_id, node)
+    );
+    CREATE TABLE IF NOT EXISTS execution_cursors (
+        execution_id VARCHAR NOT NULL,
+        node VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        kind VARCHAR,
+        start_value VARCHAR,
+        end_value VARCHAR,
+        mode VARCHAR NOT NULL,
+        PRIMARY KEY (execution_id, node)
+    );
+    """,
 )

@@ -16,6 +16,7 @@ import typer
 
 from weflow.cli import admin, backfills, definitions, lineage, retention, runs, stack, testing, worker
 from weflow.cli import catalog as catalog_commands
+from weflow.cli import cursors as cursors_commands  # noqa: F401  (its import registers 'weflow cursors')
 from weflow.cli import samples as samples_commands
 from weflow.cli import secrets as secrets_commands
 from weflow.cli.console import app, use

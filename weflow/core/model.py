@@ -93,6 +93,17 @@ class Position(_Frozen):
     y: float
 
 
+# Source types that can load incrementally: their scan or query is narrowed to rows above a cursor
+# (``weflow.nodes.incremental``; a test checks that the two lists agree).
+INCREMENTAL_TYPES = frozenset({"read_csv", "read_parquet", "read_ndjson", "read_duckdb", "read_postgres"})
+
+
+class Incremental(_Frozen):
+    """A source reads only rows whose ``cursor`` column (an integer, date or timestamp) is above the last run's."""
+
+    cursor: str = Field(pattern=NAME_PATTERN, max_length=128, description="the column a run continues from")
+
+
 class Node(_Frozen):
     """One step of a workflow: a node type, its config and its run policy."""
 
@@ -108,6 +119,16 @@ class Node(_Frozen):
     persist: bool = False
     compensate: bool = True  # undo this node's effect (a sink restores what it replaced) if a later node fails
     position: Position | None = None
+    incremental: Incremental | None = None  # a source loads only rows above its cursor (weflow cursors)
+
+    @model_validator(mode="after")
+    def _incremental_source(self) -> Node:
+        if self.incremental is not None and self.type not in INCREMENTAL_TYPES:
+            can = ", ".join(sorted(INCREMENTAL_TYPES))
+            msg = f"node type {self.type!r} cannot load incrementally (types that can: {can})"
+            error = InitErrorDetails(type=PydanticCustomError("incremental", msg), loc=("incremental",), input=None)
+            raise ValidationError.from_exception_data("Node", [error])
+        return self
 
 
 class Endpoint(_Frozen):

@@ -20,11 +20,13 @@ from prefect.artifacts import acreate_table_artifact
 from weflow import contracts
 from weflow.compile.plan import Step
 from weflow.config import settings
+from weflow.core.cursors import Window
 from weflow.core.entities import RunState
 from weflow.core.secret_ref import references, revealed, scrub
 from weflow.engine.runtime import PlanRun, now
 from weflow.engine.threads import NodeTimeout, collect, in_thread
 from weflow.errors import ContractError, NodeError, SecretMissing
+from weflow.nodes import incremental
 from weflow.nodes.base import Frame, Inbound, NodeInputs, RunContext
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh
 from weflow.prefect_gateway import secrets
@@ -97,6 +99,9 @@ async def _run_node(run: PlanRun, name: str, local: dict[str, Frame], stop: Stop
     )  # fmt: skip
     try:
         config = await _revealed(run, name, node_type.config.model_validate(node.config))
+        window = run.windows.get(name)
+        if window is not None:
+            config = incremental.narrowed_config(node.type, config, window)
         if node_type.lazy:
             out = node_type.run(config, NodeInputs(tuple(items)), ctx)
         else:
@@ -107,9 +112,35 @@ async def _run_node(run: PlanRun, name: str, local: dict[str, Frame], stop: Stop
         if isinstance(exc, NodeError) and not run.revealed:
             raise
         raise _failed(run, name, exc) from (None if run.revealed else exc)  # no chained error quotes a secret
+    if window is not None:
+        out = await _windowed(run, name, window, out, stop)
     run.effected.add(name)
     if run.spec.limit is not None and node_type.kind == "source":
         out = out.head(run.spec.limit)
+    return out
+
+
+async def _windowed(run: PlanRun, name: str, window: Window, out: Frame, stop: Stop) -> Frame:
+    """An incremental source's output kept to its window; the highest cursor value read becomes the window's end.
+
+    A scan is measured first (one more pass, over the cursor column only for Parquet) and bounded to
+    that value, so rows appended while the run reads are left whole for the next run.
+    """
+    lazy = isinstance(out, pl.LazyFrame)  # its schema may read a file's header or footer: not in the loop
+    schema = await in_thread(out.collect_schema, stop=stop, threads=run.threads) if lazy else out.schema
+    wrong = incremental.problem(window, schema)
+    if wrong is not None:
+        raise NodeError(name, wrong)
+    dtype = schema[window.column]
+    if isinstance(out, pl.LazyFrame):
+        if window.filters and run.nodes[name].type in incremental.SCAN_TYPES:
+            out = out.filter(incremental.above_start(window, dtype))
+        highest = (await collect(out.select(pl.col(window.column).max()), stop, run.threads)).item()
+        if highest is not None:
+            out = out.filter(incremental.up_to(window, highest, dtype))
+    else:
+        highest = out.get_column(window.column).max()
+    run.windows[name] = incremental.end_of(window, highest)
     return out
 
 

@@ -27,6 +27,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from weflow.compile.plan import Plan, Step
+from weflow.core.cursors import Window
 from weflow.core.entities import Compensation, NodeExecution, RunState
 from weflow.core.graph import Edge
 from weflow.engine import results
@@ -83,6 +84,7 @@ class PlanResult:
     error: BaseException | None = None
     error_node: str | None = None
     compensations: tuple[Compensation, ...] = ()
+    windows: tuple[Window, ...] = ()  # what each incremental source read (its end once it ran)
 
     @property
     def status(self) -> RunState:
@@ -108,6 +110,7 @@ class RunSpec:
     max_memory_mb: int | None = None  # stop the run (FAILED) past this process RSS; DuckDB's memory_limit
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
     organization: str | None = None  # whose secrets {secret: NAME} in a config reads (None: the settings')
+    windows: Mapping[str, Window] = field(default_factory=dict)  # incremental source -> the rows it reads
 
 
 def now() -> datetime:
@@ -155,6 +158,7 @@ class PlanRun:
         self.stop = Stop(spec.max_memory_mb)  # the run's switch; each step attempt has a child of it
         self.threads: list[threading.Thread] = []  # node threads, joined (bounded) before the run returns
         self.revealed: dict[str, str] = {}  # secret name -> value read for a node: scrubbed from every error
+        self.windows = dict(spec.windows)  # an incremental source's end is set when it has read
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Prefect serializes a run's context for remote task runs (Dask, task workers); the live
@@ -186,7 +190,8 @@ class PlanRun:
         """The run as it stands, as one result object."""
         outputs = {n: f for n, f in self.frames.items() if n in self.keep}
         records = tuple(rec.value for rec in self.records.values())
-        return PlanResult(outputs, records, list(self.failures), self.error, self.error_node, compensations)
+        windows = tuple(self.windows.values())
+        return PlanResult(outputs, records, list(self.failures), self.error, self.error_node, compensations, windows)
 
     def end(self, status: RunState, message: str | None = None) -> PlanResult:
         """The run's end once its state is known (also when it was stopped from outside): nodes still

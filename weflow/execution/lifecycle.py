@@ -20,17 +20,19 @@ from typing import Any
 import polars as pl
 
 from weflow import display, lineage_events
+from weflow.catalog.cursors import Cursors
 from weflow.compile import plan as planning
 from weflow.compile.flow import compile_flow
 from weflow.config import settings
 from weflow.core import input_types
+from weflow.core.cursors import Window
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.core.graph import upstream
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.engine import remote
 from weflow.engine.runtime import PlanRun, RunSpec
 from weflow.errors import DefinitionError
-from weflow.execution.record import UNRECORDED, CatalogRecorder, Recorder, new_execution
+from weflow.execution.record import UNRECORDED, ApiRecorder, CatalogRecorder, Recorder, new_execution
 from weflow.files import write_addressed
 from weflow.nodes.registry import node_types
 from weflow.prefect_gateway.client import run_flow
@@ -119,12 +121,15 @@ def prepare(
     reuse: Mapping[str, str] | None = None,
     dask: str | None = None,
     scope: Scope | None = None,
+    full_refresh: bool = False,
 ) -> Prepared:
     cfg = settings()
     on_queue = definition.settings.node_queue if node_queue is None else node_queue
     types = node_types()
     params = resolve_inputs(definition, execution.input_data)
     plan = planning.build(definition, types, fuse=fuse, persist_all=persist)
+    remote_steps = on_queue or bool(dask or definition.settings.dask)
+    windows = _windows(definition, execution, recorder, scope, full_refresh, remote_steps) if limit is None else {}
     spec = RunSpec(
         workflow=definition.name,
         params=params,
@@ -136,10 +141,31 @@ def prepare(
         max_memory_mb=definition.settings.max_memory_mb,
         # whose secrets {secret: NAME} reads: the scope's organization, looked up only when the definition has any
         organization=organization(scope) if scope and referenced(definition) else cfg.organization,
+        windows=windows,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
     executor = remote.executor_for(on_queue, dask or definition.settings.dask)  # where steps run, chosen once
     return Prepared(definition, execution, PlanRun(plan, types, spec, executor), params, timeout, recorder)
+
+
+def _windows(
+    definition: Definition, execution: Execution, recorder: Recorder, scope: Scope | None, full_refresh: bool,
+    remote_steps: bool,
+) -> dict[str, Window]:  # fmt: skip
+    """What each incremental source reads in this run (one catalog session; none for a workflow without any)."""
+    sources = {n.name: n.incremental.cursor for n in definition.nodes if n.incremental is not None}
+    if not sources:
+        return {}
+    where = f"nodes[{[n.name for n in definition.nodes].index(next(iter(sources)))}].incremental"
+    if remote_steps:
+        raise DefinitionError([(where, "an incremental source cannot run on the node queue or Dask yet")],
+                              workflow=definition.name)  # fmt: skip
+    if isinstance(recorder, ApiRecorder):
+        raise DefinitionError([(where, "an incremental source needs the catalog: a remote worker (WEFLOW_API_URL) "
+                                       "cannot run it yet")], workflow=definition.name)  # fmt: skip
+    if scope is None:
+        return {}  # an unrecorded run (a test, a benchmark): reads everything, moves nothing
+    return Cursors(scope.catalog.path).windows(execution, sources, full_refresh)
 
 
 def begin(prepared: Prepared, queued: bool, flow_run_id: str | None = None, from_node: str | None = None) -> None:
@@ -173,7 +199,7 @@ def conclude(prepared: Prepared, status: RunState, flow_run_id: str | None, elap
         compensations=result.compensations,
     )
     nodes = [replace(rec, execution_id=final.id) for rec in result.records]
-    prepared.recorder.finish(final, nodes, result.failures, prepared.definition)
+    prepared.recorder.finish(final, nodes, result.failures, prepared.definition, result.windows)
     lineage_events.ended(prepared.definition, final, prepared.run.spec)
     return RunResult(replace(final, nodes=tuple(nodes)), result.outputs, prepared.definition, result.failures)
 
@@ -205,15 +231,17 @@ def execute(
     reuse: Mapping[str, str] | None = None,
     from_node: str | None = None,
     dask: str | None = None,
+    full_refresh: bool = False,
 ) -> RunResult:
     """Run a checked definition in this process as a Prefect flow; record it when given a scope.
 
     ``queued``: the execution was already recorded QUEUED (by ``submit``); move it to RUNNING.
+    ``full_refresh``: incremental sources read every row (their cursors still only move forward).
     """
     recorder = CatalogRecorder(scope) if scope is not None else UNRECORDED
     prepared = prepare(
         definition, execution, recorder=recorder, persist=persist, fuse=fuse, limit=limit, node_queue=node_queue,
-        reuse=reuse, dask=dask, scope=scope,
+        reuse=reuse, dask=dask, scope=scope, full_refresh=full_refresh,
     )  # fmt: skip
     begin(prepared, queued, from_node=from_node)
     flow_run_name = f"{definition.name}-{execution.id[:8]}"
@@ -253,13 +281,17 @@ def run(
     version_number: int | None = None,
     persist: bool = False,
     fuse: bool | None = None,
+    full_refresh: bool = False,
 ) -> RunResult:
-    """Run a stored workflow in this process (on its current or a pinned version) and record it."""
+    """Run a stored workflow in this process (on its current or a pinned version) and record it.
+
+    ``full_refresh``: incremental sources ignore their cursors and read every row.
+    """
     definition, execution = new_execution(
         scope, name, mode=mode, input_data=input_data, timeout=timeout, version_number=version_number
     )
     resolve_inputs(definition, input_data)  # refuse bad input before anything is recorded
-    return execute(definition, execution, scope=scope, persist=persist, fuse=fuse)
+    return execute(definition, execution, scope=scope, persist=persist, fuse=fuse, full_refresh=full_refresh)
 
 
 def start_execution(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from weflow import leases, monitor
 from weflow.catalog.batch import Begun, Finished
 from weflow.catalog.batcher import Batcher, shared
 from weflow.client import WeflowApi
+from weflow.core.cursors import Window
 from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.core.model import DEFAULT_TIMEOUT_SECONDS, Definition
 from weflow.errors import ConflictError, NotFoundError
@@ -43,8 +44,12 @@ class Recorder(Protocol):
         """Hold the run while the block runs (the catalog's lease heartbeat)."""
         ...
 
-    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
-        """Record the end: the final state, every node record, the contract failures."""
+    def finish(
+        self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition,
+        windows: Sequence[Window] = (),
+    ) -> None:  # fmt: skip
+        """Record the end: the final state, every node record, the contract failures, what incremental sources read
+        (a SUCCEEDED end moves their cursors, in the same transaction)."""
         ...
 
 
@@ -77,7 +82,10 @@ class Unrecorded:
     def holding(self, execution_id: str) -> AbstractContextManager[Any]:
         return nullcontext()
 
-    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+    def finish(
+        self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition,
+        windows: Sequence[Window] = (),
+    ) -> None:  # fmt: skip
         return None
 
 
@@ -128,13 +136,16 @@ class CatalogRecorder:
     def holding(self, execution_id: str) -> AbstractContextManager[Any]:
         return leases.beating(self.scope.catalog, [execution_id])
 
-    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
+    def finish(
+        self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition,
+        windows: Sequence[Window] = (),
+    ) -> None:  # fmt: skip
         if self.batcher is not None:
             scope = self.scope
-            self.batcher.put(Finished(final, tuple(nodes), tuple(failures)), after=lambda: monitor.alert(
-                final, definition, scope))  # fmt: skip
+            end = Finished(final, tuple(nodes), tuple(failures), windows=tuple(windows))
+            self.batcher.put(end, after=lambda: monitor.alert(final, definition, scope))
             return
-        self.scope.catalog.finish_execution(final, nodes, failures)
+        self.scope.catalog.finish_execution(final, nodes, failures, windows=windows)
         monitor.alert(final, definition, self.scope)
 
 
@@ -164,8 +175,11 @@ class ApiRecorder:
     def holding(self, execution_id: str) -> AbstractContextManager[Any]:
         return nullcontext()  # the API's records carry no lease: Prefect tells a dead worker's run
 
-    def finish(self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition) -> None:
-        self.api.finish(final, nodes, failures)  # the API sends the alerts
+    def finish(
+        self, final: Execution, nodes: list[NodeExecution], failures: Failures, definition: Definition,
+        windows: Sequence[Window] = (),
+    ) -> None:  # fmt: skip
+        self.api.finish(final, nodes, failures)  # the API sends the alerts; no windows: prepare refuses incremental
 
 
 COMMIT_WAIT = 10.0  # seconds a worker waits for the record of a flow run it took before the record was committed
