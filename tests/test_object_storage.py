@@ -216,6 +216,7 @@ def test_key_prefixes_per_organization(store: S3, monkeypatch: pytest.MonkeyPatc
         ("read_csv", "s3://Lake_1/a.csv", "nodes[0].config.path: bucket 'Lake_1' is not a valid bucket name"),
         ("read_csv", "s3://lake/in/../../x.csv", "nodes[0].config.path: 's3://lake/in/../../x.csv' must not contain"),
         ("read_csv", "s3://lake/in//x.csv", "a key segment is empty, '.' or holds a NUL character"),
+        ("read_csv", "s3://lake/" + "k" * 1025, "nodes[0].config.path: the object key is over 1024 bytes"),
         ("read_csv", "s3://AKIA:topsecret@lake/a.csv", "an s3:// URL must not carry credentials or a port"),
         ("read_excel", "s3://lake/book.xlsx", "nodes[0].config.path: a URL is not a path under the data roots"),
         ("write_parquet", "s3://lake/out/*.parquet", "nodes[1].config.path: 's3://lake/out/*.parquet' must name one"),

@@ -37,6 +37,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's bucket naming rule
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+MAX_KEY_BYTES = 1024
 REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
@@ -127,6 +128,8 @@ def parse(path: str, field: str = "path", form: Form = "glob") -> ObjectURL:
         raise ValueError(f"{field}: bucket {bucket!r} is not a valid bucket name")
     if not key:
         raise ValueError(f"{field}: {path!r} names no object key")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"{field}: the object key is over {MAX_KEY_BYTES} bytes (S3's limit)")
     segments = key.split("/")
     if ".." in segments:
         raise ValueError(f"{field}: {path!r} must not contain '..'")
