@@ -6,9 +6,9 @@ environment (``WEFLOW_CATALOG``, else ``data/weflow.duckdb``) with ``WEFLOW_ORG`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from weflow import column_lineage, workflows
 from weflow.column_lineage import Lineage
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # importing Prefect costs ~1.5 s; only runs need it
     import polars as pl
 
     from weflow.core.entities import Execution
+    from weflow.data_diff import DataDiff
     from weflow.deploy import Deployed
     from weflow.execution import RunResult
     from weflow.samples import PinStatus, SamplesRun
@@ -56,8 +57,29 @@ def versions(name: str, catalog: CatalogLike = None) -> list[Version]:
     return workflows.versions(name, _scope(catalog))
 
 
-def diff(name: str, a: int, b: int, catalog: CatalogLike = None) -> DefinitionDiff:
-    return workflows.diff(name, a, b, _scope(catalog))
+@overload
+def diff(name: str, a: int, b: int, catalog: CatalogLike = None) -> DefinitionDiff: ...
+
+
+@overload
+def diff(
+    name: str, a: int, b: int, catalog: CatalogLike = None, *, data: Literal[True], key: Sequence[str] | None = None,
+    rows: int | None = None, samples: bool = False,
+) -> DataDiff: ...  # fmt: skip
+
+
+def diff(
+    name: str, a: int, b: int, catalog: CatalogLike = None, *, data: bool = False, key: Sequence[str] | None = None,
+    rows: int | None = None, samples: bool = False,
+) -> DefinitionDiff | DataDiff:  # fmt: skip
+    """What changed from version ``a`` to ``b``: the definition, or with ``data=True`` what each node outputs
+    differently when both run on the first ``rows`` rows of each source or on the pinned ``samples`` (rows
+    matched on ``key``); a data diff shows as tables."""
+    if not data:
+        return workflows.diff(name, a, b, _scope(catalog))
+    from weflow.data_diff.runner import for_versions
+
+    return for_versions(name, a, b, _scope(catalog), key=key, rows=rows, samples=samples)
 
 
 def rollback(name: str, version: int, message: str = "", catalog: CatalogLike = None) -> SaveResult:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Response
 
-from weflow.api import backfills, definitions, metrics, pages, runner, runs
+from weflow.api import backfills, definitions, diffs, metrics, pages, runner, runs
 from weflow.api.http import HANDLERS, BodyLimit
 from weflow.api.models import Health
 from weflow.errors import WeflowError
@@ -55,6 +55,7 @@ def create_app(catalog_path: str | Path | None = None, body_limit: int | None = 
     for router in (
         health,
         definitions.router,
+        diffs.router,
         runs.router,
         backfills.router,
         runs.webhooks,

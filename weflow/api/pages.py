@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from html import escape
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -17,6 +17,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from weflow import execution, workflows
+from weflow.api.html import cell, table
+from weflow.api.insights import diff_section, lineage_section, link
 from weflow.api.security import bearer, caller
 from weflow.core import mermaid
 from weflow.display import execution_graph
@@ -24,6 +26,7 @@ from weflow.errors import NotFoundError
 from weflow.workflows import Scope
 
 STATIC = Path(__file__).resolve().parent / "static"
+MAX_PAGE_ROWS = 100_000  # a page runs both versions in the API process: a bounded read
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 _STYLE = """
@@ -67,19 +70,6 @@ def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(html)
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else escape(str(value))
-
-
-def _table(headers: list[str], rows: list[list[Any]], row_ids: list[str] | None = None) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = []
-    for i, row in enumerate(rows):
-        rid = f' id="node-{escape(row_ids[i])}"' if row_ids else ""
-        body.append(f"<tr{rid}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 docs = APIRouter(include_in_schema=False)
 
@@ -105,9 +95,24 @@ def swagger() -> HTMLResponse:
     )
 
 
+Version = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+Text = Annotated[str | None, Query(max_length=1000)]
+Rows = Annotated[int | None, Query(ge=1, le=MAX_PAGE_ROWS, description="rows each source reads for the data diff")]
+
+
 @router.get("/executions/{execution_id}", response_class=HTMLResponse)
-def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
-    """One execution: graph coloured by node state, node table, error, contract failures, Prefect link."""
+def execution_page(
+    scope: PageCaller,
+    execution_id: str,
+    key: Text = None,
+    node: Text = None,
+    column: Text = None,
+    compare: Version = None,
+    match: Text = None,
+    rows: Rows = None,
+) -> HTMLResponse:
+    """One execution: graph coloured by node state, node table, error, contract failures, Prefect link;
+    ``node`` (and ``column``): that node's column lineage; ``compare``: the data diff from that version to this one."""
     found = execution.find(execution_id, scope)
     workflow = workflows.by_id(found.workflow_id, scope)
     definition = workflows.version_of(workflow, scope, found.version).definition
@@ -115,34 +120,40 @@ def execution_page(scope: PageCaller, execution_id: str) -> HTMLResponse:
         f"<h1>{escape(found.workflow)} <span class='muted'>v{found.version}</span></h1>",
         f"<p>execution <code>{escape(found.id)}</code> · {escape(found.mode.value)} · "
         f"<span id='status' class='state {found.status.value}'>{found.status.value}</span>"
-        f" · {_cell(round(found.duration_ms) if found.duration_ms is not None else None)} ms"
+        f" · {cell(round(found.duration_ms) if found.duration_ms is not None else None)} ms"
         f" · <a href='/ui/workflows/{found.workflow_id}'>workflow</a></p>",
     ]
     if found.flow_run_id:
-        link = f"{_prefect_ui()}/runs/flow-run/{found.flow_run_id}"
-        parts.append(f"<p><a id='prefect-link' href='{escape(link)}'>Prefect flow run</a></p>")
+        prefect = f"{_prefect_ui()}/runs/flow-run/{found.flow_run_id}"
+        parts.append(f"<p><a id='prefect-link' href='{escape(prefect)}'>Prefect flow run</a></p>")
     if found.error_message:
         parts.append(
-            f"<p class='error' id='error'><b>{_cell(found.error_type)}</b> in node "
-            f"<b>{_cell(found.error_node)}</b>: {escape(found.error_message)}</p>"
+            f"<p class='error' id='error'><b>{cell(found.error_type)}</b> in node "
+            f"<b>{cell(found.error_node)}</b>: {escape(found.error_message)}</p>"
         )
     parts.append(f"<pre class='mermaid'>{escape(execution_graph(definition, found))}</pre>")
     order = {n.name: i for i, n in enumerate(definition.nodes)}
     nodes = sorted(found.nodes, key=lambda n: order.get(n.node, len(order)))
-    rows = [
-        [escape(n.node), f"<span class='state {n.status.value}'>{n.status.value}</span>", n.attempts,
-         _cell(n.rows_in), _cell(n.rows_out),
-         _cell(round(n.duration_ms) if n.duration_ms is not None else None), _cell(n.group), _cell(n.error)]
+    here = f"/ui/executions/{found.id}"
+    table_rows = [
+        [f"<a href='{link(here, key=key, node=n.node)}#lineage'>{escape(n.node)}</a>",
+         f"<span class='state {n.status.value}'>{n.status.value}</span>", n.attempts,
+         cell(n.rows_in), cell(n.rows_out),
+         cell(round(n.duration_ms) if n.duration_ms is not None else None), cell(n.group), cell(n.error)]
         for n in nodes
     ]  # fmt: skip
     headers = ["node", "status", "attempts", "rows in", "rows out", "ms", "fused into", "error"]
-    parts.append(_table(headers, rows, [n.node for n in nodes]))
+    parts.append(table(headers, table_rows, [n.node for n in nodes]))
+    if node:
+        parts.append(lineage_section(scope, workflow, found.version, node, column, {"key": key}))
+    if compare is not None:
+        parts.append(diff_section(scope, workflow, compare, found.version, match, rows))
     failures = execution.contract_failures(found, scope)
     if failures:
         parts.append(f"<h2>Contract failures ({len(failures)})</h2>")
-        cases = [[_cell(f["node"]), _cell(f["column"]), _cell(f["check"]), _cell(f["failure_case"]), _cell(f["index"])]
+        cases = [[cell(f["node"]), cell(f["column"]), cell(f["check"]), cell(f["failure_case"]), cell(f["index"])]
                  for f in failures[:200]]  # fmt: skip
-        parts.append(_table(["node", "column", "check", "failure case", "row"], cases))
+        parts.append(table(["node", "column", "check", "failure case", "row"], cases))
     return _page(f"{found.workflow} {found.status.value}", "\n".join(parts))
 
 
@@ -154,14 +165,14 @@ def workflow_page(scope: PageCaller, workflow_id: int) -> HTMLResponse:
     runs = execution.executions(scope, workflow, limit=50)
     rows = [
         [f"<a href='/ui/executions/{escape(e.id)}'>{escape(e.id[:8])}</a>", e.version, escape(e.mode.value),
-         f"<span class='state {e.status.value}'>{e.status.value}</span>", _cell(e.started_at),
-         _cell(round(e.duration_ms) if e.duration_ms is not None else None), _cell(e.error_message)]
+         f"<span class='state {e.status.value}'>{e.status.value}</span>", cell(e.started_at),
+         cell(round(e.duration_ms) if e.duration_ms is not None else None), cell(e.error_message)]
         for e in runs
     ]  # fmt: skip
     body = (
         f"<h1>{escape(workflow.name)} <span class='muted'>v{workflow.current_version} · "
         f"{workflow.status.value}</span></h1><p>{escape(workflow.description)}</p>"
         f"<pre class='mermaid'>{escape(mermaid.graph(*definition.outline()))}</pre>"
-        "<h2>Executions</h2>" + _table(["execution", "version", "mode", "status", "started", "ms", "error"], rows)
+        "<h2>Executions</h2>" + table(["execution", "version", "mode", "status", "started", "ms", "error"], rows)
     )
     return _page(workflow.name, body)

@@ -13,7 +13,8 @@ import typer
 from rich.text import Text
 
 from weflow import workflows
-from weflow.cli.console import DocFormat, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
+from weflow.cli import data_diff
+from weflow.cli.console import BadInput, DocFormat, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core import document
 from weflow.core.entities import Status
 from weflow.nodes.registry import node_types
@@ -99,8 +100,26 @@ def versions(name: str, fmt: FormatOpt = Format.table) -> None:
 
 
 @app.command()
-def diff(name: str, a: int, b: int, fmt: FormatOpt = Format.table) -> None:
-    """Structural diff between versions A and B."""
+def diff(
+    name: str,
+    a: int,
+    b: int,
+    data: Annotated[
+        bool, typer.Option("--data", help="run both versions on the same input; compare node outputs")
+    ] = False,
+    key: Annotated[
+        str | None, typer.Option(help="with --data: columns matching rows, comma-separated (default: contract unique)")
+    ] = None,
+    rows: Annotated[int | None, typer.Option(help="with --data: rows each source reads [default: 1000]")] = None,
+    samples: Annotated[bool, typer.Option("--samples", help="with --data: run both on the pinned samples")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Structural diff between versions A and B; with --data, what their nodes output differently."""
+    if data:
+        data_diff.show(name, a, b, key.split(",") if key else None, rows, samples, fmt is Format.json)
+        return
+    if key is not None or rows is not None or samples:
+        raise BadInput("--key, --rows and --samples go with --data")
     result = workflows.diff(name, a, b, scope())
     if fmt is Format.json:
         emit_json(result.to_dict())
