@@ -216,6 +216,11 @@ def test_resetting_refuses_unknown_workflows_nodes_and_values_of_another_kind(sc
     with pytest.raises(cursors.CursorError, match=r"--to: '2026-01-01' is not an integer \(e.g. 42\)"):
         cursors.reset(scope, name, "src", "2026-01-01")
     assert _cursor(scope, name) == "2"  # unchanged
+    other = Scope(scope.catalog, scope.catalog.ensure_user("someone-else", "bob"))  # another organization
+    for call in (lambda: cursors.listed(other, name), lambda: cursors.reset(other, name, "src")):
+        with pytest.raises(NotFoundError):
+            call()
+    assert _cursor(scope, name) == "2"
 
 
 def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
