@@ -121,11 +121,11 @@ def store(s3: S3, settings: config.Settings, monkeypatch: pytest.MonkeyPatch) ->
     return s3
 
 
-def read(kind: str, path: str, secret: str | None = None, **fields: Any) -> pl.DataFrame:
-    cfg = node_type(kind).config.model_validate({"path": path, **fields})
+def read(kind: str, path: str, secret: str | None = None, organization: str | None = None) -> pl.DataFrame:
+    cfg = node_type(kind).config.model_validate({"path": path})
     if secret is not None:
         cfg = revealed(cfg.model_copy(update={"credentials": SecretRef(secret="k")}), {"k": secret})
-    frame = node_type(kind).run(cfg, NodeInputs(), RunContext("w", "src"))
+    frame = node_type(kind).run(cfg, NodeInputs(), RunContext("w", "src", organization=organization))
     return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
 
 
@@ -200,9 +200,15 @@ def test_key_prefixes_per_organization(store: S3, monkeypatch: pytest.MonkeyPatc
     for path in ("s3://lake/beta/data/o.parquet", "s3://lake/acme/data*/o.parquet", "s3://lake/*/data/o.parquet"):
         with pytest.raises(ValueError, match=r"is outside the key prefixes open in bucket 'lake' \('acme/data/'\)"):
             read("read_parquet", path)
-    with config.using(organization="beta"):
+    with pytest.raises(ValueError, match=r"outside the key prefixes open in bucket 'lake' \('beta/data/'\)"):
+        read("read_parquet", "s3://lake/acme/data/o.parquet", organization="beta")  # the run's organization
+    with config.using(organization="beta"):  # no organization given: the settings'
         with pytest.raises(ValueError, match="outside the key prefixes"):
             read("read_parquet", "s3://lake/acme/data/o.parquet")
+        with pytest.raises(ValueError, match="outside the key prefixes"):
+            write("write_parquet", "s3://lake/acme/data/o.parquet", ORDERS)
+    with pytest.raises(ValueError, match=r"^path: bucket 'lake' is not allowed"):
+        read("read_parquet", "s3://lake/acme/data/o.parquet", organization="..")  # a name that would step out
 
 
 @pytest.mark.parametrize(

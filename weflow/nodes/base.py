@@ -77,6 +77,7 @@ class RunContext:
     work_dir: Path | None = None  # this run's own folder (backups for compensation)
     undo: Callable[[str, Callable[[], str]], None] | None = None  # register a compensating action
     stop: Stop = field(default_factory=Stop)  # collect and connect to DuckDB through it: a timeout stops them
+    organization: str | None = None  # whose node runs ({organization} in WEFLOW_S3_BUCKETS); None: the settings'
 
     def compensation(self, action: str, run: Callable[[], str]) -> None:
         """Register what undoes this node's effect if a later node fails: ``run()`` returns what it did."""

@@ -1,12 +1,12 @@
 """Object storage for the file sources and sinks: ``s3://bucket/key`` through Polars' own cloud I/O.
 
 The operator opens buckets the way data roots open folders: ``WEFLOW_S3_BUCKETS="lake,exports/{organization}"``
-lists buckets, or a bucket and a key prefix (``{organization}`` becomes the name of the organization whose
-node runs); a URL elsewhere is refused at apply and again when the node runs. The endpoint, region and
-retries come from the operator (``WEFLOW_S3_ENDPOINT``, ``WEFLOW_S3_REGION``, ``WEFLOW_S3_MAX_RETRIES``),
-the credentials from a node's ``credentials: {secret: NAME}`` (a JSON object of AWS keys) or else from the
-operator's ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (never both mixed, never from a definition in
-clear). Messages name the URL, never a key.
+lists buckets, or a bucket and a key prefix (``{organization}`` becomes ``RunContext.organization``, else the
+settings' organization); a URL elsewhere is refused at apply and again when the node runs. The endpoint,
+region and retries come from the operator (``WEFLOW_S3_ENDPOINT``, ``WEFLOW_S3_REGION``,
+``WEFLOW_S3_MAX_RETRIES``), the credentials from a node's ``credentials: {secret: NAME}`` (a JSON object of
+AWS keys) or else from the operator's ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (never both mixed,
+never from a definition in clear). Messages name the URL, never a key.
 
 A sink collects its frame first, then Polars uploads it in one PUT (or one multipart upload, which S3
 shows only once completed): a reader sees the old object or the new one; a failed write leaves the old.
@@ -100,11 +100,12 @@ class Store:
         return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def locate(path: str, field: str = "path", form: Form = "glob") -> ObjectURL:
-    """Check an ``s3://`` URL (ValueError ``field: ...`` otherwise) and that the operator opened its bucket."""
+def locate(path: str, field: str = "path", form: Form = "glob", organization: str | None = None) -> ObjectURL:
+    """Check an ``s3://`` URL (ValueError ``field: ...`` otherwise) and that the operator opened its bucket
+    to ``organization`` (default: the settings')."""
     url = parse(path, field, form)
     fixed = re.split(r"[*?\[]", url.key, maxsplit=1)[0]
-    allowed = Store.from_env().allowed(settings().organization)
+    allowed = Store.from_env().allowed(settings().organization if organization is None else organization)
     prefixes = [prefix for bucket, prefix in allowed if bucket == url.bucket]
     if not prefixes:
         raise ValueError(f"{field}: bucket {url.bucket!r} is not allowed ({SEE})")
@@ -204,9 +205,9 @@ def _problem(exc: BaseException, store: Store) -> str:
     return f"{type(exc).__name__}: {first.removeprefix('object-store error: ').strip()}"
 
 
-def scan(path: str, fmt: Format, secret: str | None, **options: Any) -> pl.LazyFrame:
+def scan(path: str, fmt: Format, secret: str | None, organization: str | None, **options: Any) -> pl.LazyFrame:
     """A lazy scan of the objects ``path`` names; their schema is read now, so a bad URL fails at this node."""
-    url = locate(path)
+    url = locate(path, organization=organization)
     store = Store.from_env()
     opts = storage_options(secret, store)
     with explained(url, store):
@@ -220,9 +221,9 @@ def scan(path: str, fmt: Format, secret: str | None, **options: Any) -> pl.LazyF
     return frame
 
 
-def write(frame: pl.DataFrame, path: str, fmt: WriteFormat, secret: str | None) -> None:
+def write(frame: pl.DataFrame, path: str, fmt: WriteFormat, secret: str | None, organization: str | None) -> None:
     """Upload a collected frame to ``path`` in one PUT or one multipart upload: the old object or the new one."""
-    url = locate(path, form="literal")
+    url = locate(path, form="literal", organization=organization)
     store = Store.from_env()
     opts = storage_options(secret, store)
     with explained(url, store):

@@ -68,11 +68,11 @@ def _write_file(config: PathConfig, inputs: NodeInputs, ctx: RunContext, write: 
 
 def _write_object(config: PathConfig, inputs: NodeInputs, ctx: RunContext, fmt: objectstore.WriteFormat) -> Frame:
     """Collect the frame, then upload it whole: until the upload completes the old object stays as it was."""
-    objectstore.locate(config.path, form="literal")  # a bucket off the allow-list fails before any work
+    objectstore.locate(config.path, form="literal", organization=ctx.organization)  # before any work
     if ctx.undo is not None:
         ctx.logger.warning("%s: an s3:// object is not put back if a later node fails", ctx.node)
     frame = ctx.stop.collect(inputs.one())
-    objectstore.write(frame, config.path, fmt, secret(config))
+    objectstore.write(frame, config.path, fmt, secret(config), ctx.organization)
     return frame
 
 

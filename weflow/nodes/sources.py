@@ -48,20 +48,20 @@ class CsvConfig(PathConfig):
 def read_csv(config: CsvConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     if objectstore.is_url(config.path):
         options = {"separator": config.separator, "has_header": config.has_header}
-        return objectstore.scan(config.path, "csv", secret(config), **options)
+        return objectstore.scan(config.path, "csv", secret(config), ctx.organization, **options)
     files = resolve_files(config.path, ctx.data_roots)
     return pl.scan_csv(files, separator=config.separator, has_header=config.has_header, glob=False)
 
 
 def read_parquet(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     if objectstore.is_url(config.path):
-        return objectstore.scan(config.path, "parquet", secret(config))
+        return objectstore.scan(config.path, "parquet", secret(config), ctx.organization)
     return pl.scan_parquet(resolve_files(config.path, ctx.data_roots), glob=False)
 
 
 def read_ndjson(config: PathConfig, inputs: NodeInputs, ctx: RunContext) -> Frame:
     if objectstore.is_url(config.path):
-        return objectstore.scan(config.path, "ndjson", secret(config))
+        return objectstore.scan(config.path, "ndjson", secret(config), ctx.organization)
     # scan_ndjson has no glob=False: escaped, a matched name such as 'a[1].json' stays itself
     return pl.scan_ndjson([glob.escape(str(f)) for f in resolve_files(config.path, ctx.data_roots)])
 
