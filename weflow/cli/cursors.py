@@ -20,8 +20,9 @@ def cursors_(
 ) -> None:
     """Show the cursors of a workflow's incremental sources (node, column, value, when, by which execution).
 
-    'weflow cursors reset NAME NODE --to VALUE' makes the next run read rows above VALUE (an integer,
-    a date or a timestamp, as the column holds); without --to the cursor is cleared and the next run reads every row.
+    'weflow cursors reset NAME NODE --to VALUE': the next run reads rows above VALUE (as the column holds it).
+
+    Without --to the cursor is cleared: the next run reads every row.
     """
     if name == "reset" and workflow is not None:
         if node is None:
