@@ -9,10 +9,12 @@ framework, run side by side.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -24,9 +26,11 @@ from benchmarks.peers.runner import (
     NAMES,
     QUERIES,
     check_answers,
+    import_profile,
     loc_table,
     rows,
     timings,
+    weflow_notes,
 )
 
 DESCRIPTION = """\
@@ -49,14 +53,24 @@ in the project's.
 
 Every number comes from a fresh child process of the framework (`benchmarks/peers/child.py`):
 **whole process (cold)** is the runner's clock from starting the interpreter to its exit (imports,
-one run, interpreter exit); **first run** and **warm** are the pipeline's own time inside that
-process (the warm one is a second run, so imports and first-use costs are paid); peak RSS is the
+one run, interpreter exit) less the warm run the same process made after its first one (timed by the
+child); **first run** and **warm** are the pipeline's own time inside that process (the warm one is
+a second run, so imports and first-use costs are paid); peak RSS is the
 child's `VmHWM` (the Prefect server's memory is not included). Rounds are interleaved: each round
 runs every query in every framework in turn, waiting for an idle Prefect server before each. The
 **trivial chain** is `benchmarks/overhead.py`'s: read a 3-row CSV, then N-1 `head(1,000,000)`
 nodes; per node is (T(large) - T(small)) / (large - small) of warm runs. Before any timing, one
 process per framework ran every query and chain once and its answers were checked equal to
 DuckDB's (`benchmarks.tpch.same_answer`)."""
+
+LOC_NOTE = """\
+Lines of code: weflow's is its definition file (nodes, configs and connections; no Python). A
+peer's is the lines between its `# >>> qNN` and `# <<< qNN` markers in `benchmarks/peers/`: its
+step functions, tasks, assets or nodes, its wiring (flow body, `create_pipeline()`, catalog entries,
+resource) and the lines that run it, including shared blocks the query uses (Prefect's `read`,
+`join` and `revenue` tasks). Imports, docstrings of modules and the `times` helper (decimal
+products at SQL's scale, which weflow's SQL expressions do by themselves) are not counted; blank
+and comment lines never are."""
 
 
 def tiny_csv(folder: Path) -> Path:
@@ -67,11 +81,11 @@ def tiny_csv(folder: Path) -> Path:
 
 def run(quick: bool) -> Section:
     sf = tpch.scale_factor(quick)
-    rounds, chains, chain_warm = (1, (5, 10), 1) if quick else (5, (10, 100), 3)
+    rounds = 1 if quick else int(os.environ.get("WEFLOW_PEERS_ROUNDS", "5"))
+    chains, chain_warm = ((5, 10), 1) if quick else ((10, 100), 3)
     if not quick:
         ensure()
     frameworks = [f for f in NAMES if ready(f)]
-    missing = [p for p in PEERS if not ready(p)]
     root = tpch.generate(sf)
     prefect_api()
     work = Path(tempfile.mkdtemp(prefix="weflow-bench-peers-"))
@@ -93,17 +107,42 @@ def run(quick: bool) -> Section:
         baselines=BASELINES,
     )
     section.rows += rows(frameworks, per_query, per_chain, chains)
+    section.notes += weflow_notes(per_query)
     section.details.append(loc_table(list(NAMES)))
+    section.details.append(LOC_NOTE)
+    section.notes += extra_notes(quick, sf, frameworks, per_query)
     section.notes.append(f"{rounds} rounds of {len(frameworks)} frameworks in {time.perf_counter() - t0:.0f} s.")
+    log("peers: done")
+    return section
+
+
+def extra_notes(quick: bool, sf: float, frameworks: list[str], per_query: dict[Any, list[Any]]) -> list[str]:
+    """The environments left out, what each framework imports (full mode), why scale factor 10 is not run."""
+    notes = []
+    missing = [p for p in PEERS if p not in frameworks]
     if missing:
-        section.notes.append(
+        notes.append(
             "Not measured (no environment in "
             f"`{ENVS.name}/`; quick mode never builds one): {', '.join(NAMES[m] for m in missing)}."
         )
+    if not quick:
+        log("peers: import profiles")
+        profiles = "; ".join(import_profile(f) for f in frameworks)
+        notes.append(
+            "What each child imports before any work (`python -X importtime`, one more process each, self "
+            f"times summed per top-level package, heaviest four): {profiles}."
+        )
+    peak = max(m.peak_mb for runs in per_query.values() for m in runs)
+    if not quick and sf < 10:
+        notes.append(
+            "Scale factor 10 is not part of this run: the peers hold every table and every intermediate frame "
+            f"eagerly (peak RSS up to {peak / 1024:.1f} GB per query here at scale factor {sf:g}, so about ten "
+            "times that at 10) on a shared 24 GiB machine; `WEFLOW_TPCH_SF=10 python -m benchmarks --only peers` "
+            "runs it where memory allows."
+        )
     if quick:
-        section.notes.append(
+        notes.append(
             "Quick mode: every row of a framework comes from one process that ran all queries and both chains, "
             "side by side with the other frameworks' (not meaningful numbers)."
         )
-    log("peers: done")
-    return section
+    return notes

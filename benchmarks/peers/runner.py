@@ -47,6 +47,15 @@ class Measured:
     peak_mb: float
     jobs: dict[str, dict[str, Any]]
 
+    def cold(self, job: str) -> float:
+        """The whole process as if it had run ``job`` once: its wall time less the warm runs it made after."""
+        return self.wall_s - sum(self.jobs[job]["warm_s"])
+
+    def rest(self) -> float:
+        """Interpreter start-up and exit: the wall time less the imports and every run."""
+        runs = sum(j["first_s"] + sum(j["warm_s"]) for j in self.jobs.values())
+        return self.wall_s - self.import_s - runs
+
     def first(self, job: str) -> float:
         return float(self.jobs[job]["first_s"])
 
@@ -181,16 +190,54 @@ def rows(frameworks: Sequence[str], per_query: dict[tuple[str, str], list[Measur
     for query in QUERIES:
         q = query.upper()
         out += [
-            row(f"{q}, whole process (cold)", stat(query, lambda m: m.wall_s)),
+            row(f"{q}, whole process (cold)", stat(query, lambda m, q=query: m.cold(q))),
             row(f"{q}, pipeline: first run in the process", stat(query, lambda m, q=query: m.first(q))),
             row(f"{q}, pipeline: second run in the same process (warm)", stat(query, lambda m, q=query: m.warm(q))),
             row(f"{q}, peak RSS of the process", stat(query, lambda m: m.peak_mb, "MB")),
         ]
     out.append(row("imports before any work (all query processes)",
                    lambda f: Stat(tuple(m.import_s for q in QUERIES for m in per_query[f, q]))))  # fmt: skip
+    out.append(row("interpreter start-up and exit (wall - imports - runs; all query processes)",
+                   lambda f: Stat(tuple(m.rest() for q in QUERIES for m in per_query[f, q]))))  # fmt: skip
     small, large = chains
     out.append(row(f"trivial chain, {small} nodes (warm)", lambda f: Stat(tuple(m.warm(f"chain{small}")
                                                                                 for m in per_chain[f]))))  # fmt: skip
     out.append(row(f"trivial chain, per node (warm, marginal {small} to {large} nodes)", lambda f: Stat(tuple(
         (m.warm(f"chain{large}") - m.warm(f"chain{small}")) / (large - small) for m in per_chain[f]))))  # fmt: skip
     return out
+
+
+def weflow_notes(per_query: dict[tuple[str, str], list[Measured]]) -> list[str]:
+    """Where weflow's time goes: inside its fused step task (the plan) against the Prefect flow run around it."""
+    inside, around = [], []
+    for query in QUERIES:
+        runs = per_query.get(("weflow", query), [])
+        plan = [statistics.median(m.jobs[query]["inside_s"][1:]) for m in runs if m.jobs[query]["inside_s"][1:]]
+        rest = [m.warm(query) - p for m, p in zip(runs, plan, strict=False)]
+        if plan:
+            inside.append(f"{query.upper()} {Stat(tuple(plan)).cell()}")
+            around.append(f"{query.upper()} {Stat(tuple(rest)).cell()}")
+    if not inside:
+        return []
+    return [
+        "Of weflow's warm run, the time inside its fused step task (building and collecting the one lazy plan, "
+        "from weflow's node records): " + ", ".join(inside) + "; the rest of the run (the Prefect flow run and "
+        "task run around it, reading and checking the definition, compiling it): " + ", ".join(around) + "."
+    ]
+
+
+def import_profile(framework: str, top: int = 4) -> str:
+    """The packages a framework's child imports, heaviest first (``python -X importtime``, one process, seconds)."""
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import pipelines_{framework}"
+    done = subprocess.run([str(envs.python(framework)), "-X", "importtime", "-c", code], cwd=REPO,
+                          env=child_env(framework), capture_output=True, text=True, timeout=600)  # fmt: skip
+    found: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue  # the header
+        package = parts[2].strip().split(".")[0]  # self times summed by top-level package: no double counting
+        found[package] = found.get(package, 0.0) + int(parts[0]) / 1e6
+    total = sum(found.values())
+    heaviest = sorted(found.items(), key=lambda kv: -kv[1])[:top]
+    return f"{NAMES[framework]} {total:.2f} s (" + ", ".join(f"{p} {s:.2f}" for p, s in heaviest) + ")"
