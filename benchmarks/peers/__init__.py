@@ -28,6 +28,7 @@ from benchmarks.peers.runner import (
     check_answers,
     import_profile,
     loc_table,
+    profile_weflow,
     rows,
     timings,
     weflow_notes,
@@ -98,6 +99,8 @@ def run(quick: bool) -> Section:
             per_chain = {f: [checked[f]] for f in frameworks}
         else:
             per_query, per_chain = timings(frameworks, root, csv, rounds, chains, chain_warm)
+            log("peers: a profile of weflow's whole process")
+            profile = profile_weflow(root, csv, "q01", work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     section = Section(
@@ -110,6 +113,8 @@ def run(quick: bool) -> Section:
     section.notes += weflow_notes(per_query)
     section.details.append(loc_table(list(NAMES)))
     section.details.append(LOC_NOTE)
+    if not quick:
+        section.details.append(profile)
     section.notes += extra_notes(quick, sf, frameworks, per_query)
     section.notes.append(f"{rounds} rounds of {len(frameworks)} frameworks in {time.perf_counter() - t0:.0f} s.")
     log("peers: done")

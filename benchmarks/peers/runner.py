@@ -241,3 +241,18 @@ def import_profile(framework: str, top: int = 4) -> str:
     total = sum(found.values())
     heaviest = sorted(found.items(), key=lambda kv: -kv[1])[:top]
     return f"{NAMES[framework]} {total:.2f} s (" + ", ".join(f"{p} {s:.2f}" for p, s in heaviest) + ")"
+
+
+def profile_weflow(root: Path, csv: Path, query: str, work: Path) -> str:
+    """A pyinstrument call tree of one whole weflow child process running ``query`` once (imports included)."""
+    from pyinstrument.session import Session
+
+    from benchmarks.profiles import details, render  # pyinstrument: the project's dev extra
+
+    session_file = work / f"weflow-{query}.pyisession"
+    pyinstrument = envs.python("weflow").with_name("pyinstrument")
+    command = [str(pyinstrument), "-i", "0.001", "-r", "pyisession", "-o", str(session_file), str(CHILD), "weflow",
+               str(root), str(csv), query, "--warm", "0"]  # fmt: skip
+    subprocess.run(command, cwd=REPO, env=child_env("weflow"), check=True, capture_output=True, timeout=600)
+    title = f"weflow: one whole child process running {query.upper()} once (pyinstrument, 1 ms; imports included)"
+    return details(title, render(Session.load(str(session_file))))
