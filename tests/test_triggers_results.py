@@ -25,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 SOURCE = "nodes:\n  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}\n"
 UP = 'inputs:\n  up: {type: string, default: ""}\n  st: {type: string, default: ""}\n'
-FIRST = "name: t_first\nstatus: ACTIVE\nsettings: {result_preview: 3}\n" + SOURCE
+CHOICE = "  region: {type: string, default: eu, description: sales region, allowed: [eu, us]}\n"
+FIRST = "name: t_first\nstatus: ACTIVE\nsettings: {result_preview: 3}\ninputs:\n" + CHOICE + SOURCE
 SECOND = (
     "name: t_second\nstatus: ACTIVE\n" + UP
     + "triggers:\n  - after: {workflow: t_first, status: succeeded, inputs: {up: execution_id, st: status}}\n"
@@ -33,17 +34,13 @@ SECOND = (
 )  # fmt: skip
 THIRD = (
     "name: t_third\nstatus: ACTIVE\n" + UP
-    + "triggers:\n  - after: {workflow: t_second, status: any, inputs: {up: execution_id}}\n" + SOURCE
+    + "triggers:\n  - after: {workflow: t_second, status: any, inputs: {up: execution_id, st: inputs.st}}\n" + SOURCE
 )  # fmt: skip
 DRAFT = SECOND.replace("t_second", "t_draft").replace("ACTIVE", "DRAFT")
 PAUSED = SECOND.replace("t_second", "t_paused").replace("ACTIVE", "PAUSED")
 FILES = (
     'name: t_files\nstatus: ACTIVE\ninputs:\n  path: {type: string, default: ""}\n'
     'triggers:\n  - file: {glob: "*.csv", root: incoming, input: path}\n' + SOURCE
-)
-CHOICES = (
-    "name: t_choices\nstatus: ACTIVE\ninputs:\n"
-    "  region: {type: string, default: eu, description: sales region, allowed: [eu, us]}\n" + SOURCE
 )
 
 
@@ -66,7 +63,7 @@ def test_after_triggers_in_a_circle_are_refused_at_apply_naming_it(scope: Scope)
 
 
 def test_the_run_form_shows_descriptions_defaults_and_allowed_values(scope: Scope) -> None:
-    form = deploy.parameter_schema(_doc(CHOICES))["properties"]["input_data"]
+    form = deploy.parameter_schema(_doc(FIRST))["properties"]["input_data"]
     assert form["properties"]["region"] == {
         "type": "string", "title": "region", "description": "sales region", "default": "eu", "enum": ["eu", "us"],
     }  # fmt: skip
@@ -79,9 +76,12 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(prefect_api: str, place: Path) -> Iterator[tuple[Scope, Hot]]:
-    env = stack_env(prefect_api, place, MODULES, WEFLOW_UI_URL="http://weflow.example:8000")
+    # runs the automations create are found by a poll (weflow wakes its worker only for runs it creates)
+    env = stack_env(
+        prefect_api, place, MODULES, WEFLOW_UI_URL="http://weflow.example:8000", PREFECT_WORKER_QUERY_SECONDS="1"
+    )
     with stack_scope(place, MODULES) as scope:
-        for text in (FIRST, SECOND, THIRD, DRAFT, PAUSED, FILES, CHOICES):
+        for text in (FIRST, SECOND, THIRD, DRAFT, PAUSED, FILES):
             workflows.apply(_doc(text), scope)
         deploy.deploy(scope)
         with running_worker(place / "home", env, "--limit", "4") as hot:
@@ -116,7 +116,7 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     [done] = ended(scope, "t_first")
     assert done.id == first.id and done.status is RunState.SUCCEEDED
     assert second.status is RunState.SUCCEEDED and second.input_data == {"up": first.id, "st": "SUCCEEDED"}
-    assert third.status is RunState.SUCCEEDED and third.input_data == {"up": second.id}
+    assert third.status is RunState.SUCCEEDED and third.input_data == {"up": second.id, "st": "SUCCEEDED"}
     assert runs_of(scope, "t_draft") == [] and runs_of(scope, "t_paused") == []  # not deployed; disabled
 
     # the result artifact on t_first's flow run, read back through Prefect's API
@@ -130,12 +130,10 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     assert text.count("\n| ") == 1 + 3  # the header and result_preview: 3 rows
     assert "| order\\_id | customer\\_id |" in text  # a cell's Markdown is escaped
 
-    # the deployment's run form lists t_choices' allowed values; the UI shows the artifact's Markdown
-    [choices] = [d for d in _prefect(prefect_api, "/deployments/filter", {}) if d["name"] == "t_choices"]
-    assert choices["parameter_openapi_schema"]["properties"]["input_data"]["properties"]["region"]["enum"] == [
-        "eu",
-        "us",
-    ]
+    # the deployment's run form lists the input's allowed values; the UI shows the artifact's Markdown
+    [deployed] = [d for d in _prefect(prefect_api, "/deployments/filter", {}) if d["name"] == "t_first"]
+    form = deployed["parameter_openapi_schema"]["properties"]["input_data"]["properties"]
+    assert form["region"]["enum"] == ["eu", "us"]
     ui = prefect_api.removesuffix("/api")
     assert eventually(lambda: "in the weflow UI" in render(f"{ui}/artifacts/artifact/{artifact['id']}", tmp_path), 60)
 
