@@ -12,7 +12,6 @@ pinned samples), sinks write nothing.
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from weflow.engine.executors import InProcess
 from weflow.engine.runtime import PlanResult, PlanRun, RunSpec
 from weflow.nodes.base import NodeConfig, NodeInputs, NodeType, RunContext
 from weflow.nodes.stop import settle
+from weflow.prefect_gateway.client import blocking
 
 
 async def _run(run: PlanRun) -> PlanResult:
@@ -52,7 +52,7 @@ def run_plan(plan: Plan, types: Mapping[str, NodeType], spec: RunSpec) -> PlanRe
     """Run ``plan`` to its end in this process, keeping the outputs ``spec.keep`` names."""
     run = PlanRun(plan, types, spec, InProcess())
     with _no_api():
-        return asyncio.run(_run(run))
+        return blocking(_run(run))  # in a thread of its own where a loop already runs (a notebook's kernel)
 
 
 @contextmanager
