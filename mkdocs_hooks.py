@@ -6,8 +6,8 @@ the FastAPI app's OpenAPI schema. ``on_files`` adds every ``how-to/*.md`` missin
 its How-to section, the OpenAPI document, and the Mermaid bundle the package ships (so no page
 loads anything from the internet). Every ``weflow ...`` line of a shell example on any page is
 checked against the CLI, and every whole definition in a YAML example against ``weflow apply``'s
-checks: a command or option the CLI does not have, or a refused definition, is a warning (an
-error with --strict).
+checks (but those an operator's setting would lift, whose message names a ``WEFLOW_`` variable): a
+command or option the CLI does not have, or a refused definition, is a warning (an error with --strict).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _fences(markdown: str) -> Iterable[tuple[str, str]]:
 def _definition_problems(markdown: str) -> list[str]:
     """What ``weflow apply`` would refuse in each whole definition (``name:`` and ``nodes:``) of a YAML example."""
     from weflow.core.document import parse
-    from weflow.errors import WeflowError
+    from weflow.errors import DefinitionError, WeflowError
     from weflow.workflows import check
 
     problems = []
@@ -117,6 +117,10 @@ def _definition_problems(markdown: str) -> list[str]:
         if re.search(r"^name:", text, re.M) and re.search(r"^nodes:", text, re.M):
             try:
                 check(parse(text, "example"))
+            except DefinitionError as exc:
+                # what only the operator's settings allow (buckets, modules, hosts) is fine in an example
+                found = [f"{path}: {message}" for path, message in exc.problems if "WEFLOW_" not in message]
+                problems += [f"a definition example is refused: {p}" for p in found]
             except WeflowError as exc:
                 problems.append(f"a definition example is refused: {exc}")
     return problems
