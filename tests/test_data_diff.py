@@ -241,6 +241,7 @@ def _execution(scope: Scope, version: int) -> str:
 def test_api_route_and_visualizer_page(stored: Scope, tmp_path: Path) -> None:
     key = auth.create_key(stored.catalog, stored.user)[1]
     wf = workflows.get("paid_net", stored)
+    eid = _execution(stored, 2)
     with TestClient(create_app(stored.catalog.path), headers={"Authorization": f"Bearer {key}"}) as api:
         plain = api.get(f"/workflows/{wf.id}/versions/1/diff/2").json()
         assert plain["data"] is None and plain["structure"]["nodesChanged"][0]["node"] == "paid"
@@ -255,7 +256,11 @@ def test_api_route_and_visualizer_page(stored: Scope, tmp_path: Path) -> None:
         other = auth.create_key(stored.catalog, stored.catalog.ensure_user("globex", "bob"))[1]
         theirs = api.get(f"/workflows/{wf.id}/versions/1/diff/2", headers={"Authorization": f"Bearer {other}"})
         assert theirs.status_code == 404  # another organization's workflow does not exist for them
-    eid = _execution(stored, 2)
+        hostile = api.get(f"/ui/executions/{eid}", params={"node": "<script>x()</script>", "compare": 9})
+        assert hostile.status_code == 200 and "<script>x()" not in hostile.text
+        assert "node &#x27;&lt;script&gt;x()&lt;/script&gt;&#x27; is not in workflow" in hostile.text
+        assert "workflow &#x27;paid_net&#x27; has no version 9 (versions 1-3)" in hostile.text
+        assert api.get(f"/ui/executions/{eid}", params={"compare": 0}).status_code == 422
     with serving(stored) as url:
         dom = render(f"{url}/ui/executions/{eid}?key={key}&node=shaped&column=area&compare=1&match=order_id", tmp_path)
     assert "<svg" in dom[dom.index("lineage-graph") :], "Mermaid did not draw the column lineage"
