@@ -318,3 +318,14 @@ connections: [{{from: src, to: sink}}]
     assert _loaded(dst) == [1, 2, 3]
     assert next(n for n in second.execution.nodes if n.node == "src").rows_out == 1  # PostgreSQL sent only the new row
     assert _cursor(scope, name) == "2026-05-01T03:00:00+00:00"
+
+
+def test_a_query_source_is_filtered_by_the_database_not_after_it(scope: Scope, tmp_path: Path) -> None:
+    src, dst = tmp_path / "shop.duckdb", tmp_path / "lake.duckdb"
+    _orders(src, range(1, 6))
+    poisoned = "SELECT id, CASE WHEN id <= 3 THEN error('an old row was read') ELSE amount END AS amount FROM orders"
+    name = _apply(scope, FROM_DUCKDB.replace("SELECT id, amount FROM orders", poisoned), SRC=src, DST=dst)
+    cursors.reset(scope, name, "src", "3")  # a cursor before any run: its kind is the value's (integer)
+    result = execution.run(name, scope)  # rows 1-3 would raise if DuckDB computed them
+    assert result.ok, result.execution.error_message
+    assert _loaded(dst) == [4, 5] and _cursor(scope, name) == "5"
