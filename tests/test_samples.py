@@ -86,6 +86,10 @@ def test_pin_from_an_execution_takes_its_kept_outputs(scope: Scope, sales: Path)
     workflows.apply(other, scope)
     with pytest.raises(NotFoundError, match=f"execution '{run.execution.id}' is a run of 'sales', not of 'other'"):
         samples.pin("other", scope, from_execution=run.execution.id)
+    globex = Scope(scope.catalog, scope.catalog.ensure_user("globex", "eve"))
+    workflows.apply(document.from_data(definition(sales)), globex)
+    with pytest.raises(NotFoundError, match=f"no execution '{run.execution.id}'"):  # another organization's run
+        samples.pin("sales", globex, from_execution=run.execution.id)
     assert pins_table(scope) == before
 
 
