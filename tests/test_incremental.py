@@ -221,6 +221,11 @@ def test_resetting_refuses_unknown_workflows_nodes_and_values_of_another_kind(sc
         with pytest.raises(NotFoundError):
             call()
     assert _cursor(scope, name) == "2"
+    workflow_id = workflows.get(name, scope).id
+    workflows.delete(name, scope, purge=True)  # a purge leaves no cursor and no run window behind
+    with duckdb.connect(str(scope.catalog.path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM cursors WHERE workflow_id = ?", [workflow_id]).fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM execution_cursors").fetchone() == (0,)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:

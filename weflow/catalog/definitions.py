@@ -203,11 +203,12 @@ class Workflows(Repository):
             ids = "SELECT id FROM workflow_executions WHERE workflow_id = ?"
             for table in (
                 "contract_failures", "node_executions", "compensations", "execution_resumes", "execution_leases",
+                "execution_cursors",
             ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE execution_id IN ({ids})", [workflow.id])
             for table in (
                 "workflow_nodes", "workflow_node_connections", "webhook_tokens", "alert_deliveries", "execution_hours",
-                "node_failure_hours", "recent_durations", "sample_pins",
+                "node_failure_hours", "recent_durations", "sample_pins", "cursors",
             ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
         with self.transaction() as con:
