@@ -25,6 +25,7 @@ from weflow import DefinitionError, config, parse, secrets, workflows
 from weflow.core.secret_ref import SecretRef, revealed
 from weflow.errors import OutboundError
 from weflow.execution import run
+from weflow.nodes import objectstore
 from weflow.nodes.base import Inbound, NodeInputs, RunContext
 from weflow.nodes.registry import node_type
 from weflow.nodes.stop import Stop
@@ -379,3 +380,14 @@ def test_an_upload_cut_halfway_leaves_the_previous_object(store: S3, monkeypatch
     assert proxy.cut >= 2  # a retry (the client's own) is cut too
     assert store.get("cut/orders.parquet") == before
     assert "cut/new.parquet" not in store.keys()
+
+
+def test_an_unforeseen_store_error_is_one_line_without_a_key() -> None:
+    store = objectstore.Store.from_env({"WEFLOW_S3_ENDPOINT": "http://user:pw@minio.internal:9000/x"})
+    options = objectstore.storage_options(json.dumps({"access_key_id": "AKIAX", "secret_access_key": "s3cr3t"}), store)
+    with pytest.raises(OutboundError) as err, objectstore.explained("s3://lake/a.csv", store, options):
+        raise OSError("object-store error: Generic S3 error: signing with s3cr3t for AKIAX failed - <?xml ...>\nmore")
+    assert str(err.value) == "s3://lake/a.csv: OSError: Generic S3 error: signing with *** for *** failed"
+    assert store.shown_endpoint == "http://minio.internal:9000"
+    with pytest.raises(OutboundError, match=r"^WEFLOW_S3_MAX_RETRIES='many': must be a whole number$"):
+        objectstore.Store.from_env({"WEFLOW_S3_MAX_RETRIES": "many"})

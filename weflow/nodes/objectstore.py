@@ -177,12 +177,17 @@ def storage_options(secret: str | None, store: Store | None = None) -> dict[str,
 
 
 @contextmanager
-def explained(url: ObjectURL | str, store: Store | None = None) -> Iterator[None]:
-    """Turn Polars' object-store errors (long, with the server's XML) into one OutboundError line naming ``url``."""
+def explained(url: ObjectURL | str, store: Store, options: Mapping[str, Any]) -> Iterator[None]:
+    """Turn Polars' object-store errors (long, with the server's XML) into one OutboundError line naming ``url``;
+    no key of ``options`` shows in it."""
     try:
         yield
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise OutboundError(f"{url}: {_problem(exc, store or Store.from_env())}") from None
+        text = f"{url}: {_problem(exc, store)}"
+        for name in CREDENTIAL_KEYS:
+            if options.get(name):
+                text = text.replace(str(options[name]), "***")
+        raise OutboundError(text) from None
 
 
 def _problem(exc: BaseException, store: Store) -> str:
@@ -210,7 +215,7 @@ def scan(path: str, fmt: Format, secret: str | None, organization: str | None, *
     url = locate(path, organization=organization)
     store = Store.from_env()
     opts = storage_options(secret, store)
-    with explained(url, store):
+    with explained(url, store, opts):
         if fmt == "parquet":
             frame = pl.scan_parquet(str(url), storage_options=opts, **options)
         elif fmt == "csv":
@@ -226,7 +231,7 @@ def write(frame: pl.DataFrame, path: str, fmt: WriteFormat, secret: str | None, 
     url = locate(path, form="literal", organization=organization)
     store = Store.from_env()
     opts = storage_options(secret, store)
-    with explained(url, store):
+    with explained(url, store, opts):
         if fmt == "parquet":
             frame.write_parquet(str(url), storage_options=opts, compression="zstd")
         else:
