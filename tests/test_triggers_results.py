@@ -6,6 +6,7 @@ Real parts: the session's Prefect server (its triggers and actions services run 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import eventually, render
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import deploy, execution, file_triggers, parse, workflows
+from weflow.cli import app as cli_app
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.errors import DefinitionError
 from weflow.workflows import Scope
@@ -138,7 +140,9 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     assert eventually(lambda: "in the weflow UI" in render(f"{ui}/artifacts/artifact/{artifact['id']}", tmp_path), 60)
 
 
-def test_a_file_dropped_into_a_watched_folder_runs_once(stack: tuple[Scope, Hot], place: Path) -> None:
+def test_a_file_dropped_into_a_watched_folder_runs_once(
+    stack: tuple[Scope, Hot], place: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     scope, _ = stack
     incoming = place / "incoming"
     incoming.mkdir()
@@ -146,7 +150,10 @@ def test_a_file_dropped_into_a_watched_folder_runs_once(stack: tuple[Scope, Hot]
     assert file_triggers.scan(scope) == []  # the first look records what is there
     (incoming / "new.csv").write_text("a\n2\n")
     (incoming / "skip.txt").write_text("not a csv")
-    assert file_triggers.scan(scope) == [("t_files", "acme", 0, "incoming/new.csv")]
+    monkeypatch.setattr(sys, "argv", ["weflow", "watch-files", "--once"])  # the console script, in this process
+    with pytest.raises(SystemExit) as ended_cli:
+        cli_app.run()
+    assert ended_cli.value.code in (0, None) and capsys.readouterr().out == "t_files: new file incoming/new.csv\n"
     assert file_triggers.scan(scope) == []  # seen: kept in the runs folder, so a restart does not see it again
     [run] = ended(scope, "t_files")
     assert run.status is RunState.SUCCEEDED and run.input_data == {"path": "incoming/new.csv"}

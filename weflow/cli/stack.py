@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Annotated
 
 import typer
@@ -10,6 +12,7 @@ from rich.text import Text
 from weflow import monitor, retention, servers
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core.entities import Mode
+from weflow.workflows import Scope
 
 
 @app.command("deploy")
@@ -43,6 +46,7 @@ def up(
     from weflow import execution as service
 
     running = stack.Stack(port)
+    watching = threading.Event()  # set: the file triggers' watcher stops
     api = running.server
     try:
         sc = scope()
@@ -61,6 +65,7 @@ def up(
             out.print(Text.assemble(f"{final.workflow}: ", bold(final.status.value), f" {final.error_message or ''}"))
         out.print(f"Prefect UI: {api.ui_url}  (deployments: {api.ui_url}/deployments)")
         if not exit_after:
+            _watch_files(sc, watching)
             out.print("running; Ctrl-C stops the worker" + ("" if running.reused else " and the server"))
             with retention.pruning(sc.catalog.path):  # the retention policies: now, then hourly
                 for sent in running.watch(sc):
@@ -68,7 +73,37 @@ def up(
     except KeyboardInterrupt:
         out.print("stopping ...")
     finally:
+        watching.set()
         running.stop()
+
+
+def _watch_files(sc: Scope, stop: threading.Event) -> None:
+    """The folders of the workflows' ``file`` triggers, watched in a thread of ``weflow up`` until ``stop``."""
+    from weflow import file_triggers
+
+    here = contextvars.copy_context()  # the CLI's settings in the watcher's thread too
+    threading.Thread(target=here.run, args=(file_triggers.watch, sc, stop), name="weflow-files", daemon=True).start()
+
+
+@app.command("watch-files")
+def watch_files(
+    once: Annotated[bool, typer.Option("--once", help="look once and exit")] = False,
+    every: Annotated[float, typer.Option(min=0.2, help="seconds between looks")] = 2.0,
+) -> None:
+    """Start one run per new file of the ACTIVE workflows' file triggers (weflow up does this too); Ctrl-C stops."""
+    from weflow import file_triggers  # deferred: it imports Prefect
+
+    sc = scope()
+    stop = threading.Event()
+    while not stop.is_set():
+        for workflow, _, _, path in file_triggers.scan(sc):
+            out.print(f"{workflow}: new file {path}")
+        if once:
+            return
+        try:
+            stop.wait(every)
+        except KeyboardInterrupt:
+            return
 
 
 @app.command("node-worker")
