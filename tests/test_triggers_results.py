@@ -7,7 +7,9 @@ Real parts: the session's Prefect server (its triggers and actions services run 
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +103,11 @@ def ended(scope: Scope, workflow: str, count: int = 1) -> list[Execution]:
     return found
 
 
-def _prefect(prefect_api: str, path: str, body: dict[str, Any]) -> Any:
+def _prefect(prefect_api: str, path: str, body: Any) -> Any:
     """POST to Prefect's API; SQLite's 503 under load is asked again."""
     response = eventually(lambda: (r := httpx.post(f"{prefect_api}{path}", json=body)).status_code < 500 and r, 30)
-    return response.json()  # type: ignore[union-attr]
+    assert response.status_code < 300, response.text  # type: ignore[union-attr]
+    return response.json() if response.content else None  # type: ignore[union-attr]
 
 
 def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
@@ -112,6 +115,9 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
 ) -> None:
     scope, _ = stack
     assert ("t_draft", "DRAFT: set status ACTIVE (or PAUSED) to deploy it") in deploy.skipped(scope)
+    foreign = {"prefect.resource.id": "weflow.execution.x", "weflow.workflow": "t_first", "weflow.organization": "evil"}
+    event = {"id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": "weflow.execution.succeeded"}
+    _prefect(prefect_api, "/events", [{**event, "resource": foreign}])  # another organization's t_first: no run here
     first = execution.submit("t_first", scope, Mode.API, queue=True)
     [third] = ended(scope, "t_third")
     [second] = ended(scope, "t_second")
