@@ -34,7 +34,9 @@ nodes:
 def worker(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """A real `prefect worker` (process type) on the execution queue."""
     home = tmp_path_factory.mktemp("worker")
-    proc = server.start_worker(prefect_api, deploy.work_pool(), deploy.execution_queue(), home)
+    # the python nodes' module (tests.resources.pynodes) comes from the worker's environment: deployments name no folder
+    extra = {"PYTHONPATH": str(REPO)}
+    proc = server.start_worker(prefect_api, deploy.work_pool(), deploy.execution_queue(), home, env_extra=extra)
     yield proc
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
@@ -64,10 +66,12 @@ def test_deploy_is_idempotent_and_follows_status(scope: Scope, prefect_api: str)
     }
     found = deployments(prefect_api)
     d = found["customer_revenue"]
-    assert d["entrypoint"] == "flows/run_workflow.py:run_workflow"
+    assert d["entrypoint"] == "weflow.flow_entry:run_workflow"  # a module of the package: no checkout, no file
+    assert d["path"] == "." and "working_dir" not in d["job_variables"]  # no source folder of this machine
     assert d["work_queue_name"] == deploy.execution_queue() and d["work_pool_name"] == deploy.work_pool()
     assert [s["schedule"]["cron"] for s in d["schedules"]] == ["30 7 * * 1-5"]
-    assert set(d["tags"]) == {"weflow", "workflow:customer_revenue", "version:1"}
+    mine = f"weflow-version:{deploy.installed_version()}"  # a worker of another version refuses its runs
+    assert set(d["tags"]) == {"weflow", "workflow:customer_revenue", "version:1", mine}
     form = d["parameter_openapi_schema"]["properties"]["input_data"]["properties"]
     assert form == {
         "min_amount": {

@@ -16,6 +16,25 @@ _override: ContextVar[Settings | None] = ContextVar("weflow_settings", default=N
 
 ORGANIZATION = "{organization}"  # in a data root: replaced by the organization whose node runs
 DEFAULT_PREFECT_HOME = Path("data/prefect")
+MARKER = "weflow.toml"  # written by `weflow init`: its folder is the project root (the way git finds .git)
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder from ``start`` (default: the working directory) up holding ``weflow.toml``; else None."""
+    here = (start or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if (d / MARKER).is_file()), None)
+
+
+def project_env(root: Path | None) -> dict[str, str]:
+    """The project's catalog, runs, data root and Prefect home as environment defaults (absolute); none outside one."""
+    if root is None:
+        return {}
+    return {
+        "WEFLOW_CATALOG": str(root / "data/weflow.duckdb"),
+        "WEFLOW_RUNS_DIR": str(root / "data/runs"),
+        "WEFLOW_DATA_ROOTS": str(root),
+        "PREFECT_HOME": str(root / DEFAULT_PREFECT_HOME),
+    }
 
 
 @dataclass(frozen=True)
@@ -34,7 +53,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ
+        env = {**project_env(project_root()), **os.environ}  # the variables set win over the project's defaults
         roots = env.get("WEFLOW_DATA_ROOTS", "")
         home = env.get("PREFECT_HOME", "")
         return cls(

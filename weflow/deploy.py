@@ -1,17 +1,25 @@
 """Prefect deployments of the generic entrypoint: one per ACTIVE (or PAUSED) catalog workflow.
 
-Each deployment runs ``flows/run_workflow.py:run_workflow`` with the workflow's name as a fixed
+Each deployment runs ``weflow.flow_entry.run_workflow`` with the workflow's name as a fixed
 parameter, its cron schedules, a run form for its inputs, and a fingerprint of all that in its
 ``version`` field, so deploying twice changes nothing and a changed definition is picked up by
 the entrypoint without any code being redeployed.
+
+The entrypoint is a module (Prefect imports it from the installed package), and the deployment
+names no source folder or working directory: a worker needs weflow installed, not a checkout. It
+carries the weflow version that made it (a ``weflow-version:X`` tag); a run on a
+worker with another version fails with that said (``check_version``), not with a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cache
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +30,6 @@ from weflow.errors import DeployError
 from weflow.prefect_gateway import deployments, triggers
 from weflow.prefect_gateway.deployments import (
     CRASH_AUTOMATION,
-    ENTRYPOINT,
     FLOW_NAME,
     Action,
     deployment_name,
@@ -33,10 +40,15 @@ from weflow.prefect_gateway.deployments import (
 from weflow.secrets import organization
 from weflow.workflows import Scope, list_workflows, version
 
-ROOT = Path(__file__).resolve().parent.parent
+# A module and its flow: Prefect imports it (``import_object``) from wherever weflow is installed. The deployment's
+# path is "." (where the worker runs, which Prefect then copies onto itself: nothing), never a source folder;
+# a weflow worker loads ``Path(".") / ENTRYPOINT``, which is ENTRYPOINT again, once for all its runs.
+ENTRYPOINT = "weflow.flow_entry:run_workflow"
+VERSION_TAG = "weflow-version:"
 # the deployment settings, re-exported: interfaces reach them through this service
 __all__ = ["CRASH_AUTOMATION", "FLOW_NAME", "DeployError", "Deployed", "deploy", "deployment_name"]
 __all__ += ["entrypoint_path", "execution_queue", "heartbeat_seconds", "job_env", "work_pool"]
+__all__ += ["ENTRYPOINT", "check_version", "installed_version"]
 
 
 @dataclass(frozen=True)
@@ -79,8 +91,28 @@ def parameter_schema(definition: Definition) -> dict[str, Any]:
 
 
 def entrypoint_path() -> str:
-    """The entrypoint as ``/abs/path/flows/run_workflow.py:run_workflow`` (what a weflow worker loads once)."""
-    return str(ROOT / ENTRYPOINT)
+    """The entrypoint a weflow worker loads once: the deployments' own, a module path (no file)."""
+    return ENTRYPOINT
+
+
+@cache
+def installed_version() -> str:
+    """The version of the weflow distribution this process imports (``0+unknown`` when it is not installed)."""
+    try:
+        return distribution_version("weflow")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def check_version(tags: Iterable[str]) -> None:
+    """Refuse a run deployed by another weflow version than this one (its ``weflow-version:`` tag)."""
+    deployed = next((t.removeprefix(VERSION_TAG) for t in tags if t.startswith(VERSION_TAG)), None)
+    mine = installed_version()
+    if deployed is not None and deployed != mine:
+        raise DeployError(
+            f"this run was deployed with weflow {deployed} but this worker runs weflow {mine}: "
+            f"install weflow=={deployed} on the worker, or run `weflow deploy` again with weflow {mine}"
+        )
 
 
 def job_env(api_url: str | None = None) -> dict[str, str]:
@@ -118,13 +150,12 @@ def _spec(
         "description": definition.description or f"weflow workflow {workflow.name}",
         "parameters": {"workflow": workflow.name},
         "parameter_openapi_schema": parameter_schema(definition),
-        "tags": ["weflow", f"workflow:{workflow.name}", f"version:{version_number}"],
+        "tags": ["weflow", f"workflow:{workflow.name}", f"version:{version_number}", VERSION_TAG + installed_version()],
         "work_pool_name": work_pool(),
         "work_queue_name": execution_queue(),
         "entrypoint": ENTRYPOINT,
-        "path": str(ROOT),
+        "path": ".",
         "job_variables": {
-            "working_dir": str(ROOT),
             "env": job_env(api_url),
             "isolation": definition.settings.isolation,  # inside the weflow worker, or a fresh process
         },

@@ -14,16 +14,17 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from weflow.cli import admin, backfills, definitions, lineage, retention, runs, stack, testing, worker
+from weflow.cli import admin, backfills, definitions, lineage, project, retention, runs, stack, testing, worker
 from weflow.cli import catalog as catalog_commands
 from weflow.cli import cursors as cursors_commands  # noqa: F401  (its import registers 'weflow cursors')
 from weflow.cli import samples as samples_commands
 from weflow.cli import secrets as secrets_commands
 from weflow.cli.console import app, use
+from weflow.config import project_env, project_root
 from weflow.errors import WeflowError
 
 T = TypeVar("T")
-COMMAND_GROUPS = (definitions, lineage, runs, backfills, stack, worker, retention, testing)  # for their commands
+COMMAND_GROUPS = (definitions, lineage, runs, backfills, stack, worker, retention, testing, project)  # their commands
 
 
 @app.callback()
@@ -43,6 +44,8 @@ def main(
     source = ctx.get_parameter_source("catalog")  # typer's own vendored click: compare by name
     if catalog is not None and source is not None and source.name == "COMMANDLINE":
         _refuse_missing_folder(catalog, create_catalog)
+    for name, value in project_env(project_root()).items():  # inside a project: its paths, for child processes too
+        os.environ.setdefault(name, value)
     use(catalog, verbose)
 
 
