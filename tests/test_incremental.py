@@ -258,6 +258,9 @@ def test_the_cursors_command_shows_and_resets(
         code, out, err = _cli(capsys, monkeypatch, *args)
         assert code != 0 and wanted in err and len(err.strip().splitlines()) == 1, (args, err)
     assert _cursor(scope, name) == "1"
+    code, out, err = _cli(capsys, monkeypatch, "run", name, "--full-refresh", "-f", "json")
+    assert code == 0, err  # every row again, not only those above the cursor (2, 3); the cursor moves forward
+    assert _loaded(dst) == [1, 1, 2, 2, 3, 3] and _cursor(scope, name) == "3"
 
 
 def test_the_incremental_types_are_the_ones_the_engine_narrows() -> None:

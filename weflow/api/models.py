@@ -128,6 +128,9 @@ class ExecutionIn(Body):
     timeout: float | None = Field(
         default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="execution timeout in seconds (default 300)"
     )
+    full_refresh: bool = Field(
+        default=False, description="incremental sources read every row (their cursors move forward only)"
+    )
 
 
 class NodeExecutionOut(_NodeExecutionFields):

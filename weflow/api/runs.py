@@ -49,7 +49,9 @@ def start_execution(
     """Queue a run of the current version; it runs in the background (poll GET /executions/{id})."""
     request = body or ExecutionIn()
     workflow = find(scope, workflow_id)
-    started = execution.submit(workflow.name, scope, Mode(request.mode), request.input_data, request.timeout)
+    started = execution.submit(
+        workflow.name, scope, Mode(request.mode), request.input_data, request.timeout, full_refresh=request.full_refresh
+    )
     return ExecutionOut.of(started)
 
 

@@ -37,6 +37,9 @@ def run_(
     persist: Annotated[bool, typer.Option(help="persist every node's output as Parquet")] = False,
     queue: Annotated[bool, typer.Option("--queue", help="queue it on its deployment and return at once")] = False,
     local: Annotated[bool, typer.Option("--local", help="run it in this process, even with a worker up")] = False,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="incremental sources read every row (cursors move forward only)")
+    ] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a workflow now on a running weflow worker (else in this process); exit 0 only if it succeeded."""
@@ -46,7 +49,7 @@ def run_(
         raise BadInput(f"--input-json: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if data is not None and not isinstance(data, dict):
         raise BadInput("--input-json: must be a JSON object")
-    if not (queue or local or persist):
+    if not (queue or local or persist or full_refresh):
         handed = handoff.run_on_worker(name, catalog_path(), data, timeout, version)  # no Prefect import here
         if handed is not None:
             _show_execution(handed, fmt)
@@ -59,13 +62,16 @@ def run_(
 
     _quiet_prefect_console()
     if queue:
-        queued = execution.submit(name, scope(), Mode.MANUAL, data, timeout, queue=True)
+        queued = execution.submit(name, scope(), Mode.MANUAL, data, timeout, queue=True, full_refresh=full_refresh)
         if fmt is Format.json:
             emit_json(queued)
         else:
             out.print(f"execution {queued.id} QUEUED (Prefect flow run {queued.flow_run_id})")
         return
-    result = execution.run(name, scope(), input_data=data, timeout=timeout, version_number=version, persist=persist)
+    result = execution.run(
+        name, scope(), input_data=data, timeout=timeout, version_number=version, persist=persist,
+        full_refresh=full_refresh,
+    )  # fmt: skip
     _show_execution(result.execution, fmt)
     if not result.ok:
         _run_failed(result.execution)

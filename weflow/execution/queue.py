@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from weflow import children, leases
+from weflow import children, cursors, leases
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Begun
 from weflow.catalog.batcher import shared
@@ -27,6 +27,7 @@ def submit(
     timeout: float | None = None,
     queue: bool | None = None,
     version_number: int | None = None,
+    full_refresh: bool = False,
 ) -> Execution:
     """Record a QUEUED execution and return at once; the input is checked before anything is stored.
 
@@ -37,12 +38,15 @@ def submit(
     first and the record stored with its id in one write (in the process's batch: concurrent API
     calls share a catalog session); a worker that takes the flow run before the record is
     committed waits for it (``record.CatalogRecorder.queued``); a record that cannot be stored
-    takes its flow run with it.
+    takes its flow run with it. ``full_refresh``: its incremental sources read every row (marked
+    before anyone can take the run).
     """
     definition, execution = new_execution(
         scope, name, mode=mode, input_data=input_data, timeout=timeout, version_number=version_number
     )
     resolve_inputs(definition, input_data)
+    if full_refresh:
+        cursors.mark_full_refresh(scope, execution, definition)
     flow_run_id = flow_runs.create(execution, required=bool(queue)) if queue is not False else None
     execution = replace(execution, flow_run_id=flow_run_id)
     try:  # in the process's next batch, shared with the other runs queued at the same time
