@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 
 from tests.conftest import eventually, render
@@ -21,6 +22,7 @@ from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import deploy, execution, file_triggers, parse, workflows
 from weflow.cli import app as cli_app
 from weflow.core.entities import Execution, Mode, RunState
+from weflow.engine import results
 from weflow.errors import DefinitionError
 from weflow.workflows import Scope
 
@@ -32,7 +34,7 @@ UP = 'inputs:\n  up: {type: string, default: ""}\n  st: {type: string, default: 
 CHOICE = "  region: {type: string, default: eu, description: sales region, allowed: [eu, us]}\n"
 FIRST = "name: t_first\nstatus: ACTIVE\nsettings: {result_preview: 3}\ninputs:\n" + CHOICE + SOURCE
 SECOND = (
-    "name: t_second\nstatus: ACTIVE\n" + UP
+    "name: t_second\nstatus: ACTIVE\nsettings: {result_preview: false}\n" + UP
     + "triggers:\n  - after: {workflow: t_first, status: succeeded, inputs: {up: execution_id, st: status}}\n"
     + SOURCE
 )  # fmt: skip
@@ -71,6 +73,14 @@ def test_the_run_form_shows_descriptions_defaults_and_allowed_values(scope: Scop
     assert form["properties"]["region"] == {
         "type": "string", "title": "region", "description": "sales region", "default": "eu", "enum": ["eu", "us"],
     }  # fmt: skip
+
+
+def test_result_rows_are_bounded_and_their_markdown_escaped() -> None:
+    hostile = pl.DataFrame({"a|b": ["<script>x</script>", "[x](javascript:alert(1))", "two\nlines", "z" * 200]})
+    table = results.rows_table(hostile, 3)
+    assert table.splitlines()[:2] == ["| a\\|b |", "|---|"]
+    assert "\\<script\\>x\\</script\\>" in table and "\\[x\\](javascript:alert(1))" in table
+    assert "two lines" in table and "zzz" not in table.splitlines()[-1][:3] and len(table.splitlines()) == 5
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +147,8 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     assert f"## orders: {rows} rows (SUCCEEDED)" in text
     assert text.count("\n| ") == 1 + 3  # the header and result_preview: 3 rows
     assert "| order\\_id | customer\\_id |" in text  # a cell's Markdown is escaped
+    of_second = {"flow_run_id": {"any_": [second.flow_run_id]}}
+    assert _prefect(prefect_api, "/artifacts/filter", {"artifacts": of_second}) == []  # result_preview: false
 
     # the deployment's run form lists the input's allowed values; the UI shows the artifact's Markdown
     [deployed] = [d for d in _prefect(prefect_api, "/deployments/filter", {}) if d["name"] == "t_first"]
