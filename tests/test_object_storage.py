@@ -21,7 +21,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from polars.testing import assert_frame_equal
 
-from weflow import DefinitionError, config, parse, secrets, workflows
+from weflow import DefinitionError, accounts, config, parse, secrets, workflows
 from weflow.core.secret_ref import SecretRef, revealed
 from weflow.errors import OutboundError
 from weflow.execution import run
@@ -391,3 +391,27 @@ def test_an_unforeseen_store_error_is_one_line_without_a_key() -> None:
     assert store.shown_endpoint == "http://minio.internal:9000"
     with pytest.raises(OutboundError, match=r"^WEFLOW_S3_MAX_RETRIES='many': must be a whole number$"):
         objectstore.Store.from_env({"WEFLOW_S3_MAX_RETRIES": "many"})
+
+
+def test_each_organization_of_a_shared_catalog_is_checked_and_runs_in_its_own_prefix(
+    store: S3, scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One catalog, two organizations: beta's run reads and writes under beta's prefix, not the process's."""
+    monkeypatch.setenv("WEFLOW_S3_BUCKETS", "lake/{organization}")
+    store.put("beta/in/orders.parquet", parquet(ORDERS))
+    beta = Scope(scope.catalog, accounts.add_user(scope.catalog.path, "beta", "bo"))
+    copy = """
+name: copy
+nodes:
+  - {name: src, type: read_parquet, config: {path: "s3://lake/PREFIX/in/orders.parquet"}}
+  - {name: out, type: write_parquet, config: {path: "s3://lake/PREFIX/out/orders.parquet"}}
+connections: [{from: src, to: out}]
+"""
+    with pytest.raises(DefinitionError, match=r"^nodes\[0\]\.config\.path: .*outside the key prefixes .*'beta/'"):
+        workflows.apply(parse(copy.replace("PREFIX", "acme")), beta)  # the process's organization's prefix
+    assert workflows.list_workflows(beta) == []
+    workflows.apply(parse(copy.replace("PREFIX", "beta")), beta)
+    result = run("copy", beta)
+    assert result.ok, result.execution.error_message
+    assert_frame_equal(pl.read_parquet(store.get("beta/out/orders.parquet")), ORDERS)
+    assert "acme/out/orders.parquet" not in store.keys()

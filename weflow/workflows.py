@@ -24,6 +24,7 @@ from weflow.core.diff import diff as diff_definitions
 from weflow.core.entities import Status, User, Version, Workflow
 from weflow.core.model import Definition
 from weflow.errors import ConflictError, DefinitionError, NotFoundError
+from weflow.nodes import objectstore
 from weflow.nodes.registry import signatures
 
 MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs; anything larger cannot exist
@@ -50,12 +51,14 @@ _PROOF = object()  # only ``checked`` holds it: a Checked cannot be made by hand
 class Checked:
     """A definition that passed every check against ``roots`` (made only by ``checked``).
 
-    ``roots``: the data roots its paths were checked in. Storing it in a scope with the same
-    roots checks nothing again: ``weflow apply`` checks each file once.
+    ``roots``: the data roots its paths were checked in, for ``organization`` (its buckets). Storing
+    it in a scope with the same roots and organization checks nothing again: ``weflow apply`` checks
+    each file once.
     """
 
     definition: Definition
     roots: tuple[Path, ...]
+    organization: str
     proof: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,12 +73,19 @@ def open_catalog(path: str | Path | None = None) -> Catalog:
 
 def data_roots(scope: Scope) -> tuple[Path, ...]:
     """The data roots open to the scope's organization's nodes (``Settings.roots_for``)."""
+    return organization_roots(scope)[1]
+
+
+def organization_roots(scope: Scope, named: bool = False) -> tuple[str, tuple[Path, ...]]:
+    """The scope's organization's name and data roots, in one catalog read, or none when every organization
+    has the same roots and buckets (then the name is the settings' unless ``named``)."""
     cfg = settings()
-    if cfg.shared_data_roots and not any(ORGANIZATION in str(r) for r in cfg.data_roots):
-        return cfg.roots_for(cfg.organization)  # the same for everyone: no catalog session
+    templated = [*map(str, cfg.data_roots), *objectstore.Store.from_env().buckets]
+    if not named and cfg.shared_data_roots and not any(ORGANIZATION in t for t in templated):
+        return cfg.organization, cfg.roots_for(cfg.organization)  # the same for everyone: no catalog session
     found = scope.catalog.organizations()
     name = next((o.name for o in found if o.id == scope.user.organization_id), "")
-    return cfg.roots_for(name, len(found))
+    return name, cfg.roots_for(name, len(found))
 
 
 def check(definition: Definition, scope: Scope | None = None) -> Definition:
@@ -84,7 +94,8 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
     With a scope, paths are checked against that organization's data roots (else the settings').
     """
     if scope is not None:
-        with using(data_roots=data_roots(scope)):
+        name, roots = organization_roots(scope)
+        with using(data_roots=roots, organization=name):
             return check(definition)
     policy = outbound.Policy.current()
     urls = [(i, r.webhook) for i, r in enumerate(definition.alerts) if isinstance(r.webhook, str)]  # not a secret's
@@ -98,20 +109,22 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
 def checked(definition: Definition, scope: Scope | None = None) -> Checked:
     """``check``, remembering the data roots it checked paths in (the scope's, else the settings')."""
     if scope is not None:
-        with using(data_roots=data_roots(scope)):
+        name, roots = organization_roots(scope)
+        with using(data_roots=roots, organization=name):
             return checked(definition)
     cfg = settings()
-    return Checked(check(definition), cfg.roots_for(cfg.organization), _PROOF)
+    return Checked(check(definition), cfg.roots_for(cfg.organization), cfg.organization, _PROOF)
 
 
 def _ready(items: Sequence[Definition | Checked], scope: Scope) -> list[Definition]:
     """The definitions to store in ``scope``: a Checked against the scope's data roots as is, the rest checked now."""
-    roots = data_roots(scope)
+    name, roots = organization_roots(scope)
     ready = []
-    with using(data_roots=roots):
+    with using(data_roots=roots, organization=name):
         for item in items:
             definition = item.definition if isinstance(item, Checked) else item
-            ready.append(definition if isinstance(item, Checked) and item.roots == roots else check(definition))
+            same = isinstance(item, Checked) and (item.roots, item.organization) == (roots, name)
+            ready.append(definition if same else check(definition))
     _no_trigger_cycle(ready, scope)
     return ready
 

@@ -96,6 +96,7 @@ async def _run_node(run: PlanRun, name: str, local: dict[str, Frame], stop: Stop
     ctx = RunContext(
         run.spec.workflow, name, run.spec.params, run.spec.data_roots, get_run_logger(),
         work_dir=run.spec.spill_dir, undo=run.registrar(name) if node.compensate else None, stop=stop,
+        organization=run.spec.organization,
     )  # fmt: skip
     try:
         config = await _revealed(run, name, node_type.config.model_validate(node.config))

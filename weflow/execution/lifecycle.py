@@ -37,8 +37,8 @@ from weflow.files import write_addressed
 from weflow.nodes.registry import node_types
 from weflow.prefect_gateway.client import run_flow
 from weflow.prefect_gateway.states import ended
-from weflow.secrets import organization, referenced
-from weflow.workflows import Scope, check, data_roots
+from weflow.secrets import referenced
+from weflow.workflows import Scope, check, organization_roots
 
 
 @dataclass(frozen=True)
@@ -130,17 +130,18 @@ def prepare(
     plan = planning.build(definition, types, fuse=fuse, persist_all=persist)
     remote_steps = on_queue or bool(dask or definition.settings.dask)
     windows = _windows(definition, execution, recorder, scope, full_refresh, remote_steps) if limit is None else {}
+    # whose roots, buckets and secrets {secret: NAME}: the scope's organization (its name read only when needed)
+    org, roots = organization_roots(scope, named=referenced(definition)) if scope else (None, None)
     spec = RunSpec(
         workflow=definition.name,
         params=params,
-        data_roots=data_roots(scope) if scope else cfg.roots_for(cfg.organization),  # the organization's
+        data_roots=roots if roots is not None else cfg.roots_for(cfg.organization),
         persist=persist_output(cfg.runs_dir) if (persist or _persists(definition)) else None,
         limit=limit,
         spill_dir=(cfg.runs_dir / "executions" / execution.id).resolve() if limit is None else None,
         reuse=dict(reuse or {}),
         max_memory_mb=definition.settings.max_memory_mb,
-        # whose secrets {secret: NAME} reads: the scope's organization, looked up only when the definition has any
-        organization=organization(scope) if scope and referenced(definition) else cfg.organization,
+        organization=org if org is not None else cfg.organization,
         windows=windows,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
