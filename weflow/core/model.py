@@ -187,11 +187,9 @@ class InputSpec(_Frozen):
 
     @model_validator(mode="after")
     def _allowed_typed(self) -> InputSpec:
-        wrong = [f"allowed value {v!r}: {w}" for v in self.allowed if (w := mismatch(self.type, v))]
-        if self.allowed and self.default is not None and self.default not in self.allowed:
-            wrong.append(f"default {self.default!r} is not one of the allowed values")
-        if wrong:
-            raise ValueError("; ".join(wrong))
+        wrong = next((f"allowed value {v!r}: {w}" for v in self.allowed if (w := mismatch(self.type, v))), None)
+        if wrong or (self.allowed and self.default is not None and self.default not in self.allowed):
+            raise ValueError(wrong or f"default {self.default!r} is not one of the allowed values")
         return self
 
 
