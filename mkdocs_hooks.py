@@ -126,13 +126,20 @@ def _definition_problems(markdown: str) -> list[str]:
     return problems
 
 
+@cache
+def _root_command() -> Any:
+    import typer
+
+    from weflow.cli.app import app
+
+    return typer.main.get_command(app)
+
+
 def _check_call(words: list[str]) -> str | None:
     import typer
     from typer.core import TyperGroup
 
-    from weflow.cli.app import app
-
-    root = command = typer.main.get_command(app)
+    root = command = _root_command()
     known = {o for p in root.params for o in p.opts}
     for word in words:
         if isinstance(command, TyperGroup) and not word.startswith("-"):
