@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -110,3 +111,15 @@ def test_the_entrypoint_loads_from_the_package_the_way_prefect_and_the_worker_lo
     from flows.run_workflow import run_workflow as for_prefect_yaml
 
     assert for_prefect_yaml is run_workflow
+
+
+def test_the_entrypoint_fails_a_run_deployed_by_another_weflow_version(prefect_api: str) -> None:
+    from prefect import tags
+
+    from weflow.flow_entry import run_workflow
+    from weflow.prefect_gateway.client import pointed_at
+
+    with pointed_at(prefect_api), tags("weflow", "weflow-version:0.0.1"):  # as a deployment of weflow 0.0.1 tags it
+        state = asyncio.run(run_workflow(workflow="daily_sales", return_state=True))  # type: ignore[call-overload]
+    assert state.is_failed()
+    assert "this run was deployed with weflow 0.0.1 but this worker runs weflow" in (state.message or ""), state
