@@ -158,6 +158,22 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     assert eventually(lambda: "in the weflow UI" in render(f"{ui}/artifacts/artifact/{artifact['id']}", tmp_path), 60)
 
 
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """The console script's entry point in this process: (exit code, stdout)."""
+    monkeypatch.setattr(sys, "argv", ["weflow", *args])
+    with pytest.raises(SystemExit) as ended_cli:
+        cli_app.run()
+    return int(ended_cli.value.code or 0), capsys.readouterr().out
+
+
+def test_weflow_deploy_says_which_workflows_it_skipped_and_why(
+    stack: tuple[Scope, Hot], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = cli(capsys, monkeypatch, "deploy")
+    assert code == 0 and "skipped t_draft: DRAFT: set status ACTIVE (or PAUSED) to deploy it" in out
+    assert "t_first" in out and "unchanged" in out
+
+
 def test_a_file_dropped_into_a_watched_folder_runs_once(
     stack: tuple[Scope, Hot], place: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,10 +184,8 @@ def test_a_file_dropped_into_a_watched_folder_runs_once(
     assert file_triggers.scan(scope) == []  # the first look records what is there
     (incoming / "new.csv").write_text("a\n2\n")
     (incoming / "skip.txt").write_text("not a csv")
-    monkeypatch.setattr(sys, "argv", ["weflow", "watch-files", "--once"])  # the console script, in this process
-    with pytest.raises(SystemExit) as ended_cli:
-        cli_app.run()
-    assert ended_cli.value.code in (0, None) and capsys.readouterr().out == "t_files: new file incoming/new.csv\n"
+    code, out = cli(capsys, monkeypatch, "watch-files", "--once")
+    assert code == 0 and out == "t_files: new file incoming/new.csv\n"
     assert file_triggers.scan(scope) == []  # seen: kept in the runs folder, so a restart does not see it again
     [run] = ended(scope, "t_files")
     assert run.status is RunState.SUCCEEDED and run.input_data == {"path": "incoming/new.csv"}
