@@ -215,6 +215,11 @@ def test_the_samples_commands(scope: Scope, sales: Path, cli_env: dict[str, str]
     ran = runner.invoke(app, ["samples", "run", "sales", "--node", "named"])
     assert ran.exit_code == 0 and "not recorded as an execution, no sink written" in ran.stdout
     assert "named: 2 rows" in ran.stdout and not (sales / "out.parquet").exists()
+    ran = runner.invoke(app, ["run", "sales", "--samples"])  # weflow run's spelling of the same
+    assert ran.exit_code == 0 and "not recorded as an execution, no sink written" in ran.stdout, ran.output
+    assert not (sales / "out.parquet").exists()
+    clash = runner.invoke(app, ["run", "sales", "--samples", "--queue"])
+    assert clash.exit_code == 1 and "not with --queue" in str(clash.exception) and not (sales / "out.parquet").exists()
     dropped = runner.invoke(app, ["samples", "drop", "sales", "customers"])
     assert dropped.stdout.strip() == "dropped 1 pin(s) of sales: customers"
     env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}

@@ -40,9 +40,19 @@ def run_(
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="incremental sources read every row (cursors move forward only)")
     ] = False,
+    samples: Annotated[
+        bool, typer.Option("--samples", help="on the pinned samples, in this process: not recorded, no sink written")
+    ] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a workflow now on a running weflow worker (else in this process); exit 0 only if it succeeded."""
+    if samples:
+        clash = [f for f, on in (("--queue", queue), ("--persist", persist), ("--full-refresh", full_refresh)) if on]
+        if clash:
+            raise BadInput(f"--samples runs on the pins in this process and writes nothing: not with {clash[0]}")
+        from weflow.cli.samples import run as run_on_samples
+
+        return run_on_samples(name, version=version, node=None, input_json=input_json, fmt=fmt)
     try:
         data = json.loads(input_json) if input_json else None
     except json.JSONDecodeError as exc:
