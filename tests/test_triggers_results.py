@@ -24,6 +24,7 @@ from weflow.cli import app as cli_app
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.engine import results
 from weflow.errors import DefinitionError
+from weflow.execution import resolve_inputs
 from weflow.workflows import Scope
 
 MODULES = ("tests.resources.pynodes",)
@@ -73,6 +74,11 @@ def test_the_run_form_shows_descriptions_defaults_and_allowed_values(scope: Scop
     assert form["properties"]["region"] == {
         "type": "string", "title": "region", "description": "sales region", "default": "eu", "enum": ["eu", "us"],
     }  # fmt: skip
+    with pytest.raises(
+        DefinitionError, match=r"input_data\.region: 'asia' is not one of the allowed values \['eu', 'us'\]"
+    ):
+        resolve_inputs(_doc(FIRST), {"region": "asia"})  # what the API, the CLI and a deployment's run get
+    assert resolve_inputs(_doc(FIRST), {"region": "us"})["region"] == "us"
 
 
 def test_result_rows_are_bounded_and_their_markdown_escaped() -> None:

@@ -77,6 +77,8 @@ def resolve_inputs(definition: Definition, input_data: Mapping[str, Any] | None)
             problems.append((f"input_data.{key}", f"unknown input (inputs of {definition.name!r}: {known})"))
         elif wrong := input_types.mismatch(spec.type, value):
             problems.append((f"input_data.{key}", wrong))
+        elif spec.allowed and value not in spec.allowed:
+            problems.append((f"input_data.{key}", f"{value!r} is not one of the allowed values {list(spec.allowed)}"))
     for key, spec in definition.inputs.items():
         if key not in given:
             if spec.default is None:
