@@ -115,11 +115,13 @@ def test_the_entrypoint_loads_from_the_package_the_way_prefect_and_the_worker_lo
 
 def test_the_entrypoint_fails_a_run_deployed_by_another_weflow_version(prefect_api: str) -> None:
     from prefect import tags
+    from prefect.logging.handlers import APILogHandler
 
     from weflow.flow_entry import run_workflow
     from weflow.prefect_gateway.client import pointed_at
 
     with pointed_at(prefect_api), tags("weflow", "weflow-version:0.0.1"):  # as a deployment of weflow 0.0.1 tags it
         state = asyncio.run(run_workflow(workflow="daily_sales", return_state=True))  # type: ignore[call-overload]
+        APILogHandler().flush()  # its log lines sent now, not at exit when the session's server is gone
     assert state.is_failed()
     assert "this run was deployed with weflow 0.0.1 but this worker runs weflow" in (state.message or ""), state
