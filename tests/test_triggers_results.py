@@ -6,6 +6,7 @@ Real parts: the session's Prefect server (its triggers and actions services run 
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -47,7 +48,8 @@ DRAFT = SECOND.replace("t_second", "t_draft").replace("ACTIVE", "DRAFT")
 PAUSED = SECOND.replace("t_second", "t_paused").replace("ACTIVE", "PAUSED")
 FILES = (
     'name: t_files\nstatus: ACTIVE\ninputs:\n  path: {type: string, default: ""}\n'
-    'triggers:\n  - file: {glob: "*.csv", root: incoming, input: path}\n' + SOURCE
+    'triggers:\n  - file: {glob: "*.csv", root: incoming, input: path}\n'
+    "nodes:\n  - {name: landed, type: read_csv, config: {path: $path}}\n"  # the new file itself
 )
 
 
@@ -195,3 +197,23 @@ def test_a_file_dropped_into_a_watched_folder_runs_once(
     assert file_triggers.scan(scope) == []  # seen: kept in the runs folder, so a restart does not see it again
     [run] = ended(scope, "t_files")
     assert run.status is RunState.SUCCEEDED and run.input_data == {"path": "incoming/new.csv"}
+    assert [(n.node, n.rows_out) for n in execution.current(run.id, scope).nodes] == [("landed", 1)]
+
+
+def test_a_path_input_is_declared_a_string_and_read_under_the_data_roots(scope: Scope, tmp_path: Path) -> None:
+    (tmp_path / "landed.csv").write_text("a\n1\n2\n")
+    text = (
+        "name: by_path\ninputs:\n  path: {type: string}\nnodes:\n  - {name: f, type: read_csv, config: {path: $path}}"
+    )
+    workflows.apply(_doc(text), scope)
+    done = execution.run("by_path", scope, input_data={"path": str(tmp_path / "landed.csv")})
+    assert done.ok and done.execution.nodes[0].rows_out == 2
+    outside = execution.run("by_path", scope, input_data={"path": "/etc/passwd"})  # the value is checked as any path
+    assert not outside.ok and "outside the data roots" in (outside.execution.error_message or "")
+    for bad, says in (
+        (text.replace("$path", "$nope"), "nodes[0].config.path: $nope: not an input of the workflow"),
+        (text.replace("{type: string}", "{type: integer}"), "nodes[0].config.path: $path: a integer input"),
+    ):
+        with pytest.raises(DefinitionError, match=re.escape(says)):
+            workflows.apply(_doc(bad.replace("by_path", "by_bad")), scope)
+    assert [w.name for w in workflows.list_workflows(scope)] == ["by_path"]

@@ -25,6 +25,7 @@ from weflow.core.entities import Status, User, Version, Workflow
 from weflow.core.model import Definition
 from weflow.errors import ConflictError, DefinitionError, NotFoundError
 from weflow.nodes import objectstore
+from weflow.nodes.base import path_input
 from weflow.nodes.registry import signatures
 
 MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs; anything larger cannot exist
@@ -100,10 +101,22 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
     policy = outbound.Policy.current()
     urls = [(i, r.webhook) for i, r in enumerate(definition.alerts) if isinstance(r.webhook, str)]  # not a secret's
     hooks = [(f"alerts[{i}].webhook", p) for i, url in urls if (p := policy.check_url(url))]
-    found = [*graph.problems(definition, signatures()), *hooks]
+    found = [*graph.problems(definition, signatures()), *hooks, *_path_inputs(definition)]
     if found:
         raise DefinitionError(found, workflow=definition.name)
     return definition
+
+
+def _path_inputs(definition: Definition) -> list[tuple[str, str]]:
+    """A ``path: $name`` must name a string input of the workflow (its value is checked when the node runs)."""
+    found = []
+    for i, node in enumerate(definition.nodes):
+        ref = path_input(node.config.get("path"))
+        spec = definition.inputs.get(ref) if ref else None
+        if ref and (spec is None or spec.type != "string"):
+            what = "not an input of the workflow (declare it under inputs)" if spec is None else f"a {spec.type} input"
+            found.append((f"nodes[{i}].config.path", f"${ref}: {what}; a path input must be a string"))
+    return found
 
 
 def checked(definition: Definition, scope: Scope | None = None) -> Checked:

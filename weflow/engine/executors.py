@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from weflow.engine.runtime import PlanRun, now
 from weflow.engine.threads import NodeTimeout, collect, in_thread
 from weflow.errors import ContractError, NodeError, SecretMissing
 from weflow.nodes import incremental
-from weflow.nodes.base import Frame, Inbound, NodeInputs, RunContext
+from weflow.nodes.base import Frame, Inbound, NodeInputs, RunContext, path_input
 from weflow.nodes.stop import MemoryLimitExceeded, Stop, fresh
 from weflow.prefect_gateway import secrets
 
@@ -99,7 +100,7 @@ async def _run_node(run: PlanRun, name: str, local: dict[str, Frame], stop: Stop
         organization=run.spec.organization,
     )  # fmt: skip
     try:
-        config = await _revealed(run, name, node_type.config.model_validate(node.config))
+        config = await _revealed(run, name, node_type.config.model_validate(_with_path(node.config, run.spec.params)))
         window = run.windows.get(name)
         if window is not None:
             config = incremental.narrowed_config(node.type, config, window)
@@ -143,6 +144,17 @@ async def _windowed(run: PlanRun, name: str, window: Window, out: Frame, stop: S
         highest = out.get_column(window.column).max()
     run.windows[name] = incremental.end_of(window, highest)
     return out
+
+
+def _with_path(config: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with a ``path: $name`` replaced by the run's value of input ``name`` (a string: apply checked)."""
+    ref = path_input(config.get("path"))
+    if ref is None:
+        return config
+    value = params.get(ref)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"path: input {ref!r} is {value!r}, not a path")
+    return {**config, "path": value}
 
 
 async def _revealed(run: PlanRun, name: str, config: Any) -> Any:

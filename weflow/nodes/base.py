@@ -254,6 +254,19 @@ def own_state(real: Path, state: OwnState | None = None) -> str | None:
     return None
 
 
+_INPUT_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def path_input(value: object) -> str | None:
+    """The workflow input a config ``path`` names as ``$name`` (read when the node runs), else None.
+
+    A file trigger passes the new file's path as an input; ``path: $path`` reads it. The value is
+    checked where any path is: under the data roots (or the allowed buckets), out of weflow's state.
+    """
+    found = _INPUT_REF.fullmatch(value) if isinstance(value, str) else None
+    return found.group(1) if found else None
+
+
 def check_path(field_name: str = "path", form: PathForm = "glob") -> Callable[[Any], None]:
     """An apply-time check that a config path stays under the data roots, out of weflow's own state.
 
@@ -264,8 +277,8 @@ def check_path(field_name: str = "path", form: PathForm = "glob") -> Callable[[A
 
     def check(config: Any) -> None:
         value = getattr(config, field_name)
-        if references(value):
-            return  # a secret's value is known only when the node runs, where resolve_path checks it
+        if references(value) or path_input(value):
+            return  # a secret's or an input's value is known only when the node runs, where it is checked
         if getattr(config, "credentials", None) is not None and not objectstore.is_url(value):
             raise ValueError("credentials: only an s3:// path takes credentials")
         if objectstore.is_url(value) and form != "one":
