@@ -36,7 +36,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "5"  # cron tests should not wait a minute
     # a run queued behind a deployment's concurrency limit tries again after this, not 30 s
     os.environ["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "2"
-    found = server.start(home, port=0, timeout=180, quiet=True)  # a free port per xdist worker
+    # a free port per xdist worker; owned by this process: an interrupted session leaves no server behind
+    found = server.start(home, port=0, timeout=180, quiet=True, owner=os.getpid())
     os.environ["PREFECT_API_URL"] = found.api_url
     yield found.api_url
     server.stop(home)

@@ -321,3 +321,35 @@ def test_an_active_flow_run_keeps_an_idle_server(tmp_path: Path, migrated_db: Pa
     finally:
         server.stop(home)
         kill_all({home})
+
+
+def test_a_server_owned_by_a_process_stops_when_that_process_is_killed(tmp_path: Path, migrated_db: Path) -> None:
+    """A test session's server (``owner=``): SIGKILL the owner and the server goes too, nothing left running.
+
+    Before: an interrupted pytest session left its session servers (and their supervisors) running for good.
+    """
+    home = tmp_path / "owned"
+    home.mkdir()
+    shutil.copy(migrated_db, home / "prefect.db")
+    code = (
+        "import os, sys, time; from pathlib import Path; from weflow.prefect_gateway import server; "
+        "print(server.start(Path(sys.argv[1]), port=0, quiet=True, owner=os.getpid()).api_url, flush=True); "
+        "time.sleep(600)"
+    )
+    owner = subprocess.Popen([str(Path(weflow_exe()).with_name("python")), "-c", code, str(home)], env=folder_env(),
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().startswith("http://127.0.0.1:")
+        assert len(prefect_servers({home})) == 1
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while serving({home}) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert serving({home}) == {}
+        assert "its owner, process" in (home / "server.log").read_text()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        server.stop(home)
+        kill_all({home})

@@ -163,13 +163,15 @@ def start(
     quiet: bool = False,
     env_extra: Mapping[str, str] | None = None,
     idle_seconds: float | None = None,
+    owner: int | None = None,
 ) -> Server:
     """Start ``prefect server start`` on 127.0.0.1 under a supervisor, record it, wait until it answers.
 
     The caller holds the home's lock (``acquire``) or owns the home alone (a test's fresh folder).
     ``port`` is a preference (0: any free port). ``env_extra`` adds server settings, e.g.
     ``PREFECT_API_DATABASE_CONNECTION_URL``; ``idle_seconds``: stop after that long without a
-    weflow client (None: run until stopped).
+    weflow client (None: run until stopped); ``owner``: a pid whose end stops the server too (a
+    test session's, so that an interrupted session leaves no server behind).
     """
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
@@ -177,7 +179,8 @@ def start(
     for attempt in range(3):
         # a free port is only free until the server binds it (after its migrations, seconds later):
         # ten first runs in ten folders all chose 4200 here, so a port taken meanwhile is given up
-        found = _start_once(home, _free_port(port if attempt == 0 else 0), deadline, quiet, env_extra, idle_seconds)
+        chosen = _free_port(port if attempt == 0 else 0)
+        found = _start_once(home, chosen, deadline, quiet, env_extra, idle_seconds, owner)
         if found is not None:
             return found
     raise ServerError(f"the Prefect server found its port taken 3 times; see {home / 'server.log'}")
@@ -190,11 +193,12 @@ def _start_once(
     quiet: bool,
     env_extra: Mapping[str, str] | None,
     idle_seconds: float | None,
+    owner: int | None = None,
 ) -> Server | None:
     """One start on ``port``: the server once it answers, None when another process got the port first."""
     api_url = f"http://127.0.0.1:{port}/api"
     cmd = [sys.executable, "-P", supervisor.__file__, "--home", str(home), "--port", str(port),
-           "--idle", str(idle_seconds or 0)]  # fmt: skip
+           "--idle", str(idle_seconds or 0), *(["--owner", str(owner)] if owner else [])]  # fmt: skip
     with (home / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             cmd,

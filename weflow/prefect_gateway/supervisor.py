@@ -279,8 +279,9 @@ def _say(message: str) -> None:
     print(f"[weflow supervisor {os.getpid()} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def supervise(home: Path, port: int, idle: float | None) -> int:
-    """Run the server until a signal, its own exit, or ``idle`` seconds without a client; its exit code."""
+def supervise(home: Path, port: int, idle: float | None, owner: int | None = None) -> int:
+    """Run the server until a signal, its own exit, ``idle`` seconds without a client or the end of the
+    ``owner`` process; its exit code."""
     started = time.time()
     api_url = f"http://127.0.0.1:{port}/api"
     prefect = Path(sys.executable).with_name("prefect")
@@ -295,6 +296,9 @@ def supervise(home: Path, port: int, idle: float | None) -> int:
     try:
         while proc.poll() is None:
             time.sleep(poll)
+            if owner is not None and not alive(owner):
+                _say(f"its owner, process {owner}, ended: stopping {api_url}")
+                return 0
             limit = _idle_limit(home, idle)
             if limit is None or idle_for(home, started) < limit or active_runs(api_url):
                 continue
@@ -320,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--idle", type=float, default=0.0, help="seconds without a client before stopping; 0: never")
+    parser.add_argument("--owner", type=int, default=None, help="stop when this process ends")
     args = parser.parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _stop_signal)
-    return supervise(args.home, args.port, args.idle if args.idle > 0 else None)
+    return supervise(args.home, args.port, args.idle if args.idle > 0 else None, args.owner)
 
 
 if __name__ == "__main__":
