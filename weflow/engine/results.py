@@ -39,9 +39,8 @@ def ui_url() -> str:
 
 
 def execution_id(run: PlanRun) -> str | None:
-    """The execution a run records: its spill folder is ``runs/executions/<id>`` (none for a preview)."""
-    folder = run.spec.spill_dir
-    return folder.name if folder is not None and folder.parent.name == "executions" else None
+    """The execution a run records (none for a preview)."""
+    return run.spec.execution_id
 
 
 def _cell(value: Any) -> str:

@@ -111,6 +111,7 @@ class RunSpec:
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
     organization: str | None = None  # whose secrets {secret: NAME} in a config reads (None: the settings')
     windows: Mapping[str, Window] = field(default_factory=dict)  # incremental source -> the rows it reads
+    execution_id: str | None = None  # the execution the run records (None: a preview, a test, a run on pins)
 
 
 def now() -> datetime:

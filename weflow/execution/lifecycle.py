@@ -145,6 +145,7 @@ def prepare(
         max_memory_mb=definition.settings.max_memory_mb,
         organization=org if org is not None else cfg.organization,
         windows=windows,
+        execution_id=execution.id if limit is None else None,
     )
     timeout = execution.timeout_seconds or definition.settings.timeout_seconds
     executor = remote.executor_for(on_queue, dask or definition.settings.dask)  # where steps run, chosen once
