@@ -143,6 +143,7 @@ def test_a_chain_of_three_runs_each_once_and_shows_its_result_in_prefect(
     assert done.id == first.id and done.status is RunState.SUCCEEDED
     assert second.status is RunState.SUCCEEDED and second.input_data == {"up": first.id, "st": "SUCCEEDED"}
     assert third.status is RunState.SUCCEEDED and third.input_data == {"up": second.id, "st": "SUCCEEDED"}
+    assert (first.mode, second.mode, third.mode) == (Mode.API, Mode.TRIGGER, Mode.TRIGGER)  # started by automations
     assert runs_of(scope, "t_draft") == [] and runs_of(scope, "t_paused") == []  # not deployed; disabled
 
     # the result artifact on t_first's flow run, read back through Prefect's API

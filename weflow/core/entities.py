@@ -22,6 +22,7 @@ class Mode(StrEnum):
     API = "API"
     WEBHOOK = "WEBHOOK"
     CRON = "CRON"
+    TRIGGER = "TRIGGER"  # an event trigger's automation (another workflow ended, a file landed)
 
 
 class RunState(StrEnum):

@@ -68,9 +68,9 @@ async def run_deployed(
     records = recorder()
     if execution_id is not None:
         definition, execution = records.queued(workflow, execution_id)
-    else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule
-        slot = await scheduling.scheduled_at(flow_run_id)  # a schedule's run: its slot binds the interval inputs
-        mode = Mode.CRON if slot is not None else Mode.MANUAL
+    else:  # started outside weflow: the Prefect UI, `prefect deployment run`, a schedule, an event trigger
+        by, slot = await scheduling.started_by(flow_run_id)  # a schedule's run: its slot binds the interval inputs
+        mode = {"schedule": Mode.CRON, "automation": Mode.TRIGGER}.get(by, Mode.MANUAL)
         definition, execution = records.create(workflow, version_number, mode, input_data, flow_run_id)
         if slot is not None:
             bound = intervals.bind(definition.schedule, list(definition.inputs), slot, execution.input_data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -11,13 +12,17 @@ from prefect.client.orchestration import get_client
 from weflow.prefect_gateway.client import client, on_server
 
 
-async def scheduled_at(flow_run_id: str | None) -> datetime | None:
-    """The slot of a flow run a deployment's schedule started (its expected start); None for any other run."""
+async def started_by(flow_run_id: str | None) -> tuple[Literal["schedule", "automation", "other"], datetime | None]:
+    """Who started a flow run weflow did not create: a deployment's schedule (and its slot, the expected
+    start), an automation (an event trigger), or anyone else (the Prefect UI, ``prefect deployment run``)."""
     if flow_run_id is None:
-        return None
+        return "other", None
     async with get_client() as prefect:
         flow_run = await prefect.read_flow_run(UUID(flow_run_id))
-    return flow_run.expected_start_time if flow_run.auto_scheduled else None
+    if flow_run.auto_scheduled:
+        return "schedule", flow_run.expected_start_time
+    automated = flow_run.created_by is not None and flow_run.created_by.type == "AUTOMATION"
+    return ("automation" if automated else "other"), None
 
 
 def tag(flow_run_id: str, tags: Sequence[str]) -> None:
