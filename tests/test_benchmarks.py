@@ -41,6 +41,7 @@ OWN_SMOKE_TESTS = (
     "recording",  # tests/test_batched_recording.py
     "history",  # tests/test_catalog_cost.py
     "maintenance",  # tests/test_catalog_maintenance.py
+    "peers",  # tests/test_peers.py
 )  # each smoke-run by the test file of what it measures, with checks of its own rows
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from weflow import display, lineage_events
+from weflow import display
 from weflow.catalog.cursors import Cursors
 from weflow.compile import plan as planning
 from weflow.compile.flow import compile_flow
@@ -178,7 +178,10 @@ def begin(prepared: Prepared, queued: bool, flow_run_id: str | None = None, from
         prepared.execution, status=RunState.RUNNING, started_at=datetime.now(UTC), flow_run_id=flow_run_id
     )
     prepared.recorder.begin(prepared.execution, queued, from_node)
-    lineage_events.started(prepared.definition, prepared.execution, prepared.run.spec)
+    if settings().openlineage_url:  # imported only then: sqlglot and the lineage code cost ~0.3 s per process
+        from weflow import lineage_events
+
+        lineage_events.started(prepared.definition, prepared.execution, prepared.run.spec)
 
 
 def conclude(prepared: Prepared, status: RunState, flow_run_id: str | None, elapsed_ms: float) -> RunResult:
@@ -204,7 +207,10 @@ def conclude(prepared: Prepared, status: RunState, flow_run_id: str | None, elap
     )
     nodes = [replace(rec, execution_id=final.id) for rec in result.records]
     prepared.recorder.finish(final, nodes, result.failures, prepared.definition, result.windows)
-    lineage_events.ended(prepared.definition, final, prepared.run.spec)
+    if settings().openlineage_url:
+        from weflow import lineage_events
+
+        lineage_events.ended(prepared.definition, final, prepared.run.spec)
     return RunResult(replace(final, nodes=tuple(nodes)), result.outputs, prepared.definition, result.failures)
 
 
