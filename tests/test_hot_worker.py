@@ -159,7 +159,7 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
 def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefect_api: str, place: Path) -> None:
     child = hot.child()
     deployed = httpx.post(f"{prefect_api}/deployments/filter", json={}).json()
-    assert {d["name"]: d["job_variables"]["isolation"] for d in deployed}["isolated"] == "process"
+    assert {d["name"]: d["job_variables"].get("isolation") for d in deployed}["isolated"] == "process"
     done = execution.wait(execution.submit("isolated", scope, Mode.API, queue=True).id, scope, timeout=120)
     assert done.status is RunState.SUCCEEDED, done.error_message
     [pid] = pl.read_csv(place / "isolated.csv")["pid"].unique().to_list()

@@ -21,7 +21,7 @@ def _reader(path: Path) -> Definition:
 
 def test_a_checked_definition_cannot_be_made_by_hand(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"made by workflows\.checked"):
-        workflows.Checked(_reader(tmp_path / "x.csv"), (tmp_path,))
+        workflows.Checked(_reader(tmp_path / "x.csv"), (tmp_path,), "acme")
 
 
 def test_a_definition_checked_in_other_data_roots_is_checked_again_when_stored(scope: Scope, tmp_path: Path) -> None:
