@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,9 +40,15 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # a free port per xdist worker; owned by this process: an interrupted session leaves no server behind
     found = server.start(home, port=0, timeout=180, quiet=True, owner=os.getpid())
     os.environ["PREFECT_API_URL"] = found.api_url
+    # the fresh, migrated database: every other server the tests or benchmarks start in a new home begins from it
+    template = tmp_path_factory.mktemp("prefect-template") / "prefect.db"
+    with sqlite3.connect(home / "prefect.db") as src, sqlite3.connect(template) as dst:
+        src.backup(dst)
+    os.environ["WEFLOW_PREFECT_DB_TEMPLATE"] = str(template)
     yield found.api_url
     server.stop(home)
     os.environ.pop("PREFECT_API_URL", None)
+    os.environ.pop("WEFLOW_PREFECT_DB_TEMPLATE", None)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from tests.conftest import REPO, weflow_exe
 from weflow import deploy, projects, workflows
 from weflow.config import MARKER, Settings, project_root
 from weflow.errors import DeployError
+from weflow.prefect_gateway import server
 
 PROJECT_VARIABLES = ("WEFLOW_CATALOG", "WEFLOW_RUNS_DIR", "WEFLOW_DATA_ROOTS", "PREFECT_HOME")
 
@@ -68,10 +69,12 @@ def test_the_project_root_is_found_from_any_folder_inside_it(tmp_path: Path, she
     found = Settings.from_env()
     assert found.catalog == root / "data/weflow.duckdb" and found.runs_dir == root / "data/runs"
     assert found.data_roots == (root,) and found.prefect_home == root / "data/prefect"
+    assert server.default_home() == root / "data/prefect"  # a notebook's kernel in notebooks/: the project's server
     shell.setenv("WEFLOW_CATALOG", str(tmp_path / "elsewhere.duckdb"))  # a variable set still wins
     assert Settings.from_env().catalog == tmp_path / "elsewhere.duckdb"
     shell.chdir(REPO)
     assert Settings.from_env().runs_dir == Path("data/runs")  # outside a project: as before
+    assert server.default_home() == Path("data/prefect")
 
 
 def test_the_cli_from_a_subfolder_uses_the_project(tmp_path: Path, shell: pytest.MonkeyPatch) -> None:

@@ -54,7 +54,8 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory, clean_env: dict[str, str])
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "weflow", source / "weflow", ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _sh([*pip, "wheel", "--no-deps", "-w", str(place / "dist"), str(source)], place, clean_env)
+    # built by this venv's setuptools (pinned in constraints.txt): an isolated build would first install one
+    _sh([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(place / "dist"), str(source)], place, clean_env)
     [wheel] = (place / "dist").glob("weflow-*.whl")
     venv = place / "venv"
     _sh([sys.executable, "-m", "venv", "--without-pip", str(venv)], place, clean_env)

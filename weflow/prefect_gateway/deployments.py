@@ -26,7 +26,6 @@ from weflow.prefect_gateway import triggers
 from weflow.prefect_gateway.client import on_server
 
 FLOW_NAME = "run_workflow"
-ENTRYPOINT = "flows/run_workflow.py:run_workflow"
 CRASH_AUTOMATION = "weflow: crashed flow runs"
 _FINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")}
 

@@ -13,6 +13,7 @@ process of a home is found again from /proc (``find``), whatever the record in t
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from weflow.config import project_root
 from weflow.errors import ServerError
 from weflow.prefect_gateway import supervisor
 from weflow.prefect_gateway.supervisor import Process
@@ -45,9 +47,14 @@ class Server:
 
 
 def default_home() -> Path:
-    """``$PREFECT_HOME`` when the user set it (weflow used to replace it), else ``data/prefect``."""
+    """``$PREFECT_HOME`` when the user set it (weflow used to replace it), else the project's ``data/prefect``
+    (``weflow init``'s project found upward from here: a notebook in ``notebooks/`` uses the project's server),
+    else ``data/prefect``."""
     chosen = os.environ.get("PREFECT_HOME", "").strip()
-    return Path(chosen).expanduser() if chosen else DEFAULT_HOME
+    if chosen:
+        return Path(chosen).expanduser()
+    root = project_root()
+    return root / DEFAULT_HOME if root is not None else DEFAULT_HOME
 
 
 def idle_seconds() -> float | None:
@@ -175,6 +182,7 @@ def start(
     """
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
+    _seed(home, env_extra)
     deadline = time.monotonic() + timeout
     for attempt in range(3):
         # a free port is only free until the server binds it (after its migrations, seconds later):
@@ -184,6 +192,15 @@ def start(
         if found is not None:
             return found
     raise ServerError(f"the Prefect server found its port taken 3 times; see {home / 'server.log'}")
+
+
+def _seed(home: Path, env_extra: Mapping[str, str] | None) -> None:
+    """A new home's SQLite database copied from ``WEFLOW_PREFECT_DB_TEMPLATE`` (an already migrated Prefect
+    database, as a test session or CI keeps one): its first start skips ~10 s of one core's migrations."""
+    template = os.environ.get("WEFLOW_PREFECT_DB_TEMPLATE", "")
+    own_db = "PREFECT_API_DATABASE_CONNECTION_URL" in {**os.environ, **(env_extra or {})}
+    if template and not own_db and Path(template).is_file() and not (home / "prefect.db").exists():
+        shutil.copyfile(template, home / "prefect.db")
 
 
 def _start_once(
