@@ -74,8 +74,10 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(timeout=60)
 
 
-def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float) -> dict[int, dict[str, list[float]]]:
-    """Runs per minute of each side, per number of workers."""
+def worker_rates(
+    root: Path, csv: Path, batch: int, repeats: int, settle: float, counts: tuple[int, ...] = (1, 2)
+) -> dict[int, dict[str, list[float]]]:
+    """Runs per minute of each side, per number of workers (``counts``)."""
     found: dict[int, dict[str, list[float]]] = {}
     deployments: list[UUID] = []
     with (
@@ -90,7 +92,7 @@ def worker_rates(root: Path, csv: Path, batch: int, repeats: int, settle: float)
             deployments += [d.deployment_id for d in deploy.deploy(scope) if d.deployment_id is not None]
             raw_id = blocking(queued._deploy_raw(csv))
             deployments.append(raw_id)
-            for count in (1, 2):
+            for count in counts:
                 procs = [
                     server.start_worker(api, POOL, deploy.execution_queue(), root / f"w{count}-{i}", limit=WORKER_LIMIT)
                     for i in range(count)
@@ -192,11 +194,11 @@ Seconds per run, the flow's start to its end (a Dask cluster is started by each 
     csv = root / "tiny.csv"
     pl.DataFrame({"id": [1, 2, 3], "amount": [10.5, 20.0, 7.25], "region": ["n", "s", "e"]}).write_csv(csv)
     try:
-        rates = worker_rates(root, csv, batch, repeats, settle)
+        rates = worker_rates(root, csv, batch, repeats, settle, (1,) if quick else (1, 2))  # quick: one path
         fan = fanout_times(root, rows, width, repeats, settle, warmup=0 if quick else 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    for count in (1, 2):
+    for count in rates:
         section.rows.append(
             Row(
                 f"{batch} queued runs, {count} worker{'s' if count > 1 else ''}: runs per minute",
@@ -212,12 +214,17 @@ Seconds per run, the flow's start to its end (a Dask cluster is started by each 
                 {RAW: Stat(tuple(fan[f"raw, {runner}"]))},
             )
         )
-    gains = {side: statistics.median(rates[2][side]) / statistics.median(rates[1][side]) for side in ("weflow", RAW)}
+    if 2 in rates:
+        gains = {
+            side: statistics.median(rates[2][side]) / statistics.median(rates[1][side]) for side in ("weflow", RAW)
+        }
+        section.notes.append(
+            f"Second worker's gain (median rate, 2 workers / 1): weflow {gains['weflow']:.2f}x, raw Prefect "
+            f"{gains[RAW]:.2f}x. Both workers are on this machine's 2 cores with the Prefect server, so a "
+            "second worker adds flow-process slots, not CPU: each flow run is a new Python process whose "
+            "start (imports) is most of its cost."
+        )
     section.notes += [
-        f"Second worker's gain (median rate, 2 workers / 1): weflow {gains['weflow']:.2f}x, raw Prefect "
-        f"{gains[RAW]:.2f}x. Both workers are on this machine's 2 cores with the Prefect server, so a "
-        "second worker adds flow-process slots, not CPU: each flow run is a new Python process whose "
-        "start (imports) is most of its cost.",
         f"Repeats: {repeats} batches per side and worker count, interleaved; the fan-out: {0 if quick else 1} "
         "warm-up, then "
         f"{repeats} rounds of the four variants in turn.",

@@ -33,5 +33,5 @@ def test_quick_run_of_the_hot_benchmark_stops_what_it_started(tmp_path: Path) ->
     rows = {row["benchmark"]: row for row in tables((tmp_path / "BENCHMARKS.md").read_text())["hot"]}
     for trigger in hot.TRIGGERS.values():
         assert rows[f"{trigger}: p50"]["weflow / " + hot.TASK] != "—"
-    assert any(label.startswith(f"{hot.QUICK_BATCH} queued runs, 2 weflow workers") for label in rows)
+    assert any(label.startswith(f"{hot.QUICK_BATCH} queued runs, 1 weflow worker") for label in rows)
     assert _children(os.getpid()) <= before  # the workers, the task worker and `weflow serve` are gone

@@ -255,16 +255,16 @@ def test_recycling_after_max_runs_loses_no_run(
     monkeypatch.setenv("PREFECT_HOME", str(recycling.home))
     try:
         recycling.child()
-        queued = [execution.submit("other_pids", scope, Mode.API, queue=True) for _ in range(5)]
+        queued = [execution.submit("other_pids", scope, Mode.API, queue=True) for _ in range(3)]
         ended = [execution.wait(e.id, scope, timeout=180) for e in queued]
-        assert [e.status for e in ended] == [RunState.SUCCEEDED] * 5, [e.error_message for e in ended]
+        assert [e.status for e in ended] == [RunState.SUCCEEDED] * 3, [e.error_message for e in ended]
     finally:
         assert recycling.stop() == 0
         monkeypatch.undo()
         deploy.deploy(scope)
-    assert len(mine(scope, "other_pids")) == 5
+    assert len(mine(scope, "other_pids")) == 3
     starts = recycling.log.read_text().count(" started (log: ")
-    assert starts >= 3, recycling.log.read_text()  # 2 runs per worker process
+    assert starts >= 2, recycling.log.read_text()  # 2 runs per worker process: the third in a fresh one
 
 
 @pytest.mark.timeout(1200)
