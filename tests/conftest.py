@@ -39,7 +39,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "2"
     # a free port per xdist worker; owned by this process: an interrupted session leaves no server behind
     found = server.start(home, port=0, timeout=180, quiet=True, owner=os.getpid())
-    os.environ["PREFECT_API_URL"] = found.api_url
+    server.use_api(found.api_url)  # Prefect is imported by now (collection): its global settings too
     # the fresh, migrated database: every other server the tests or benchmarks start in a new home begins from it
     template = tmp_path_factory.mktemp("prefect-template") / "prefect.db"
     with sqlite3.connect(home / "prefect.db") as src, sqlite3.connect(template) as dst:

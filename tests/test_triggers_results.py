@@ -6,7 +6,9 @@ Real parts: the session's Prefect server (its triggers and actions services run 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -218,3 +220,19 @@ def test_a_path_input_is_declared_a_string_and_read_under_the_data_roots(scope: 
         with pytest.raises(DefinitionError, match=re.escape(says)):
             workflows.apply(_doc(bad.replace("by_path", "by_bad")), scope)
     assert [w.name for w in workflows.list_workflows(scope)] == ["by_path"]
+
+
+def test_a_process_pointed_at_its_server_after_importing_prefect_starts_no_temporary_server(prefect_api: str) -> None:
+    """weflow sets PREFECT_API_URL when it finds its server, often after Prefect was imported: Prefect's events
+    worker (the end-of-run event) used to start a temporary server of its own in such a process."""
+    code = (
+        "import sys, prefect; from prefect.events import emit_event; from prefect.events.worker import EventsWorker;"
+        "from prefect.settings import get_current_settings; from weflow.prefect_gateway import server;"
+        "server.use_api(sys.argv[1]); assert get_current_settings().api.url == sys.argv[1];"
+        "emit_event('weflow.test.pointed', resource={'prefect.resource.id': 'weflow.test'}); EventsWorker.drain_all()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run([sys.executable, "-c", code, prefect_api], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "temporary server" not in done.stdout + done.stderr, done.stderr[-2000:]

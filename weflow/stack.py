@@ -35,7 +35,7 @@ class Stack:
         self.home: Path = server.default_home()
         self.server = server.acquire(self.home, port=port)  # one it starts runs until ``stop``
         self.reused = not self.server.started
-        os.environ["PREFECT_API_URL"] = self.server.api_url
+        server.use_api(self.server.api_url)
         self.worker: subprocess.Popen[bytes] | None = None
         self.node_worker: subprocess.Popen[bytes] | None = None
 
@@ -79,7 +79,7 @@ class Stack:
 def point_at_server() -> str:
     """PREFECT_API_URL, set to the home's local server (started if needed) when it is not set."""
     if not os.environ.get("PREFECT_API_URL"):
-        os.environ["PREFECT_API_URL"] = server.ensure().api_url
+        server.use_api(server.ensure().api_url)
     return os.environ["PREFECT_API_URL"]
 
 

@@ -135,7 +135,8 @@ def crash_runs(flow_run_ids: list[str], message: str) -> list[str]:
     from weflow.prefect_gateway import worker
     from weflow.workflows import Scope
 
-    os.environ.setdefault("PREFECT_API_URL", server.ensure(quiet=True).api_url)
+    if not os.environ.get("PREFECT_API_URL"):
+        server.use_api(server.ensure(quiet=True).api_url)
     crashed = worker.crash(flow_run_ids, message)
     if not os.environ.get("WEFLOW_API_URL"):
         history.sync(Scope.current())

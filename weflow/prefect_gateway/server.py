@@ -46,6 +46,16 @@ class Server:
         return self.api_url.removesuffix("/api")
 
 
+def use_api(api_url: str) -> None:
+    """Point this process at ``api_url``: ``PREFECT_API_URL``, and Prefect's global settings if Prefect is
+    already imported (they are read from the environment at import; Prefect's background threads, such as
+    its events worker, see only them and would otherwise start a temporary server of their own)."""
+    os.environ["PREFECT_API_URL"] = api_url
+    context = sys.modules.get("prefect.context")  # not imported here: the CLI's commands stay Prefect-free
+    if context is not None:
+        context.refresh_global_settings_context()
+
+
 def default_home() -> Path:
     """``$PREFECT_HOME`` when the user set it (weflow used to replace it), else the project's ``data/prefect``
     (``weflow init``'s project found upward from here: a notebook in ``notebooks/`` uses the project's server),
