@@ -109,7 +109,7 @@ class RunSpec:
     spill_dir: Path | None = None  # where frames go when they leave the process (node queue, resume)
     max_memory_mb: int | None = None  # stop the run (FAILED) past this process RSS; DuckDB's memory_limit
     reuse: Mapping[str, str] = field(default_factory=dict)  # step root -> Parquet output of an earlier run
-    organization: str | None = None  # whose secrets {secret: NAME} in a config reads (None: the settings')
+    organization: str | None = None  # whose secrets, buckets ({organization}) a run reads (None: the settings')
     windows: Mapping[str, Window] = field(default_factory=dict)  # incremental source -> the rows it reads
     execution_id: str | None = None  # the execution the run records (None: a preview, a test, a run on pins)
 
