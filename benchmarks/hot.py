@@ -65,8 +65,8 @@ SYNC_EVERY = 10.0  # seconds between two syncs from Prefect while a batch runs
 RUN_TIMEOUT = 180.0
 BATCH_TIMEOUT = 3600.0
 SUBMITTERS = 2  # threads submitting a batch's runs
-QUICK_BATCH = 4  # a --quick run's batch (the smoke test: the rows exist, not what they say)
-FIRST_RUNS = 10  # the worker's RSS is read after these (quick: 3), then after the batch
+QUICK_BATCH = 2  # a --quick run's batch (the smoke test: the rows exist, not what they say)
+FIRST_RUNS = 10  # the worker's RSS is read after these (quick: 1), then after the batch
 RAW = "raw Prefect process worker"
 TASK = "Prefect background task"
 FLOOR = "in-process Prefect flow runs"
@@ -547,7 +547,7 @@ interleaved rounds after {warmup} warm-up; p99 from those samples (inclusive qua
     )
     root = Path(tempfile.mkdtemp(prefix="weflow-bench-hot-")).resolve()
     try:
-        found = measure(root, repeats, warmup, batch, floor_runs, settle, old, 2 if quick else FIRST_RUNS, not quick)
+        found = measure(root, repeats, warmup, batch, floor_runs, settle, old, 1 if quick else FIRST_RUNS, not quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _rows(section, found, batch, floor_runs, old)

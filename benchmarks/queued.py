@@ -63,6 +63,7 @@ BATCH_POLL = 0.5  # the batch lasts long: a slower look keeps the pollers off th
 RUN_TIMEOUT = 180.0
 BATCH_TIMEOUT = 900.0
 RAW = "raw Prefect deployment"
+DISPOSABLE = "WEFLOW_BENCH_DISPOSABLE_SERVER"  # "1": deploy on the shared server even over others' deployments
 
 
 # --- setup: the workflows, the deployments, the worker -------------------------------------
@@ -110,11 +111,17 @@ def _server(root: Path) -> Iterator[str]:
 
     ``weflow.deploy.deploy`` brings the server in line with ONE catalog: deploying this
     benchmark's temp catalog would delete every other weflow deployment on it (a developer's
-    ``weflow up`` ones, say). Then this benchmark runs on a private server of its own instead.
+    ``weflow up`` ones, say). Then this benchmark runs on a private server of its own instead,
+    unless ``WEFLOW_BENCH_DISPOSABLE_SERVER=1`` says the shared server's weflow deployments are
+    disposable (the smoke tests: each xdist worker's session server, whose other modules are done
+    with theirs), which saves starting a server per benchmark.
     """
     shared = prefect_api()
-    with temporary_settings(updates={PREFECT_API_URL: shared}):
-        foreign = blocking(_foreign_weflow_deployments())
+    if os.environ.get(DISPOSABLE) == "1":
+        foreign = []  # the caller said so: the shared server's weflow deployments may be replaced
+    else:
+        with temporary_settings(updates={PREFECT_API_URL: shared}):
+            foreign = blocking(_foreign_weflow_deployments())
     if not foreign:
         # PREFECT_API_URL pins weflow's server.ensure() to this server (as in the tests): without
         # it every weflow call checks the server named in data/prefect, and one slow answer (over
@@ -441,10 +448,10 @@ PHASES: Mapping[str, str] = {
 
 def run(quick: bool) -> Section:
     repeats = 1 if quick else 5
-    batch = 2 if quick else 50
+    batch = 1 if quick else 50  # quick: the batch's code path (a flow process per run, as in the one-run rows)
     batch_repeats = 1  # a batch of 50 takes minutes per side on 2 cores
     warmup = 0 if quick else 1  # quick: the first run also pays the worker's and the server's cold start
-    settle = 1.5 if quick else 30.0
+    settle = 0.3 if quick else 30.0  # quick: settle()'s path, not a settled server (the numbers are not read)
     section = Section(
         name="queued",
         title="queued runs through a deployment and one process worker",
