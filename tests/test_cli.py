@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from weflow import config, workflows
+from weflow.workflows import Scope
+
 from .conftest import REPO, RESOURCES, weflow_exe
 
 
@@ -19,12 +22,21 @@ def weflow(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.Compl
 
 
 @pytest.fixture
-def applied(cli_env: dict[str, str]) -> dict[str, str]:
-    weflow(cli_env, "apply", "data/workflows/daily_sales.yaml", "data/workflows/customer_revenue.yaml")
-    return cli_env
+def applied(cli_env: dict[str, str], scope: Scope, settings: config.Settings) -> dict[str, str]:
+    """The two samples applied in this process (a set-up step; `weflow apply` itself is tested below)."""
+    samples = [workflows.parse_file(REPO / "data/workflows" / f"{n}.yaml") for n in ("daily_sales", "customer_revenue")]
+    workflows.apply_many(samples, scope)
+    return {**cli_env, "WEFLOW_ORG": settings.organization, "WEFLOW_USER": settings.user}
 
 
-def test_apply_list_show_export(applied: dict[str, str], tmp_path: Path) -> None:
+def names(scope: Scope) -> list[tuple[str, int]]:
+    return [(w.name, w.current_version) for w in workflows.list_workflows(scope)]
+
+
+def test_apply_list_show_export(cli_env: dict[str, str], tmp_path: Path) -> None:
+    applied = cli_env
+    samples = ("data/workflows/daily_sales.yaml", "data/workflows/customer_revenue.yaml")
+    assert "version 1" in weflow(applied, "apply", *samples).stdout
     listed = json.loads(weflow(applied, "list", "--format", "json").stdout)
     assert [(w["name"], w["current_version"], w["status"]) for w in listed] == [
         ("customer_revenue", 1, "ACTIVE"),
@@ -67,16 +79,16 @@ def test_delete_then_missing_is_a_clear_error(applied: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("name", ["missing_port", "cycle", "path_outside_roots", "not_yaml", "input_default_bool"])
-def test_bad_file_is_one_line_non_zero_and_stores_nothing(applied: dict[str, str], name: str) -> None:
+def test_bad_file_is_one_line_non_zero_and_stores_nothing(applied: dict[str, str], scope: Scope, name: str) -> None:
     path = RESOURCES / "bad" / f"{name}.yaml"
     expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
-    before = weflow(applied, "list", "-f", "json").stdout
+    before = names(scope)
     proc = weflow(applied, "apply", "data/workflows/daily_sales.yaml", str(path), ok=False)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert weflow(applied, "list", "-f", "json").stdout == before
+    assert names(scope) == before  # read in this process: the catalog file is what the CLI wrote
 
 
 def test_usage_errors_exit_non_zero(applied: dict[str, str]) -> None:
