@@ -77,8 +77,15 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
 
 
+@pytest.fixture
+def no_catalog(catalog_path: Path) -> Path:
+    """No catalog file at all (the session gives each test a migrated copy): workflow tests must not make one."""
+    catalog_path.unlink()
+    return catalog_path
+
+
 def test_a_passing_section_runs_in_process_without_server_catalog_or_sink(
-    settings, tmp_path: Path, no_server: None
+    no_catalog: Path, settings, tmp_path: Path, no_server: None
 ) -> None:
     out = tmp_path / "never.parquet"
     definition = workflow_tests.from_file(write(tmp_path / "sales.yaml", sales([PASSING], str(out))))
@@ -214,7 +221,9 @@ def test_given_rows_never_come_from_weflows_own_state(settings, tmp_path: Path) 
     )
 
 
-def test_weflow_test_cli_exits_1_with_the_diff_and_one_line_for_a_bad_section(cli_env, tmp_path: Path) -> None:
+def test_weflow_test_cli_exits_1_with_the_diff_and_one_line_for_a_bad_section(
+    no_catalog: Path, cli_env, tmp_path: Path
+) -> None:
     path = write(tmp_path / "sales.yaml", sales([PASSING, FAILING]))
     env = {**cli_env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing answers there: none is needed
     red = subprocess.run([weflow_exe(), "test", "--file", str(path)], env=env, capture_output=True, text=True)
