@@ -189,7 +189,7 @@ def run(quick: bool) -> Section:
     from weflow import config
 
     rows = 20_000 if quick else 5_000_000
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5  # quick: one round proves the path (the numbers are not read)
     rss_repeats = 3
     section = Section(
         name="dataframe",
@@ -238,7 +238,7 @@ Prefect for weflow, Polars only for the baseline).""",
                 {"fused": weflow(None), "unfused": weflow(False), "polars": timed(by_hand, orders, customers)},
                 repeats,
                 warmup=0,  # warmed up by the checks above
-                max_settle=1.0 if quick else 10.0,
+                max_settle=0.3 if quick else 10.0,
                 progress=f"dataframe: {rows:,} rows",
             )
         rss: dict[str, list[dict[str, float]]] = {v: [] for v in children}
