@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO, weflow_exe
-from tests.hostile.conftest import run_unchecked
+from tests.hostile.conftest import run_unchecked, serving
 from tests.test_api import Api, create, stored_names, wait_final
 from weflow import DefinitionError, config, parse, workflows
 from weflow.core.entities import RunState
@@ -53,6 +53,16 @@ def orders(tmp_path: Path) -> Path:
     target = tmp_path / ORDERS
     target.write_bytes((REPO / "data/samples/orders.csv").read_bytes())
     return target
+
+
+@pytest.fixture(scope="module")
+def api(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One `weflow serve` for the module (each start costs seconds of CPU), in the README's layout with its own
+    copy of the orders; the tests that use it compare what is stored before and after, whatever ran first."""
+    folder = tmp_path_factory.mktemp("expressions")
+    (folder / ORDERS).write_bytes((REPO / "data/samples/orders.csv").read_bytes())
+    with serving(prefect_api, folder) as found:
+        yield found
 
 
 @pytest.fixture
@@ -112,17 +122,16 @@ def test_every_table_function_in_every_expression_place_is_refused_by_name(
         assert MARKER not in str(err.value)
 
 
-def test_the_api_refuses_them_with_a_422_naming_the_path_and_stores_nothing(
-    serve: Callable[..., Iterator[Api]], secrets: dict[str, Path]
-) -> None:
-    with serve() as api, api.client("acme") as client:
+def test_the_api_refuses_them_with_a_422_naming_the_path_and_stores_nothing(api: Api, secrets: dict[str, Path]) -> None:
+    before = stored_names(api, "acme")
+    with api.client("acme") as client:
         for place, function, text, says in attacks(secrets):
             response = client.post("/workflows", json=definition(f"attack_{place}", place, text))
             assert response.status_code == 422, (place, function, response.text)
             problem = response.json()["problems"][0]
             assert problem["path"] == PLACES[place][2] and says in problem["message"], (text, problem)
             assert MARKER not in response.text and "hidden" not in response.text
-        assert stored_names(api, "acme") == set()
+        assert stored_names(api, "acme") == before
 
 
 def test_weflow_apply_refuses_them_in_one_line_and_stores_nothing(
@@ -164,11 +173,9 @@ def test_a_stored_expression_is_refused_at_run_before_polars_reads_the_file(
         assert MARKER not in json.dumps([record.error_message, [n.error for n in record.nodes]])
 
 
-def test_a_stored_expression_run_over_the_api_fails_without_the_file(
-    serve: Callable[..., Iterator[Api]], secrets: dict[str, Path]
-) -> None:
+def test_a_stored_expression_run_over_the_api_fails_without_the_file(api: Api, secrets: dict[str, Path]) -> None:
     text = f"order_id IN (SELECT nope FROM read_ndjson('{secrets['read_ndjson']}'))"
-    with serve() as api, api.client("acme") as client:
+    with api.client("acme") as client:
         wf_id = create(client, definition("attack", "filter", "status = 'paid'"))["id"]
         user = api.catalog.ensure_user("acme", "ada")
         api.catalog.save(parse(json.dumps(definition("attack", "filter", text))), user)  # as if stored long ago
@@ -262,23 +269,22 @@ def test_a_semicolon_inside_a_string_is_one_statement_and_runs(scope: Scope, cli
         assert says in str(err.value), (query, str(err.value))
 
 
-def test_sql_statements_are_refused_by_the_api_and_by_apply(
-    serve: Callable[..., Iterator[Api]], tmp_path: Path
-) -> None:
-    with serve() as api, api.client("acme") as client:
+def test_sql_statements_are_refused_by_the_api_and_by_apply(api: Api, tmp_path: Path) -> None:
+    before = stored_names(api, "acme")
+    with api.client("acme") as client:
         for query, says in SQL_REFUSED.items():
             response = client.post("/workflows", json=sql_definition("bad_sql", query))
             assert response.status_code == 422, (query, response.text)
             problem = response.json()["problems"][0]
             assert problem["path"] == "nodes[1].config.query" and says in problem["message"], (query, problem)
-        assert stored_names(api, "acme") == set()
+        assert stored_names(api, "acme") == before
         assert create(client, sql_definition("semi", "SELECT ';' AS x FROM orders"))["currentVersion"] == 1
 
         (tmp_path / "copy.json").write_text(json.dumps(sql_definition("bad_sql", "COPY orders TO 'out.csv'")))
         proc = weflow(api.env, tmp_path, "apply", "copy.json")
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.startswith("error: nodes[1].config.query: only a SELECT") and "not COPY" in proc.stderr
-        assert stored_names(api, "acme") == {"semi"}
+        assert stored_names(api, "acme") == before | {"semi"}
         assert not (tmp_path / "out.csv").exists()
 
 
