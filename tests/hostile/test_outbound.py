@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import eventually, weflow_exe
+from tests.hostile.conftest import serving
 from tests.test_api import Api, create, stored_names, wait_final
 from weflow import config, monitor, outbound
 from weflow.errors import OutboundError, OutboundRefused
@@ -84,6 +85,18 @@ def upstream() -> Iterator[Upstream]:
     found.server.server_close()
 
 
+@pytest.fixture(scope="module")
+def guarded(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One `weflow serve` with no allow-list for the tests that need one (each start costs seconds of CPU)."""
+    with serving(prefect_api, tmp_path_factory.mktemp("outbound")) as api:
+        yield api
+
+
+def folder_of(api: Api) -> Path:
+    """The folder `weflow serve` runs in (its catalog is data/weflow.duckdb there)."""
+    return api.catalog.path.parent.parent
+
+
 def fetching(name: str, url: str, record_path: str | None = None, webhook: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"url": url, "timeout_seconds": 5}
     if record_path:
@@ -109,7 +122,7 @@ def catalog_text(api: Api) -> str:
 
 
 def test_local_and_metadata_hosts_are_refused_at_apply_over_the_api_and_the_cli(
-    serve: Any, prefect_api: str, upstream: Upstream, tmp_path: Path
+    guarded: Api, prefect_api: str, upstream: Upstream
 ) -> None:
     port = upstream.port
     urls = [
@@ -124,7 +137,8 @@ def test_local_and_metadata_hosts_are_refused_at_apply_over_the_api_and_the_cli(
         "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
         "http://10.0.0.1/", "http://192.168.1.1/", "http://[fd00::1]/",  # private networks
     ]  # fmt: skip
-    with serve() as api, api.client() as client:
+    api, before = guarded, stored_names(guarded, "acme")
+    with api.client() as client:
         for url in urls:
             response = client.post("/workflows", json=fetching("reach", url))
             assert response.status_code == 422, (url, response.text)
@@ -147,24 +161,25 @@ def test_local_and_metadata_hosts_are_refused_at_apply_over_the_api_and_the_cli(
         assert [v["number"] for v in client.get(f"/workflows/{wf_id}/versions").json()] == [1]
 
         doc = fetching("sneaky", f"http://[::ffff:127.0.0.1]:{port}/ok", webhook="http://169.254.169.254/hook")
-        (tmp_path / "sneaky.yaml").write_text(yaml.safe_dump(doc))
-        proc = cli(api, tmp_path, "apply", "sneaky.yaml")
+        (folder_of(api) / "sneaky.yaml").write_text(yaml.safe_dump(doc))
+        proc = cli(api, folder_of(api), "apply", "sneaky.yaml")
         assert proc.returncode == 1, proc.stdout
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert "nodes[0].config.url: host '::ffff:127.0.0.1'" in proc.stderr
         assert "alerts[0].webhook: host '169.254.169.254' is a link-local address" in proc.stderr
-        assert stored_names(api, "acme") == {"reach"}  # nothing else stored, over either door
+        assert stored_names(api, "acme") == before | {"reach"}  # nothing else stored, over either door
     assert upstream.hits == []  # and nothing was ever asked of the local service
 
 
-def test_a_name_resolving_to_this_machine_is_refused_at_run(serve: Any, upstream: Upstream, tmp_path: Path) -> None:
+def test_a_name_resolving_to_this_machine_is_refused_at_run(guarded: Api, upstream: Upstream) -> None:
     host = socket.gethostname()  # not a literal address: apply cannot know where it points
     resolved = {info[4][0] for info in socket.getaddrinfo(host, upstream.port, type=socket.SOCK_STREAM)}
     if any(outbound.kind(ipaddress.ip_address(a)) is None for a in resolved):
         pytest.skip(f"this machine's name {host!r} resolves to a public address ({resolved})")
     url = f"http://{host}:{upstream.port}"
     doc = fetching("resolved", f"{url}/ok", webhook=f"{url}/hook")
-    with serve() as api, api.client() as client:
+    api = guarded
+    with api.client() as client:
         wf_id = create(client, doc)["id"]
         started = client.post(f"/workflows/{wf_id}/executions", json={})
         assert started.status_code == 202, started.text
@@ -177,7 +192,7 @@ def test_a_name_resolving_to_this_machine_is_refused_at_run(serve: Any, upstream
         assert (delivery.status, delivery.attempts) == ("FAILED", 1)  # refused at once, not retried
         assert "not allowed" in (delivery.last_error or "")
 
-        proc = cli(api, tmp_path, "run", "resolved")  # the same stored definition, run by the CLI
+        proc = cli(api, folder_of(api), "run", "resolved")  # the same stored definition, run by the CLI
         assert proc.returncode == 1 and "not allowed" in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
     assert upstream.hits == []
 
