@@ -34,28 +34,30 @@ MODULES = ("tests.resources.pynodes",)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
+# Hourly, but on 29 February only: every slot the tests use is on 2024-02-29 (past, so Prefect runs a scheduled
+# slot at once), and the live schedule falls due next on 2028-02-29, never during a run of the suite.
 HOURLY = """
 name: hourly
 status: ACTIVE
-schedule: "0 * * * *"
+schedule: "0 * 29 2 *"
 settings: {max_concurrent_runs: 10}
 inputs:
   interval_start: {type: string, default: ""}
   interval_end: {type: string, default: ""}
 nodes:
   - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
-  - {name: late, type: sql, config: {query: "SELECT * FROM orders WHERE $interval_start >= '2026-01-01T05'"}}
+  - {name: late, type: sql, config: {query: "SELECT * FROM orders WHERE $interval_start >= '2024-02-29T05'"}}
 connections:
   - {from: orders, to: late}
 """
 NAPS = """
 name: naps
 status: ACTIVE
-schedule: "0 0 * * *"
+schedule: "0 0 29 2 *"
 nodes:
   - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: 60}}}
 """
-UNSCHEDULED = HOURLY.replace('schedule: "0 * * * *"\n', "").replace("name: hourly", "name: unscheduled")
+UNSCHEDULED = HOURLY.replace('schedule: "0 * 29 2 *"\n', "").replace("name: hourly", "name: unscheduled")
 
 
 def _dt(text: str) -> datetime:
@@ -123,31 +125,31 @@ def test_a_ten_slot_backfill_twice_makes_no_duplicate_and_binds_each_interval(
     scope: Scope, worker: object, prefect_api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[dict[str, int]] = []
-    first = backfills.create(scope, "hourly", "2026-01-01T00:00", "2026-01-01T10:00", max_parallel=4)
+    first = backfills.create(scope, "hourly", "2024-02-29T00:00", "2024-02-29T10:00", max_parallel=4)
     assert (first.slots, first.skipped, len(first.items)) == (10, 0, 10)
     done = backfills.drive(scope, first.id, lambda b: seen.append(b.counts()), poll=0.2)
     assert done.status == "SUCCEEDED", [(s.status, s.error) for s in done.items]
     assert max(c.get("QUEUED", 0) + c.get("RUNNING", 0) for c in seen) <= 4  # --max-parallel held
-    runs = [e for e in runs_of(scope, "hourly") if e.mode is not Mode.CRON]  # not the live schedule's, across an hour
+    runs = [e for e in runs_of(scope, "hourly") if e.mode is not Mode.CRON]  # not a scheduled run's
     assert len(runs) == 10 and all(e.status is RunState.SUCCEEDED and e.mode is Mode.API for e in runs)
     by_start = {e.input_data["interval_start"]: e for e in runs if e.input_data}
     assert sorted(by_start) == [s.interval_start.isoformat() for s in done.items]
-    assert by_start["2026-01-01T03:00:00+00:00"].input_data == {
-        "interval_start": "2026-01-01T03:00:00+00:00",
-        "interval_end": "2026-01-01T04:00:00+00:00",
+    assert by_start["2024-02-29T03:00:00+00:00"].input_data == {
+        "interval_start": "2024-02-29T03:00:00+00:00",
+        "interval_end": "2024-02-29T04:00:00+00:00",
     }
     for start, e in by_start.items():  # the node filtered by $interval_start: rows only from 05:00 on
         late = next(n for n in scope.catalog.execution(e.id).nodes if n.node == "late")
-        assert (late.rows_out or 0) > 0 if start >= "2026-01-01T05" else late.rows_out == 0, (start, late.rows_out)
+        assert (late.rows_out or 0) > 0 if start >= "2024-02-29T05" else late.rows_out == 0, (start, late.rows_out)
     flow_run = httpx.get(f"{prefect_api}/flow_runs/{runs[0].flow_run_id}").json()
     assert f"backfill:{first.id}" in flow_run["tags"]
 
-    again = backfills.create(scope, "hourly", "2026-01-01T00:00", "2026-01-01T10:00", max_parallel=3)
+    again = backfills.create(scope, "hourly", "2024-02-29T00:00", "2024-02-29T10:00", max_parallel=3)
     assert (again.slots, again.skipped, again.items) == (10, 10, ())
     assert backfills.drive(scope, again.id).status == "SUCCEEDED" and len(runs_of(scope, "hourly")) == 10
 
-    code, out, err = cli(capsys, monkeypatch, "backfill", "hourly", "--start", "2026-01-01T08:00Z",
-                         "--end", "2026-01-01T10:00Z", "--rerun", "--max-parallel", "2")  # fmt: skip
+    code, out, err = cli(capsys, monkeypatch, "backfill", "hourly", "--start", "2024-02-29T08:00Z",
+                         "--end", "2024-02-29T10:00Z", "--rerun", "--max-parallel", "2")  # fmt: skip
     assert code == 0, err
     assert "SUCCEEDED, 2 slots, 0 skipped" in out and "done 2" in err  # the progress line on stderr
     assert len(runs_of(scope, "hourly")) == 12
@@ -163,21 +165,21 @@ def test_a_run_the_schedule_starts_gets_its_interval(scope: Scope, worker: objec
     deployment = next(
         d for d in httpx.post(f"{prefect_api}/deployments/filter", json={}).json() if d["name"] == "hourly"
     )
-    body = {"start_time": "2026-01-02T03:00:00Z", "end_time": "2026-01-02T03:30:00Z", "max_runs": 1}
+    body = {"start_time": "2024-02-29T13:00:00Z", "end_time": "2024-02-29T13:30:00Z", "max_runs": 1}
     url = f"{prefect_api}/deployments/{deployment['id']}/schedule"
     assert eventually(lambda: httpx.post(url, json=body).status_code < 300, 30)  # SQLite's 503 under load: again
-    slot = {"interval_start": "2026-01-02T03:00:00+00:00", "interval_end": "2026-01-02T04:00:00+00:00"}
-    # that slot's run, not one the live hourly schedule starts meanwhile (a test running across the hour)
+    slot = {"interval_start": "2024-02-29T13:00:00+00:00", "interval_end": "2024-02-29T14:00:00+00:00"}
+    # that slot's run, and only once it ended
     found = eventually(lambda: [e for e in runs_of(scope, "hourly") if e.input_data == slot and e.status.final], 90)
     assert isinstance(found, list)
     [run] = found
     assert run.status is RunState.SUCCEEDED and run.mode is Mode.CRON, run.error_message
-    again = backfills.create(scope, "hourly", "2026-01-02T03:00", "2026-01-02T04:00")
+    again = backfills.create(scope, "hourly", "2024-02-29T13:00", "2024-02-29T14:00")
     assert (again.slots, again.skipped) == (1, 1)  # the scheduled run fills that slot
 
 
 def test_cancel_ends_the_whole_backfill(scope: Scope, worker: object) -> None:
-    started = backfills.create(scope, "naps", "2026-01-01", "2026-01-04", max_parallel=1)
+    started = backfills.create(scope, "naps", "2016-01-01", "2024-03-01", max_parallel=1)  # 3 leap days
     result: list[Any] = []
     here = contextvars.copy_context()  # the test's settings, in the driver's thread too
     driver = threading.Thread(target=here.run, args=(lambda: result.append(backfills.drive(scope, started.id)),))
@@ -202,9 +204,9 @@ BAD = [
     (("dr", "2026-01-01", "2026-01-02"), "workflow 'dr' is DRAFT: set 'status: ACTIVE'"),
     (("pz", "2026-01-01", "2026-01-02"), "workflow 'pz' is PAUSED: set 'status: ACTIVE' and apply it"),
     (("nope", "2026-01-01", "2026-01-02"), "no workflow named 'nope'"),
-    (("hourly", "2020-01-01", "2026-01-01"), "over 1000 slots of 0 * * * *"),
-    (("hourly", "2026-01-01T00:10", "2026-01-01T00:20"), "no slot of 0 * * * * in"),
-    (("hourly", "9999-12-31T23:00", "9999-12-31T23:59"), "a slot in the range ends past the year 9999"),
+    (("hourly", "1800-01-01", "2026-01-01"), "over 1000 slots of 0 * 29 2 *"),  # 55 leap days of 24 slots
+    (("hourly", "2024-02-29T00:10", "2024-02-29T00:20"), "no slot of 0 * 29 2 * in"),
+    (("hourly", "9996-02-29T23:00", "9996-02-29T23:59"), "a slot in the range ends past the year 9999"),
 ]
 
 
@@ -217,7 +219,7 @@ def test_bad_backfills_are_refused_with_one_line_and_store_nothing(
         assert code == 1 and err.count("\n") == 1 and message in err, (name, start, err)
     with config.using(backfill_max_slots=5):
         with pytest.raises(WeflowError, match="over 5 slots"):
-            backfills.create(scope, "hourly", "2026-01-01T00:00", "2026-01-01T06:00")
+            backfills.create(scope, "hourly", "2024-02-29T00:00", "2024-02-29T06:00")
     code, _, err = cli(capsys, monkeypatch, "backfill", "hourly", "--start", "2026-01-01")
     assert code == 1 and err == "error: backfill hourly: give --start and --end (ISO 8601 timestamps)\n"
     assert [b.id for _, b in backfills.listed(scope)] == [b.id for _, b in before]
@@ -234,7 +236,7 @@ def test_the_api_drives_lists_cancels_and_keeps_organizations_apart(scope: Scope
     other = {"Authorization": f"Bearer {theirs}"}
     workflow_id = workflows.get("hourly", scope).id
     route = f"/workflows/{workflow_id}/backfills"
-    made = api.post(route, json={"start": "2026-01-03T00:00:00Z", "end": "2026-01-03T02:00:00"})  # naive: UTC
+    made = api.post(route, json={"start": "2024-02-29T20:00:00Z", "end": "2024-02-29T22:00:00"})  # naive: UTC
     assert made.status_code == 202, made.text
     backfill_id = made.json()["id"]
     assert made.json()["slots"] == 2 and made.json()["maxParallel"] == 1
@@ -248,7 +250,7 @@ def test_the_api_drives_lists_cancels_and_keeps_organizations_apart(scope: Scope
     assert api.get(f"/backfills/{backfill_id}", headers=other).status_code == 404
     assert api.post(f"/backfills/{backfill_id}/cancel", headers=other).status_code == 404
     assert api.get("/backfills", headers=other).json() == []
-    assert api.post(route, headers=other, json={"start": "2026-01-03", "end": "2026-01-04"}).status_code == 404
+    assert api.post(route, headers=other, json={"start": "2024-02-29", "end": "2024-03-01"}).status_code == 404
     reversed_range = api.post(route, json={"start": "2026-01-03", "end": "2026-01-02"})
     assert reversed_range.status_code == 400 and "is not after" in reversed_range.json()["detail"]
     bad_time = api.post(route, json={"start": "soon", "end": "2026-01-02"})
