@@ -118,13 +118,15 @@ def worker_rates(
     return found
 
 
-def fanout_times(root: Path, rows: int, width: int, repeats: int, settle: float, warmup: int) -> dict[str, list[float]]:
+def fanout_times(
+    root: Path, rows: int, width: int, repeats: int, settle: float, warmup: int, dask_workers: int = DASK_WORKERS
+) -> dict[str, list[float]]:
     data = root / "wide.parquet"
     fanout_data(data, rows, width)
     api = prefect_api()
     with (
         config.using(catalog=root / "fanout.duckdb", data_roots=(root,), runs_dir=root / "fanout-runs"),
-        queued._environ(PREFECT_API_URL=api, WEFLOW_DASK_WORKERS=str(DASK_WORKERS)),
+        queued._environ(PREFECT_API_URL=api, WEFLOW_DASK_WORKERS=str(dask_workers)),
         temporary_settings(updates={PREFECT_API_URL: api}),
     ):
         scope = Scope.current()
@@ -132,7 +134,7 @@ def fanout_times(root: Path, rows: int, width: int, repeats: int, settle: float,
         workflows.apply(fanout_document("bench_fan_dask", data, width, dask=True), scope)
         from prefect_dask.task_runners import DaskTaskRunner
 
-        cluster = {"n_workers": DASK_WORKERS, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
+        cluster = {"n_workers": dask_workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
         raw_threads = raw_fanout.fanout_flow(ThreadPoolTaskRunner(), width)
         raw_dask = raw_fanout.fanout_flow(
             DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": "127.0.0.1:0"}), width
@@ -171,7 +173,8 @@ def run(quick: bool) -> Section:
     batch = 1 if quick else 16
     repeats = 1 if quick else 3
     rows, width = (20_000, 3) if quick else (4_000_000, 8)
-    settle = 1.5 if quick else 20.0
+    dask_workers = 1 if quick else DASK_WORKERS  # quick: the same path, one worker process fewer per cluster
+    settle = 0.3 if quick else 20.0  # quick: settle()'s path, not a settled server (the numbers are not read)
     section = Section(
         name="throughput",
         title="executions per minute with 1 and 2 workers; a wide fan-out on Dask and on threads",
@@ -183,7 +186,7 @@ then with TWO (each `--limit {WORKER_LIMIT}` flow runs at once); the rate is {ba
 (**more is better**, so a ratio above 1 is weflow ahead). **Fan-out**: a source (`read_parquet`
 of {rows:,} rows) fanning out to {width} `aggregate` branches, each grouping by its own key (one
 Prefect task per branch), run in-process by `weflow.execution.run` with Prefect's thread-pool
-runner and with `settings: {{dask: local}}` (prefect-dask, a local cluster of {DASK_WORKERS}
+runner and with `settings: {{dask: local}}` (prefect-dask, a local cluster of {dask_workers}
 single-threaded worker processes; frames cross as Parquet files); raw Prefect
 (`benchmarks/raw_fanout.py`: one task loads the frame, {width} submitted tasks group it) with
 `ThreadPoolTaskRunner` and with the same `DaskTaskRunner` (frames pickled to the workers).
@@ -195,7 +198,7 @@ Seconds per run, the flow's start to its end (a Dask cluster is started by each 
     pl.DataFrame({"id": [1, 2, 3], "amount": [10.5, 20.0, 7.25], "region": ["n", "s", "e"]}).write_csv(csv)
     try:
         rates = worker_rates(root, csv, batch, repeats, settle, (1,) if quick else (1, 2))  # quick: one path
-        fan = fanout_times(root, rows, width, repeats, settle, warmup=0 if quick else 1)
+        fan = fanout_times(root, rows, width, repeats, settle, warmup=0 if quick else 1, dask_workers=dask_workers)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for count in rates:
