@@ -8,8 +8,11 @@ per execution (``<runs>/executions/<id>/<node>.parquet``) and content-addressed 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from weflow import retention, workflows
+from weflow import config, retention, workflows
 from weflow.core.document import from_data
 from weflow.core.entities import AlertDelivery, Compensation, Execution, Mode, NodeExecution, RunState
 from weflow.errors import DefinitionError, WeflowError
@@ -94,11 +97,12 @@ class History:
     paths: dict[str, str]
 
 
-@pytest.fixture
-def old_history(scope: Scope, settings, monkeypatch: pytest.MonkeyPatch) -> History:
-    """``daily`` keeps its last 2 ended executions at any age; ``other`` takes the default (14 days, 10,000)."""
-    monkeypatch.chdir(settings.runs_dir.parent)  # persisted outputs are named relative to the working folder
-    runs = Path(settings.runs_dir.name)
+def build_history(scope: Scope) -> History:
+    """``daily`` keeps its last 2 ended executions at any age; ``other`` takes the default (14 days, 10,000).
+
+    Run from the folder the runs folder is in: persisted outputs are named relative to the working folder.
+    """
+    runs = Path(config.settings().runs_dir.name)
     daily = workflows.apply(from_data(document("daily", max_executions=2, max_age_days=0)), scope).workflow
     other = workflows.apply(from_data(document("other")), scope).workflow
     ids: dict[str, str] = {}
@@ -118,6 +122,43 @@ def old_history(scope: Scope, settings, monkeypatch: pytest.MonkeyPatch) -> Hist
     for subject in (ids["e1"], ids["e5"]):
         scope.catalog.claim_alert(AlertDelivery(daily.id, subject, "failed", "failure", "http://x", "PENDING", 0, {}))
     return History(scope, runs, ids, paths)
+
+
+@pytest.fixture(scope="module")
+def history_folders(tmp_path_factory: pytest.TempPathFactory, migrated_catalog: Path) -> tuple[History, Path]:
+    """The history built once per module (~40 catalog transactions, ~2.5 s of CPU) in a work folder, and a
+    pristine copy of that folder (catalog, runs folder) that each test gets back in the same place.
+
+    The same place: spilled outputs are recorded under their absolute paths, as runs record them.
+    """
+    work, pristine = tmp_path_factory.mktemp("history-work"), tmp_path_factory.mktemp("history") / "pristine"
+    (work / "catalog").mkdir()
+    shutil.copyfile(migrated_catalog, work / "catalog" / "weflow.duckdb")
+    here = Path.cwd()
+    os.chdir(work)
+    try:
+        with config.using(catalog=work / "catalog" / "weflow.duckdb", runs_dir=work / "runs",
+                          organization="acme", user="ada"):  # fmt: skip
+            built = build_history(Scope.current())
+    finally:
+        os.chdir(here)
+    shutil.copytree(work, pristine)
+    return replace(built, runs=work), pristine
+
+
+@pytest.fixture
+def old_history(
+    history_folders: tuple[History, Path], settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[History]:
+    """The module's history, as built: every test starts from the same rows and files, in the same folder."""
+    built, pristine = history_folders
+    work = built.runs
+    shutil.rmtree(work)
+    shutil.copytree(pristine, work)
+    monkeypatch.chdir(work)  # persisted outputs are named relative to the working folder
+    with config.using(catalog=work / "catalog" / "weflow.duckdb", runs_dir=work / "runs"):
+        scope = Scope.current()
+        yield History(scope, Path("runs"), built.ids, built.paths)
 
 
 def test_prune_removes_every_dependent_row_and_file_and_keeps_the_rest(old_history: History) -> None:
@@ -221,7 +262,8 @@ def test_prune_periodically_prunes_until_stopped(old_history: History) -> None:
 
 
 def test_weflow_prune_cli(old_history: History, cli_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada", "WEFLOW_RUNS_DIR": str(old_history.runs)}
+    env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada", "WEFLOW_RUNS_DIR": str(old_history.runs),
+           "WEFLOW_CATALOG": str(old_history.scope.catalog.path)}  # fmt: skip
     here = old_history.runs.resolve().parent  # where the outputs' relative names were written from
 
     def weflow(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
