@@ -97,6 +97,7 @@ def run(quick: bool) -> Section:
     warmup = 0 if quick else 1
     profiled_runs = 1 if quick else 5
     chain = 10 if quick else 100
+    settle = 0.3 if quick else 3.0  # quick: settle()'s path, not a settled server (the numbers are not read)
     section = Section(
         name="profiles",
         title="where the time goes (pyinstrument)",
@@ -159,13 +160,18 @@ trees for shares, the table for times.""",
         for name, variants in scenes.items():
             log(f"profiles: {name}")
             samples[name] = interleave(
-                {k: timed(v) for k, v in variants.items()}, repeats, warmup=warmup, progress=f"profiles {name}"
+                {k: timed(v) for k, v in variants.items()},
+                repeats,
+                warmup=warmup,
+                max_settle=settle,
+                progress=f"profiles {name}",
             )
         log("profiles: weflow run process")
         samples["cold"] = interleave(
             {"weflow": lambda: process(weflow_cmd, report), RAW: lambda: process(raw_cmd, raw_report)},
             repeats,
             warmup=warmup,
+            max_settle=settle,
             progress="profiles cold",
         )
 
