@@ -4,7 +4,8 @@ Real parts: PostgreSQL from Debian's packages on a free loopback port (tests/pos
 Prefect server whose database is that PostgreSQL (checked in its tables), `weflow serve` owning
 the catalog file, and Prefect process workers in their own folders whose ``WEFLOW_CATALOG``
 points at an empty folder: they know only the Prefect API URL, the weflow API URL (in the
-deployments) and an API key. One worker is killed mid-run with SIGKILL.
+deployments) and an API key. One stack serves both behaviours: concurrent runs, then a worker killed
+mid-run with SIGKILL.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
 
 from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
@@ -153,13 +154,37 @@ def psql(database: str, sql: str) -> str:
     return found.stdout.strip()
 
 
-def test_two_catalogless_workers_record_every_concurrent_run_once(
-    scope: Scope, api_url: str, prefect: str, database: str, tmp_path: Path
-) -> None:
+def run_from_prefect(prefect: str, workflow: str) -> None:
+    """A flow run of the workflow's deployment made on the Prefect side, as `prefect deployment run` makes one
+    (Prefect's client in this process, retrying Prefect's 503s as the command does)."""
+    with SyncPrefectClient(prefect) as client:
+        client.create_flow_run_from_deployment(client.read_deployment_by_name(f"run_workflow/{workflow}").id)
+
+
+def running_flow_run(worker: subprocess.Popen[bytes], flow_run_id: str) -> bool:
+    """Whether one of the worker's descendant processes is the flow run's (Prefect names it in their environment)."""
+    for pid in descendants(worker.pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if flow_run_id.encode() in env:
+            return True
+    return False
+
+
+def test_catalogless_workers_record_every_concurrent_run_once_and_a_killed_one_leaves_its_run_crashed(
+    scope: Scope, api_url: str, prefect: str, database: str, tmp_path: Path, cli_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """One stack (`weflow serve`, two catalog-less process workers) for both behaviours: concurrent runs from weflow
+    and from Prefect each recorded once; then a worker killed with SIGKILL mid-run leaves its run CRASHED, not RUNNING.
+    """
     key = auth.create_key(scope.catalog, scope.user)[1]
     for name in ("remote_a", "remote_b"):
         workflows.apply(parse(NAPPING.replace("NAME", name)), scope)
     workflows.apply(parse(BROKEN), scope)
+    workflows.apply(parse(DOOMED), scope)
     deploy.deploy(scope, api_url=api_url)
 
     nowhere = tmp_path / "no-catalog-here"
@@ -168,11 +193,7 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
     try:
         names = ["remote_a", "remote_b", "broken", "remote_a"]
         queued = [execution.submit(name, scope, Mode.API, queue=True) for name in names]
-        started = subprocess.run(  # one started on the Prefect side, as the UI would: the API makes its record
-            [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "run_workflow/remote_a"],
-            env={**os.environ, "PREFECT_API_URL": prefect}, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stderr
+        run_from_prefect(prefect, "remote_a")  # one started on the Prefect side: the API makes its record
         ended = [execution.wait(e.id, scope, timeout=180) for e in queued]
         expected = [RunState.FAILED if n == "broken" else RunState.SUCCEEDED for n in names]
         assert [e.status for e in ended] == expected, [e.error_message for e in ended]
@@ -196,48 +217,36 @@ def test_two_catalogless_workers_record_every_concurrent_run_once(
         assert outside.status is RunState.SUCCEEDED and outside.mode is Mode.MANUAL
 
         # the catalog record ends before the flow process reports its final state: wait for Prefect
-        # before stopping the workers (stopping them kills their flow processes)
+        # before a worker is killed (killing it kills its flow processes)
         def prefect_final() -> bool:
             states = [httpx.get(f"{prefect}/flow_runs/{e.flow_run_id}").json()["state_type"] for e in [*ended, outside]]
             return all(s in ("COMPLETED", "FAILED") for s in states)
 
         eventually(prefect_final, 60)
-    finally:
-        stop(workers)
 
-    every = scope.catalog.executions(scope.user.organization_id, limit=100)
-    assert len(every) == 5 and len({e.id for e in every}) == 5  # each recorded once
-    assert {e.flow_run_id for e in every} == {e.flow_run_id for e in [*ended, outside]}
-    # Prefect's own record is in PostgreSQL: the same five flow runs, in the same final states
-    rows = psql(database, "SELECT id, state_type FROM flow_run WHERE state_type IS NOT NULL").splitlines()
-    in_postgres = dict(line.split("|") for line in rows)
-    for e in every:
-        assert in_postgres[str(e.flow_run_id)] == ("COMPLETED" if e.status is RunState.SUCCEEDED else "FAILED")
-    assert not any(nowhere.iterdir()), "a worker touched the catalog location it was given"
-    logs = [p.read_text() for p in tmp_path.glob("worker-*/worker-*.log")]
-    assert len(logs) == 2 and all("Submitting flow run" in text or "Worker" in text for text in logs)
+        every = scope.catalog.executions(scope.user.organization_id, limit=100)
+        assert len(every) == 5 and len({e.id for e in every}) == 5  # each recorded once
+        assert {e.flow_run_id for e in every} == {e.flow_run_id for e in [*ended, outside]}
+        # Prefect's own record is in PostgreSQL: the same five flow runs, in the same final states
+        rows = psql(database, "SELECT id, state_type FROM flow_run WHERE state_type IS NOT NULL").splitlines()
+        in_postgres = dict(line.split("|") for line in rows)
+        for e in every:
+            assert in_postgres[str(e.flow_run_id)] == ("COMPLETED" if e.status is RunState.SUCCEEDED else "FAILED")
+        logs = [p.read_text() for p in tmp_path.glob("worker-*/worker-*.log")]
+        assert len(logs) == 2 and all("Submitting flow run" in text or "Worker" in text for text in logs)
 
-
-def test_a_killed_worker_leaves_the_run_crashed_not_running(
-    scope: Scope, api_url: str, prefect: str, tmp_path: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Silence after the first heartbeat (sent as the flow starts) that marks the run CRASHED: weflow's floor,
-    # under Prefect's 30 s heartbeat period, as the run is killed ~2 s after it started (36 s cost 24 s more)
-    monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "12")
-    key = auth.create_key(scope.catalog, scope.user)[1]
-    workflows.apply(parse(DOOMED), scope)
-    deploy.deploy(scope, api_url=api_url)
-    automations = httpx.post(f"{prefect}/automations/filter", json={}).json()
-    assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [12.0]
-
-    nowhere = tmp_path / "no-catalog-here"
-    nowhere.mkdir()
-    [worker] = start_workers(1, prefect, key, tmp_path, nowhere)
-    try:
-        queued = execution.submit("doomed", scope, Mode.API, queue=True)
-        eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 180)
+        # Silence after the first heartbeat (sent as the flow starts) that marks the run CRASHED: weflow's floor
+        # (10 s), under Prefect's 30 s heartbeat period, as the run is killed ~2 s after it started. Set only now:
+        # the runs above may take longer than that between their first heartbeat and their end on a busy machine.
+        monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "10")
+        deploy.deploy(scope, api_url=api_url)
+        automations = httpx.post(f"{prefect}/automations/filter", json={}).json()
+        assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [10.0]
+        doomed = execution.submit("doomed", scope, Mode.API, queue=True)
+        eventually(lambda: scope.catalog.execution(doomed.id).status is RunState.RUNNING, 180)
         time.sleep(2)  # the first heartbeat goes out as the flow starts
-    finally:
+        flow_run_id = str(doomed.flow_run_id)
+        [worker] = eventually(lambda: [w for w in workers if running_flow_run(w, flow_run_id)], 60)  # type: ignore[misc]
         victims = {worker.pid, *descendants(worker.pid)}
         # the worker first: killed after its flow process, it could still report the crash itself
         # ("Process exited with status code: -9") before the heartbeat automation has to
@@ -247,17 +256,20 @@ def test_a_killed_worker_leaves_the_run_crashed_not_running(
             except ProcessLookupError:
                 pass
         worker.wait(timeout=30)
+    finally:
+        stop(workers)
     assert len(victims) >= 2, "the flow run should have had its own process under the worker"
-    assert scope.catalog.execution(queued.id).status is RunState.RUNNING  # nothing left alive to say otherwise
+    assert not any(nowhere.iterdir()), "a worker touched the catalog location it was given"
+    assert scope.catalog.execution(doomed.id).status is RunState.RUNNING  # nothing left alive to say otherwise
 
-    url = f"{prefect}/flow_runs/{queued.flow_run_id}"
+    url = f"{prefect}/flow_runs/{flow_run_id}"
     eventually(lambda: httpx.get(url).json()["state_type"] == "CRASHED", seconds=150)
     assert "no heartbeat" in httpx.get(url).json()["state"]["message"]
 
-    ended = execution.wait(queued.id, scope, timeout=60)  # syncs the catalog mirror from Prefect
-    assert ended.status is RunState.FAILED
-    assert ended.error_type == "PrefectCrashed"
-    assert all(n.status is RunState.FAILED for n in ended.nodes), ended.nodes
+    crashed = execution.wait(doomed.id, scope, timeout=60)  # syncs the catalog mirror from Prefect
+    assert crashed.status is RunState.FAILED
+    assert crashed.error_type == "PrefectCrashed"
+    assert all(n.status is RunState.FAILED for n in crashed.nodes), crashed.nodes
     listed = subprocess.run(
         [weflow_exe(), "executions", "doomed", "--format", "json"], capture_output=True, text=True,
         env={**cli_env, "PREFECT_API_URL": prefect, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}, check=False,
