@@ -353,9 +353,16 @@ class Batch:
     start_median: float = 0.0  # median PENDING -> RUNNING of the batch's runs (process start under load)
 
 
-async def _history(flow_runs: Sequence[UUID]) -> list[tuple[State[Any], ...]]:
+async def _history(flow_runs: Sequence[UUID], timeout: float = 60.0) -> list[tuple[State[Any], ...]]:
+    """The runs' state histories, once each has reached COMPLETED (weflow's record is final a moment before)."""
+    deadline = time.monotonic() + timeout
     async with get_client() as client:
-        return [tuple(sorted(await client.read_flow_run_states(i), key=lambda s: s.timestamp)) for i in flow_runs]
+        while True:
+            found = [tuple(sorted(await client.read_flow_run_states(i), key=lambda s: s.timestamp)) for i in flow_runs]
+            done = all(any(s.type is StateType.COMPLETED for s in states) for states in found)
+            if done or time.monotonic() > deadline:
+                return found  # past the deadline: _described names the missing state
+            await asyncio.sleep(BATCH_POLL)
 
 
 def _described(found: Batch, peak_mb: float) -> Batch:
@@ -490,7 +497,8 @@ of each phase, so they need not add up exactly.""",
             workflows.apply(workflow_document(ONE, csv), scope)
             workflows.apply(workflow_document(MANY, csv, BATCH_LIMIT), scope)
             try:
-                deployed = deploy.deploy(scope)
+                # other catalogs' deployments it replaced (WEFLOW_BENCH_DISPOSABLE_SERVER) come back "removed"
+                deployed = [d for d in deploy.deploy(scope) if d.action != "removed"]
                 deployments += [d.deployment_id for d in deployed if d.deployment_id is not None]
                 assert {d.workflow for d in deployed} == {ONE, MANY}, deployed
                 deployments.append(blocking(_deploy_raw(csv)))

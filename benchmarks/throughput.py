@@ -89,7 +89,8 @@ def worker_rates(
         scope = Scope.current()
         workflows.apply(queued.workflow_document(RUNS, csv, max_concurrent_runs=queued.BATCH_LIMIT), scope)
         try:
-            deployments += [d.deployment_id for d in deploy.deploy(scope) if d.deployment_id is not None]
+            deployed = deploy.deploy(scope)  # "removed": another catalog's (WEFLOW_BENCH_DISPOSABLE_SERVER)
+            deployments += [d.deployment_id for d in deployed if d.deployment_id is not None and d.action != "removed"]
             raw_id = blocking(queued._deploy_raw(csv))
             deployments.append(raw_id)
             for count in counts:
