@@ -161,6 +161,15 @@ def test_health_is_open_and_everything_else_needs_a_valid_key(api: Api) -> None:
             assert response.status_code == 401, header
 
 
+def test_head_health_answers_like_get(api: Api) -> None:
+    """Issue 14, item 11 (was in tests/hostile/test_cli_output.py, on a `weflow serve` of its own)."""
+    with api.client(None) as anonymous:
+        head = anonymous.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert anonymous.get("/health").status_code == 200
+        assert anonymous.head("/workflows").status_code in (401, 404, 405)  # HEAD opens nothing else
+
+
 def test_crud_round_trip(api: Api) -> None:
     with api.client() as client:
         created = create(client, paid_orders("crud_a", status="ACTIVE"))

@@ -2,7 +2,10 @@
 
 User text (names, descriptions, conditions, paths, error and log lines) prints literally, never as
 Rich markup; a failed `weflow run` is one error line and a pointer to `weflow logs`; `--catalog`
-in a missing folder is refused; `HEAD /health` answers like GET.
+in a missing folder is refused. (`HEAD /health` answers like GET: tests/test_api.py, on its `weflow serve`.)
+
+The definitions are applied in this process (a set-up step, `weflow apply` prints no user text):
+the commands under test run as real processes.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import REPO, weflow_exe
+from weflow import workflows
+from weflow.catalog import Catalog
+from weflow.workflows import Scope
 
 # Rich reads each as markup: `[/x]` closes no tag (MarkupError, exit 1), `[b]`/`[/b]` vanish as a style,
 # `:thumbs_up:` becomes an emoji.
@@ -44,13 +48,19 @@ def definition(path: Path, name: str, nodes: list[dict[str, Any]], description: 
     return path
 
 
-def test_markup_in_definitions_and_admin_names_prints_literally(cli_env: dict[str, str], tmp_path: Path) -> None:
+def apply(scope: Scope, path: Path, message: str = "") -> None:
+    """Stores the definition file as organization acme, user ada (the ``settings`` fixture's, and ``env``'s)."""
+    workflows.apply(workflows.parse_file(path), scope, message)
+
+
+def test_markup_in_definitions_and_admin_names_prints_literally(
+    cli_env: dict[str, str], scope: Scope, tmp_path: Path
+) -> None:
     env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
     keep = {"name": "paid", "type": "filter", "config": {"condition": "status != '[/x]'"}}
-    first = definition(tmp_path / "v1.json", "markup", [keep])
-    weflow(env, "apply", str(first), "-m", "[/x] first [b]cut[/b]")
+    apply(scope, definition(tmp_path / "v1.json", "markup", [keep]), "[/x] first [b]cut[/b]")
     second = definition(tmp_path / "v2.json", "markup", [{**keep, "config": {"condition": "status != '[b]'"}}])
-    weflow(env, "apply", str(second))
+    apply(scope, second)
 
     listed = weflow(env, "list").stdout
     assert HOSTILE in listed
@@ -74,13 +84,15 @@ def run_env(prefect_api: str, cli_env: dict[str, str]) -> dict[str, str]:
     return {**cli_env, "PREFECT_API_URL": prefect_api, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
 
 
-def test_failed_run_is_one_line_and_its_text_prints_literally(run_env: dict[str, str], tmp_path: Path) -> None:
+def test_failed_run_is_one_line_and_its_text_prints_literally(
+    run_env: dict[str, str], scope: Scope, tmp_path: Path
+) -> None:
     marker = tmp_path / "[b]" / "[" / "x]"  # `[b]` in a path, and a `[/x]` that Rich cannot parse
     marker.parent.mkdir(parents=True)
     marker.write_text("fail")
     call = {"callable": "tests.resources.pynodes:fail_if_exists", "kwargs": {"marker": str(marker)}}
     boom = {"name": "boom", "type": "python", "config": call}
-    weflow(run_env, "apply", str(definition(tmp_path / "boom.json", "boom", [boom])))
+    apply(scope, definition(tmp_path / "boom.json", "boom", [boom]))
 
     proc = weflow(run_env, "run", "boom", code=1)
     cause = f"failing on purpose while {marker} exists"
@@ -106,9 +118,11 @@ def test_failed_run_is_one_line_and_its_text_prints_literally(run_env: dict[str,
     assert verbose.stderr.splitlines()[-2] == lines[0]
 
 
-def test_failing_condition_with_markup_shows_in_every_command(run_env: dict[str, str], tmp_path: Path) -> None:
+def test_failing_condition_with_markup_shows_in_every_command(
+    run_env: dict[str, str], scope: Scope, tmp_path: Path
+) -> None:
     odd = {"name": "odd", "type": "filter", "config": {"condition": "amount > '[/x]'"}}
-    weflow(run_env, "apply", str(definition(tmp_path / "odd.json", "odd", [odd])))
+    apply(scope, definition(tmp_path / "odd.json", "odd", [odd]))
 
     proc = weflow(run_env, "run", "odd", code=1)
     lines = proc.stderr.splitlines()
@@ -135,13 +149,5 @@ def test_catalog_in_a_missing_folder_is_refused(cli_env: dict[str, str], tmp_pat
 
     weflow(cli_env, "--catalog", str(missing), "--create-catalog", "apply", sample)
     assert missing.is_file()
-    listed = json.loads(weflow(cli_env, "--catalog", str(missing), "list", "-f", "json").stdout)
-    assert [w["name"] for w in listed] == ["daily_sales"]
-
-
-def test_head_health_answers_like_get(serve: Callable[..., Any]) -> None:
-    with serve() as api, httpx.Client(base_url=api.url, timeout=30) as anonymous:
-        head = anonymous.head("/health")
-        assert head.status_code == 200 and head.content == b""
-        assert anonymous.get("/health").status_code == 200
-        assert anonymous.head("/workflows").status_code in (401, 404, 405)  # HEAD opens nothing else
+    with Catalog(missing).transaction() as con:  # the new catalog holds what was applied
+        assert con.execute("SELECT name FROM workflows").fetchall() == [("daily_sales",)]
