@@ -75,26 +75,31 @@ def test_an_imported_name_and_an_unlisted_submodule_are_refused_by_the_api(
 
 
 def test_apply_refuses_them_in_one_line_and_a_listed_submodule_is_allowed(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, scope: Scope, listed: None
 ) -> None:
     marker = tmp_path / "pwned"
-    env = {**cli_env, "WEFLOW_PYTHON_NODE_MODULES": PACKAGE}
+    env = {**cli_env, "WEFLOW_PYTHON_NODE_MODULES": PACKAGE, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
     for doc, says in (
         (shell("imported", f"{PACKAGE}:system", marker), IMPORTED),
         (shell("submodule", f"{SUBMODULE}:passthrough", marker), NOT_LISTED),
     ):
         target = tmp_path / f"{doc['name']}.json"
         target.write_text(json.dumps(doc))
-        proc = weflow(env, REPO, "apply", str(target))
-        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc
-        assert proc.stderr.startswith("error: nodes[0].config.callable: ") and says in proc.stderr, proc.stderr
-    assert json.loads(weflow(env, REPO, "list", "-f", "json").stdout) == []
-    # a submodule is allowed once it is listed itself
+        with pytest.raises(DefinitionError, match=r"^nodes\[0\]\.config\.callable: ") as err:
+            workflows.read(target)  # what `weflow apply` checks, in this process
+        assert says in str(err.value), err.value
+    # `weflow apply` itself: one line, exit 1 (one process: the two refusals differ only in the check above)
+    proc = weflow(env, REPO, "apply", str(tmp_path / "imported.json"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc
+    assert proc.stderr.startswith("error: nodes[0].config.callable: ") and IMPORTED in proc.stderr, proc.stderr
+    assert workflows.list_workflows(scope) == []
+    # a submodule is allowed once it is listed itself (WEFLOW_PYTHON_NODE_MODULES read by the CLI)
     (tmp_path / "sub.json").write_text(json.dumps(plain("sub", f"{SUBMODULE}:passthrough")))
     proc = weflow(
         {**env, "WEFLOW_PYTHON_NODE_MODULES": f"{PACKAGE},{SUBMODULE}"}, REPO, "apply", str(tmp_path / "sub.json")
     )
     assert proc.returncode == 0, proc.stderr
+    assert [w.name for w in workflows.list_workflows(scope)] == ["sub"]
     assert not marker.exists()
 
 
