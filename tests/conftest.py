@@ -50,6 +50,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         src.backup(dst)
     os.environ["WEFLOW_PREFECT_DB_TEMPLATE"] = str(template)
     yield found.api_url
+    # what Prefect still holds for the server goes now: after the stop, its exit-time flush would retry for minutes
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
     server.stop(home)
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("WEFLOW_PREFECT_DB_TEMPLATE", None)
