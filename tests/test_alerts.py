@@ -116,19 +116,19 @@ def test_failure_alert_fires_once_per_failed_execution(scope: Scope, receiver: R
 
 def test_duration_and_row_bound_alerts(scope: Scope, receiver: Receiver, tmp_path) -> None:
     rules = (
-        "  - {name: too_slow, on: duration, max_seconds: 0.8, webhook: URL}\n"
+        "  - {name: too_slow, on: duration, max_seconds: 0.3, webhook: URL}\n"
         "  - {name: too_few, on: rows, node: paid, min_rows: 1000, webhook: URL}"
     )
-    text = flow("bounded", receiver.url, rules, nap=1.5).replace("MARKER", str(tmp_path / "none"))
+    text = flow("bounded", receiver.url, rules, nap=0.6).replace("MARKER", str(tmp_path / "none"))  # > 2 x 0.3 s
     workflows.apply(parse(text), scope)
     slow = execution.run("bounded", scope).execution
     assert slow.status is RunState.SUCCEEDED
     assert [b["execution_id"] for b in receiver.alerts("too_slow")] == [slow.id]
-    assert receiver.alerts("too_slow")[0]["seconds"] > 0.8
+    assert receiver.alerts("too_slow")[0]["seconds"] > 0.3
     [rows] = receiver.alerts("too_few")
     assert rows["rows"] == {n.node: n for n in slow.nodes}["paid"].rows_out < 1000
 
-    healthy = text.replace("max_seconds: 0.8", "max_seconds: 120").replace("min_rows: 1000", "min_rows: 1")
+    healthy = text.replace("max_seconds: 0.3", "max_seconds: 120").replace("min_rows: 1000", "min_rows: 1")
     workflows.apply(parse(healthy), scope)
     fine = execution.run("bounded", scope).execution
     assert fine.status is RunState.SUCCEEDED
@@ -152,12 +152,13 @@ def test_anomaly_alerts_compare_with_recent_runs(scope: Scope, receiver: Receive
         "  - {name: slower, on: duration, p95_factor: 3, min_history: 5, webhook: URL}\n"
         "  - {name: odd_rows, on: rows, node: paid, median_factor: 2, min_history: 5, webhook: URL}"
     )
-    text = flow("anomalous", receiver.url, rules, nap=1.0).replace("MARKER", str(tmp_path / "none"))
+    # the nap alone is over the p95 of the history (~115 ms) times 3, the steady history (1.5 s) times 3 far over it
+    text = flow("anomalous", receiver.url, rules, nap=0.5).replace("MARKER", str(tmp_path / "none"))
     wf = workflows.apply(parse(text), scope).workflow
     now = datetime.now(UTC)
     for i in range(6):  # fast runs of about 100 ms that kept 1,000 paid rows
         remember(scope, wf.id, "anomalous", 90.0 + i * 5, 1000, now - timedelta(hours=i + 1))
-    result = execution.run("anomalous", scope).execution  # takes over a second; far fewer paid rows
+    result = execution.run("anomalous", scope).execution  # takes over half a second; far fewer paid rows
     paid = {n.node: n for n in result.nodes}["paid"].rows_out
     assert paid is not None and paid * 2 < 1000
     [slower] = receiver.alerts("slower")
@@ -191,7 +192,10 @@ def test_missed_schedule_alert_once_per_slot(scope: Scope, receiver: Receiver, t
     assert [d["status"] for d in json.loads(listed.stdout)] == ["DELIVERED"]
 
 
-def test_delivery_is_retried_and_failures_recorded(scope: Scope, receiver: Receiver, tmp_path) -> None:
+def test_delivery_is_retried_and_failures_recorded(
+    scope: Scope, receiver: Receiver, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor, "BACKOFF_SECONDS", 0.05)  # the retries, not their pauses (1.5 s a delivery)
     marker = tmp_path / "fault"
     marker.write_text("on")
     text = flow("retried", receiver.url, "  - {name: broken, on: failure, webhook: URL}")
