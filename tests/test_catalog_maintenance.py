@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,9 +105,10 @@ def refused(proc: subprocess.CompletedProcess[str], *words: str) -> str:
 
 
 @pytest.fixture
-def cat(tmp_path: Path) -> Path:
+def cat(tmp_path: Path, migrated_catalog: Path) -> Path:
     path = tmp_path / "catalog" / "weflow.duckdb"
     path.parent.mkdir()
+    shutil.copyfile(migrated_catalog, path)  # the session's migrated empty catalog: not migrated again here
     fill(path, 50)
     return path
 
@@ -248,8 +250,9 @@ def test_check_counts_every_table_and_names_each_problem(cat: Path, env: dict[st
     assert digest(cat) == before
 
 
-def test_check_reads_every_block_and_reports_a_corrupt_one(cat: Path) -> None:
-    fill(big := cat.with_name("big.duckdb"), 30000)
+def test_check_reads_every_block_and_reports_a_corrupt_one(cat: Path, migrated_catalog: Path) -> None:
+    shutil.copyfile(migrated_catalog, big := cat.with_name("big.duckdb"))
+    fill(big, 30000)
     corrupt(big)
     report = maintenance.check(big)
     assert any(p.startswith("table workflow_executions cannot be read: ") and "checksum" in p for p in report.problems)
