@@ -13,8 +13,10 @@ import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
 
 from weflow import execution, parse, workflows
+from weflow.cli.app import app
 from weflow.core.entities import RunState
 from weflow.errors import ConflictError, DefinitionError
 from weflow.workflows import Scope
@@ -91,9 +93,9 @@ def test_resume_from_a_node_reruns_it_and_what_follows(scope: Scope, tmp_path: P
     with pytest.raises(ConflictError, match="succeeded: nothing to resume"):
         execution.resume(again.execution.id, scope)
 
-    env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
-    shown = subprocess.run([weflow_exe(), "execution", again.execution.id], capture_output=True, text=True, env=env)
-    assert shown.returncode == 0 and f"resumes execution {failed.id}" in shown.stdout
+    shown = CliRunner().invoke(app, ["execution", again.execution.id])  # in this process, on the same catalog
+    assert shown.exit_code == 0 and f"resumes execution {failed.id}" in shown.stdout, shown.output
+    env = {**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}  # the console script: exit 1, one line
     bad = subprocess.run([weflow_exe(), "resume", "no-such-id"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no-such-id" in bad.stderr
 
@@ -131,9 +133,7 @@ connections:
 """
 
 
-def test_a_later_failure_compensates_completed_sinks_newest_first(
-    scope: Scope, tmp_path: Path, cli_env: dict[str, str]
-) -> None:
+def test_a_later_failure_compensates_completed_sinks_newest_first(scope: Scope, tmp_path: Path) -> None:
     first, db, third, marker = (
         tmp_path / "first.parquet",
         tmp_path / "out.duckdb",
@@ -162,11 +162,8 @@ def test_a_later_failure_compensates_completed_sinks_newest_first(
     ]
     assert "restored" in (record.compensations[2].detail or "")
 
-    shown = subprocess.run(
-        [weflow_exe(), "execution", result.execution.id], capture_output=True, text=True,
-        env={**cli_env, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"},
-    )  # fmt: skip
-    assert "compensations" in shown.stdout and "restore first.parquet" in shown.stdout
+    shown = CliRunner().invoke(app, ["execution", result.execution.id])  # `weflow execution`, in this process
+    assert shown.exit_code == 0 and "compensations" in shown.stdout and "restore first.parquet" in shown.stdout
 
     marker.unlink()
     assert execution.run("compensated", scope).ok  # a healthy run keeps what it wrote
