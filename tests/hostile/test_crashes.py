@@ -23,9 +23,10 @@ import pytest
 
 from tests.conftest import descendants, eventually, weflow_exe
 from tests.test_api import create, wait_final
-from weflow import leases
+from weflow import leases, workflows
 from weflow.catalog import Catalog
 from weflow.core.entities import Execution, Lease, Mode, RunState
+from weflow.workflows import Scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -61,11 +62,10 @@ def env(prefect_api: str, cli_env: dict[str, str]) -> dict[str, str]:
     return {**cli_env, "PREFECT_API_URL": prefect_api, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
 
 
-def apply(env: dict[str, str], tmp_path: Path, doc: dict[str, Any]) -> None:
-    path = tmp_path / f"{doc['name']}.json"
-    path.write_text(json.dumps(doc))
-    done = weflow(env, "apply", str(path))
-    assert done.returncode == 0, done.stderr
+def apply(scope: Scope, doc: dict[str, Any]) -> None:
+    """Store ``doc`` in this process, in the catalog and organization of ``env`` (the ``scope`` fixture's):
+    a `weflow apply` process costs ~1 s of CPU, and the tests are about the runs and their readers."""
+    workflows.apply(doc, scope)
 
 
 def executions(env: dict[str, str], name: str) -> list[dict[str, Any]]:
@@ -74,23 +74,22 @@ def executions(env: dict[str, str], name: str) -> list[dict[str, Any]]:
     return list(json.loads(listed.stdout))
 
 
-def test_a_node_that_kills_its_interpreter_leaves_a_failed_record(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, DYING)
+def test_a_node_that_kills_its_interpreter_leaves_a_failed_record(env: dict[str, str], scope: Scope) -> None:
+    apply(scope, DYING)
     ran = weflow(env, "run", "dying")
     assert ran.returncode != 0
 
     [found] = executions(env, "dying")  # `executions` repairs first: the run's process is gone
     assert found["status"] == "FAILED" and found["error_type"] == leases.DIED, found
     assert "crashed or was killed" in found["error_message"]
-    shown = weflow(env, "execution", found["id"], "--format", "json")
-    nodes = {n["node"]: n["status"] for n in json.loads(shown.stdout)["nodes"]}
-    assert nodes == {"boom": "FAILED", "after": "FAILED"}
-    assert not Catalog(env["WEFLOW_CATALOG"]).leased(None), "a lease outlived its execution"
+    catalog = Catalog(env["WEFLOW_CATALOG"])
+    assert {n.node: n.status for n in catalog.execution(found["id"]).nodes} == {"boom": "FAILED", "after": "FAILED"}
+    assert not catalog.leased(None), "a lease outlived its execution"
 
 
 @pytest.mark.parametrize("reader", ["sync", "execution"])
-def test_a_sigkilled_run_is_ended_by_the_next_reader(env: dict[str, str], tmp_path: Path, reader: str) -> None:
-    apply(env, tmp_path, slow("napping", 120))
+def test_a_sigkilled_run_is_ended_by_the_next_reader(env: dict[str, str], scope: Scope, reader: str) -> None:
+    apply(scope, slow("napping", 120))
     catalog = Catalog(env["WEFLOW_CATALOG"])
     proc = subprocess.Popen([weflow_exe(), "run", "napping"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -107,13 +106,13 @@ def test_a_sigkilled_run_is_ended_by_the_next_reader(env: dict[str, str], tmp_pa
         return
     synced = weflow(env, "sync")
     assert synced.returncode == 0 and f"{execution.id} napping: FAILED" in synced.stdout, synced.stdout
-    [found] = executions(env, "napping")
-    assert (found["status"], found["error_type"]) == ("FAILED", leases.DIED)
+    found = catalog.execution(execution.id)
+    assert (found.status, found.error_type) == ("FAILED", leases.DIED)
     assert weflow(env, "sync").stdout.startswith("0 execution(s)"), "repaired twice"
 
 
-def test_leases_from_another_host_end_when_their_heartbeat_is_stale(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, slow("elsewhere", 1))
+def test_leases_from_another_host_end_when_their_heartbeat_is_stale(env: dict[str, str], scope: Scope) -> None:
+    apply(scope, slow("elsewhere", 1))
     catalog = Catalog(env["WEFLOW_CATALOG"])
     user = catalog.ensure_user("acme", "ada")
     workflow = catalog.workflow(user.organization_id, "elsewhere")
@@ -159,8 +158,17 @@ def _run_children(pid: int) -> set[int]:
     return found
 
 
-def test_a_crashing_node_does_not_take_the_api_down(serve: Callable[..., Any], tmp_path: Path) -> None:
-    with serve(env_extra={"WEFLOW_HEARTBEAT_SECONDS": "0.5"}) as api:
+def test_a_crashing_node_does_not_take_the_api_down_and_a_run_whose_api_was_killed_ends_failed(
+    serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A node that kills its interpreter, a cancel and a stop leave the API serving; SIGKILL of `weflow serve`:
+    its child stops itself, and the next reader (the next `weflow serve`) ends the record.
+
+    One test, two `weflow serve` in one folder (each start costs seconds of CPU): the killed one, then the one
+    that reads its run and stops its own children when it shuts down.
+    """
+    fast_beats = {"WEFLOW_HEARTBEAT_SECONDS": "0.5"}
+    with serve(env_extra=fast_beats) as api:
         acme, globex = api.client("acme"), api.client("globex")
         dying = create(acme, DYING)
         napping = create(acme, slow("napping", 120))
@@ -186,13 +194,24 @@ def test_a_crashing_node_does_not_take_the_api_down(serve: Callable[..., Any], t
         assert ended["status"] == "CANCELLED", (ended["errorType"], ended["errorMessage"])
         assert {n["node"]: n["status"] for n in ended["nodes"]} == {"nap": "CANCELLED"}
 
+        killed = acme.post(f"/workflows/{napping['id']}/executions", json={}).json()
+        eventually(lambda: acme.get(f"/executions/{killed['id']}").json()["status"] == "RUNNING", 60)
+        [server] = [p for p in descendants(os.getpid()) if _run_children(p)]
+        orphans = _run_children(server)
+        os.kill(server, signal.SIGKILL)
+        eventually(lambda: not any(Path(f"/proc/{c}").exists() and not _zombie(c) for c in orphans), 10)
+    with serve(env_extra=fast_beats) as again:
+        acme = again.client("acme")
+        found = wait_final(acme, killed["id"], 10)
+        assert found["status"] == "FAILED" and found["errorType"] == leases.DIED, found
+
         long = acme.post(f"/workflows/{napping['id']}/executions", json={}).json()
         eventually(lambda: acme.get(f"/executions/{long['id']}").json()["status"] == "RUNNING", 60)
         children = _run_children(os.getpid())
         assert children, "the run is not in a child process of the API"
     for child in children:  # the API stopped its children when it shut down
         assert not Path(f"/proc/{child}").exists() or _zombie(child), f"child {child} outlived weflow serve"
-    left = api.catalog.execution(long["id"])
+    left = again.catalog.execution(long["id"])
     assert left.status is RunState.FAILED and "weflow stopped" in (left.error_message or ""), left
 
 
@@ -201,19 +220,3 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-def test_a_run_whose_api_was_killed_ends_failed(serve: Callable[..., Any], tmp_path: Path) -> None:
-    """SIGKILL of `weflow serve`: its child stops itself, and the next reader ends the record."""
-    with serve() as api:
-        acme = api.client("acme")
-        napping = create(acme, slow("napping", 120))
-        long = acme.post(f"/workflows/{napping['id']}/executions", json={}).json()
-        eventually(lambda: acme.get(f"/executions/{long['id']}").json()["status"] == "RUNNING", 60)
-        [server] = [p for p in descendants(os.getpid()) if _run_children(p)]
-        children = _run_children(server)
-        os.kill(server, signal.SIGKILL)
-        eventually(lambda: not any(Path(f"/proc/{c}").exists() and not _zombie(c) for c in children), 10)
-    with serve() as again:
-        found = wait_final(again.client("acme"), long["id"], 10)
-        assert found["status"] == "FAILED" and found["errorType"] == leases.DIED, found
