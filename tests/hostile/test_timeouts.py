@@ -25,7 +25,7 @@ import yaml
 from tests.conftest import descendants, weflow_exe
 from tests.test_api import Api, create, wait_final
 from weflow import parse, workflows
-from weflow.core.entities import RunState
+from weflow.core.entities import Execution, RunState
 from weflow.execution import run
 from weflow.workflows import Scope
 
@@ -97,16 +97,15 @@ def env(prefect_api: str, cli_env: dict[str, str], tmp_path: Path) -> dict[str, 
     return {**cli_env, "PREFECT_API_URL": prefect_api, "WEFLOW_ORG": "acme", "WEFLOW_USER": "ada"}
 
 
-def apply(env: dict[str, str], folder: Path, text: str) -> None:
-    path = folder / "workflow.yaml"
-    path.write_text(text.replace("TMP", str(folder)))
-    proc = weflow(env, "apply", str(path))
-    assert proc.returncode == 0, proc.stderr
+def apply(scope: Scope, folder: Path, text: str) -> None:
+    """Store the workflow in this process, in the catalog and organization of ``env`` (the ``scope`` fixture's):
+    a `weflow apply` process costs ~1 s of CPU, and these tests are about the runs."""
+    workflows.apply(parse(text.replace("TMP", str(folder))), scope)
 
 
-def record(env: dict[str, str], name: str) -> dict[str, object]:
-    [found] = json.loads(weflow(env, "executions", name, "--format", "json").stdout)
-    assert isinstance(found, dict)
+def record(scope: Scope, name: str) -> Execution:
+    """The workflow's one execution as the run left it in the catalog (read here, not by a `weflow` process)."""
+    [found] = scope.catalog.executions(scope.user.organization_id, workflows.get(name, scope).id)
     return found
 
 
@@ -175,31 +174,34 @@ connections:
 """
 
 
-def assert_timed_out(outcome: Outcome, env: dict[str, str], name: str, timeout: float) -> None:
+def assert_timed_out(outcome: Outcome, scope: Scope, name: str, timeout: float) -> None:
     """Exit 1 within the timeout and a grace, a line naming the timeout, no abort, the record TIMED_OUT."""
     assert outcome.code == 1, (outcome.code, outcome.stderr[-2000:])
     assert outcome.seconds < timeout + GRACE, f"exited after {outcome.seconds:.1f} s"
     assert "terminate called" not in outcome.stderr and "Aborted" not in outcome.stderr
     assert "timed out" in outcome.stdout + outcome.stderr
-    found = record(env, name)
-    assert found["status"] == "TIMED_OUT", found
-    assert "timed out" in str(found["error_message"])
+    found = record(scope, name)
+    assert found.status == "TIMED_OUT", found
+    assert "timed out" in str(found.error_message)
 
 
-def test_cross_join_into_a_parquet_sink_stops_at_the_timeout(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, CROSS_TO_PARQUET)
+def test_cross_join_into_a_parquet_sink_stops_at_the_timeout(env: dict[str, str], scope: Scope, tmp_path: Path) -> None:
+    apply(scope, tmp_path, CROSS_TO_PARQUET)
     outcome = watched(env, "run", "crossed", "--timeout", "3")
-    assert_timed_out(outcome, env, "crossed", 3)
+    assert_timed_out(outcome, scope, "crossed", 3)
     assert outcome.peak_mb < PEAK_MB, f"peak RSS {outcome.peak_mb:.0f} MB"
     out = tmp_path / "out"
     assert not (out / "pairs.parquet").exists()
     assert not out.exists() or list(out.iterdir()) == [], "a half-written file was left behind"
 
 
-def test_heavy_sql_node_is_interrupted_and_the_process_exits_cleanly(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, HEAVY_SQL)
-    outcome = watched(env, "run", "heavy_sql", "--timeout", "5")
-    assert_timed_out(outcome, env, "heavy_sql", 5)
+def test_heavy_sql_node_is_interrupted_and_the_process_exits_cleanly(
+    env: dict[str, str], scope: Scope, tmp_path: Path
+) -> None:
+    apply(scope, tmp_path, HEAVY_SQL)
+    # 3 s, as through the API and in-process: the query keeps both cores busy until the stop
+    outcome = watched(env, "run", "heavy_sql", "--timeout", "3")
+    assert_timed_out(outcome, scope, "heavy_sql", 3)
     assert outcome.peak_mb < PEAK_MB, f"peak RSS {outcome.peak_mb:.0f} MB"
 
 
@@ -237,31 +239,33 @@ def test_a_python_node_stuck_in_a_c_call_is_left_behind_quietly(
     assert "Exception in thread" not in err and "Event loop is closed" not in err, err[-2000:]
 
 
-def test_python_node_stuck_in_a_c_call_is_timed_out_and_the_process_exits(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, STUCK_IN_C)
+def test_python_node_stuck_in_a_c_call_is_timed_out_and_the_process_exits(
+    env: dict[str, str], scope: Scope, tmp_path: Path
+) -> None:
+    apply(scope, tmp_path, STUCK_IN_C)
     outcome = watched(env, "run", "stuck", "--timeout", "3")
-    assert_timed_out(outcome, env, "stuck", 3)
+    assert_timed_out(outcome, scope, "stuck", 3)
 
 
-def test_memory_limit_ends_the_run_failed_naming_the_limit(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, CROSS_IN_MEMORY.replace("LIMIT", "1200"))
+def test_memory_limit_ends_the_run_failed_naming_the_limit(env: dict[str, str], scope: Scope, tmp_path: Path) -> None:
+    apply(scope, tmp_path, CROSS_IN_MEMORY.replace("LIMIT", "1200"))
     outcome = watched(env, "run", "greedy")
     assert outcome.code == 1, (outcome.code, outcome.stderr[-2000:])  # alive to the end: no OOM kill, no abort
     assert "terminate called" not in outcome.stderr
     assert outcome.seconds < 60, f"exited after {outcome.seconds:.1f} s"
     assert outcome.peak_mb < 1200 + 800, f"peak RSS {outcome.peak_mb:.0f} MB"
-    found = record(env, "greedy")
-    assert found["status"] == "FAILED", found
-    message = str(found["error_message"])
+    found = record(scope, "greedy")
+    assert found.status == "FAILED", found
+    message = str(found.error_message)
     assert message.startswith("execution stopped: memory limit of 1200 MB exceeded (RSS "), message
     assert "memory limit of 1200 MB exceeded" in outcome.stdout + outcome.stderr
 
 
-def test_a_run_within_a_generous_limit_succeeds(env: dict[str, str], tmp_path: Path) -> None:
-    apply(env, tmp_path, SMALL)
+def test_a_run_within_a_generous_limit_succeeds(env: dict[str, str], scope: Scope, tmp_path: Path) -> None:
+    apply(scope, tmp_path, SMALL)
     outcome = watched(env, "run", "modest", "--timeout", "60")
     assert outcome.code == 0, outcome.stderr[-2000:]
-    assert record(env, "modest")["status"] == "SUCCEEDED"
+    assert record(scope, "modest").status == "SUCCEEDED"
     assert pl.read_parquet(tmp_path / "out" / "few.parquet").to_dicts() == [{"n": 10}]
 
 
