@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -45,8 +44,8 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
 
 
-def serving(homes: set[Path]) -> dict[int, str]:
-    """pid -> command line of every live process whose PREFECT_HOME is one of ``homes``, but weflow's own
+def homes_served(homes: set[Path]) -> dict[int, tuple[str, str]]:
+    """pid -> (home, command line) of every live process whose PREFECT_HOME is one of ``homes``, but weflow's own
     clients: Prefect servers and the supervisors weflow starts them under."""
     wanted = {str(h.resolve()) for h in homes}
     found = {}
@@ -58,9 +57,15 @@ def serving(homes: set[Path]) -> dict[int, str]:
             env = _environ(int(entry.name))
         except OSError:
             continue
-        if env.get("PREFECT_HOME") in wanted and ("prefect server start" in argv or "supervisor.py" in argv):
-            found[int(entry.name)] = argv
+        home = env.get("PREFECT_HOME", "")
+        if home in wanted and ("prefect server start" in argv or "supervisor.py" in argv):
+            found[int(entry.name)] = (home, argv)
     return found
+
+
+def serving(homes: set[Path]) -> dict[int, str]:
+    """pid -> command line of the Prefect servers and supervisors of ``homes`` (``homes_served``)."""
+    return {pid: argv for pid, (_, argv) in homes_served(homes).items()}
 
 
 def prefect_servers(homes: set[Path]) -> dict[int, str]:
@@ -121,77 +126,98 @@ def finish(procs: list[subprocess.Popen[str]], seconds: float = 240) -> list[tup
 
 
 @pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A Prefect database already migrated (a fresh one costs ~12 s of one core per server start)."""
-    home = tmp_path_factory.mktemp("template-home")
+def migrated_db(prefect_api: str) -> Path:
+    """A Prefect database already migrated (a fresh one costs ~12 s of one core per server start): the one the
+    session's server keeps as the template (``prefect_api``; the subprocesses here do not see its variable)."""
+    template = Path(os.environ["WEFLOW_PREFECT_DB_TEMPLATE"])
+    assert template.is_file(), template
+    return template
+
+
+@contextmanager
+def client_of(home: Path) -> Iterator[None]:
+    """This process counts as a weflow client of ``home``'s server for the block, as a notebook does."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(0.2):
+            supervisor.touch(home)
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
     try:
-        server.start(home, port=0, timeout=180, quiet=True)
+        yield
     finally:
-        server.stop(home)
-        kill_all({home})
-    copy = home / "migrated.db"
-    with sqlite3.connect(home / "prefect.db") as src, sqlite3.connect(copy) as dst:
-        src.backup(dst)
-    yield copy
+        done.set()
+        beating.join()
 
 
-def test_three_first_runs_at_once_share_one_server(tmp_path: Path, migrated_db: Path) -> None:
-    """Three `weflow run` started together in a fresh folder: one server for the home, three successes.
+def test_first_runs_at_once_share_one_server_and_servers_stop_when_idle_not_under_a_run(
+    tmp_path: Path, migrated_db: Path
+) -> None:
+    """Three `weflow run` started together, one in a fresh folder ``a``, two in ``b``: one server per home,
+    three successes; once idle both servers stop, ``b``'s only after a flow run active on it ended.
 
-    Before: each saw no server, each started one on the same SQLite database, and one run failed.
-    The home holds a migrated Prefect database and no server (a fresh one only makes the start ~8 s longer).
+    Before: runs at once in a folder each saw no server, each started one on the same SQLite database, and one
+    run failed; and every folder's first run started a server that never stopped (23 test folders, 23 servers).
+    The homes hold a migrated Prefect database and no server; the idle period is 3 s. The test is a client of
+    ``b`` until its flow run is there, so ``b``'s server cannot idle-stop between the runs and the count after them.
+    (One test for the three behaviours: each server start and `weflow run` process costs seconds of CPU.)
     """
-    [folder] = projects(tmp_path / "fresh")
-    home = folder / "data" / "prefect"
-    home.mkdir(parents=True)
-    shutil.copy(migrated_db, home / "prefect.db")
+    idle = 3
+    a, b = projects(tmp_path / "a", tmp_path / "b")
+    home = {a: a / "data" / "prefect", b: b / "data" / "prefect"}
+    for each in home.values():
+        each.mkdir(parents=True)
+        shutil.copy(migrated_db, each / "prefect.db")
     try:
-        procs = [launch(folder, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS="120") for _ in range(3)]
-        peak: dict[int, str] = {}
-        while any(p.poll() is None for p in procs):  # count while they run, not only after
-            peak.update(prefect_servers({home}))
-            time.sleep(0.2)
-        results = finish(procs)
-        assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
-        assert all("SUCCEEDED" in out for _, out, _ in results), results
-        assert len(peak) == 1, peak
-        assert len(prefect_servers({home})) == 1
-        log = (home / "server.log").read_text()
-        assert log.count("starting a Prefect server") == 1, log
-    finally:
-        server.stop(home)
-        kill_all({home})
-    assert serving({home}) == {}
-
-
-def test_servers_started_by_runs_stop_when_idle(tmp_path: Path, migrated_db: Path) -> None:
-    """A `weflow run` in each of three folders leaves no server behind once the idle period passed.
-
-    Before: every folder's first run started a server that never stopped (23 test folders, 23 servers).
-    The homes get a migrated Prefect database so the servers start in seconds; the idle period is 3 s.
-    (Three, not ten: each folder costs a server start and a `weflow run` process, ~15 s of CPU.)
-    """
-    folders = projects(*(tmp_path / f"folder-{i}" for i in range(3)))
-    homes = {f / "data" / "prefect" for f in folders}
-    for home in homes:
-        home.mkdir(parents=True)
-        shutil.copy(migrated_db, home / "prefect.db")
-    try:
-        procs = [launch(f, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS="3") for f in folders]
-        results = finish(procs)
-        # the 3 s idle period did not stop a server under a run that took longer than that
-        assert [code for code, _, _ in results] == [0] * len(folders), [err for _, _, err in results]
-        deadline = time.monotonic() + 60
-        while serving(homes) and time.monotonic() < deadline:
+        with client_of(home[b]):  # b's server stays until the test put its active flow run there
+            procs = {f: [launch(f, "run", "tiny", WEFLOW_SERVER_IDLE_SECONDS=str(idle)) for _ in range(n)]
+                     for f, n in ((a, 1), (b, 2))}  # fmt: skip
+            peak: dict[str, set[int]] = {str(h.resolve()): set() for h in home.values()}
+            while any(p.poll() is None for p in procs[a] + procs[b]):  # count while they run, not only after
+                for pid, (its_home, argv) in homes_served(set(home.values())).items():
+                    if "prefect server start" in argv:
+                        peak[its_home].add(pid)
+                time.sleep(0.2)
+            results = finish(procs[a] + procs[b])
+            # a's 3 s idle period did not stop its server under a run that took longer than that
+            assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+            assert all("SUCCEEDED" in out for _, out, _ in results), results
+            for folder in (a, b):
+                assert len(peak[str(home[folder].resolve())]) == 1, peak
+                log = (home[folder] / "server.log").read_text()
+                assert log.count("starting a Prefect server") == 1, log
+            assert len(prefect_servers({home[b]})) == 1  # the two runs at once left their one server running
+            record = supervisor.read_record(home[b])
+            assert record is not None
+            api = record["api_url"]
+            flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
+            running = {"type": "RUNNING", "name": "Running"}
+            run = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
+        no_client = time.monotonic()
+        deadline = no_client + 60
+        while serving({home[a]}) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert serving(homes) == {}
-        for home in homes:
-            assert not (home / "weflow-server.json").exists()
-            assert "no weflow client for 3 s and no active flow run: stopping" in (home / "server.log").read_text()
+        assert serving({home[a]}) == {}
+        time.sleep(max(0.0, no_client + 3 * idle - time.monotonic()))  # three idle periods without a client
+        assert len(prefect_servers({home[b]})) == 1, "stopped under a running flow run"
+        done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
+        assert httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done).status_code in {200, 201}
+        deadline = time.monotonic() + 60
+        while serving({home[b]}) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert serving({home[b]}) == {}
+        for each in home.values():
+            assert not (each / "weflow-server.json").exists()
+            log = (each / "server.log").read_text()
+            assert f"no weflow client for {idle} s and no active flow run: stopping" in log, log
+            assert "the Prefect server exited with code" not in log, log
     finally:
-        for home in homes:
-            server.stop(home)
-        kill_all(homes)
+        for each in home.values():
+            server.stop(each)
+        kill_all(set(home.values()))
+    assert serving(set(home.values())) == {}
 
 
 def test_stop_finds_every_server_of_the_home(tmp_path: Path, migrated_db: Path) -> None:
@@ -259,24 +285,6 @@ def implicit_server(tmp_path: Path, migrated_db: Path, idle: int) -> tuple[Path,
     return folder, home, started.stdout.strip()
 
 
-@contextmanager
-def client_of(home: Path) -> Iterator[None]:
-    """This process counts as a weflow client of ``home``'s server for the block, as a notebook does."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(0.2):
-            supervisor.touch(home)
-
-    beating = threading.Thread(target=beat, daemon=True)
-    beating.start()
-    try:
-        yield
-    finally:
-        done.set()
-        beating.join()
-
-
 def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path) -> None:
     """`weflow server start` on a home whose server a command started implicitly turns its idle stop off.
 
@@ -301,26 +309,6 @@ def test_server_start_keeps_an_implicit_server(tmp_path: Path, migrated_db: Path
         server.stop(home)
         kill_all({home})
     assert serving({home}) == {}
-
-
-def test_an_active_flow_run_keeps_an_idle_server(tmp_path: Path, migrated_db: Path) -> None:
-    """No client for longer than the idle period, but a flow run RUNNING: the server stays until it ends."""
-    _, home, api = implicit_server(tmp_path, migrated_db, 2)
-    try:
-        flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
-        running = {"type": "RUNNING", "name": "Running"}
-        run = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
-        time.sleep(6)  # three idle periods
-        assert len(prefect_servers({home})) == 1, "stopped under a running flow run"
-        done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
-        assert httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done).status_code in {200, 201}
-        deadline = time.monotonic() + 30
-        while serving({home}) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert serving({home}) == {}
-    finally:
-        server.stop(home)
-        kill_all({home})
 
 
 def test_a_server_owned_by_a_process_stops_when_that_process_is_killed(tmp_path: Path, migrated_db: Path) -> None:
