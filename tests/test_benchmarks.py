@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import queued
 from benchmarks.__main__ import BENCHMARKS, main
 from benchmarks.harness import ratio_text
 
@@ -43,6 +44,18 @@ OWN_SMOKE_TESTS = (
     "maintenance",  # tests/test_catalog_maintenance.py
     "peers",  # tests/test_peers.py
 )  # each smoke-run by the test file of what it measures, with checks of its own rows
+
+
+@pytest.fixture
+def disposable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the process benchmarks' modules: the benchmark deploys on the session's Prefect server even where
+    other modules left weflow deployments.
+
+    Without this it starts a private server (seconds of CPU) because ``deploy.deploy`` removes them; here they are
+    disposable: each xdist worker has its own session server, runs one module at a time, and the other modules'
+    fixtures are torn down by then (no session fixture keeps a deployment).
+    """
+    monkeypatch.setenv(queued.DISPOSABLE, "1")
 
 
 def smoke(names: tuple[str, ...], out: Path) -> None:

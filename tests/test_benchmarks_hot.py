@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import hot, queued
+from benchmarks import hot
 
-from .test_benchmarks import smoke, tables
+from .test_benchmarks import disposable_server, smoke, tables  # noqa: F401  (disposable_server: a fixture)
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-@pytest.fixture(autouse=True)
-def disposable_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The benchmark deploys on the session's Prefect server even where other modules left weflow deployments.
-
-    Without this it starts a private server (seconds of CPU) because ``deploy.deploy`` removes them; here they are
-    disposable: each xdist worker has its own session server, runs one module at a time, and the other modules'
-    fixtures are torn down by then (no session fixture keeps a deployment).
-    """
-    monkeypatch.setenv(queued.DISPOSABLE, "1")
+pytestmark = pytest.mark.usefixtures("prefect_api", "disposable_server")
 
 
 def _children(pid: int) -> set[int]:
