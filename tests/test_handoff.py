@@ -81,7 +81,8 @@ def test_weflow_run_runs_on_the_worker_and_prints_the_node_table(
     assert "SUCCEEDED" in out and "orders" in out and "rows out" in out, out
     assert "no weflow worker" not in err
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
-    assert "weflow.handoff" in imported and not {"prefect", "weflow.execution"} & imported  # the CLI skipped them
+    # the CLI skipped the engine, Prefect, the node types' Polars and the alerts' httpx (issue 17: a lean hand-off)
+    assert "weflow.handoff" in imported and not {"prefect", "weflow.execution", "polars", "httpx"} & imported
     [pid] = pl.read_csv(place / "pids.csv")["pid"].unique().to_list()
     assert pid == child != run.pid  # the worker ran it, not the CLI
     [done] = [e for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "pids"]

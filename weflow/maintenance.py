@@ -20,7 +20,6 @@ from weflow.catalog.maintenance import Report as Report
 from weflow.config import ORGANIZATION, settings
 from weflow.errors import CatalogError
 from weflow.files import write_atomic
-from weflow.nodes.base import own_state
 
 SIDECARS = (".wal", ".lock", ".queue")  # names after the catalog's that belong to it (DuckDB's log, the lock)
 DEFAULT_CATALOG = Path("data/weflow.duckdb")  # what a weflow process without WEFLOW_CATALOG uses
@@ -137,6 +136,8 @@ def _allowed_target(catalog: Path, target: Path, force: bool) -> None:
     if real.parent == home.parent and (real.name.endswith(".tmp") or any(
             real.name.startswith(home.name + s) for s in SIDECARS)):  # fmt: skip
         raise CatalogError(f"{target} is one of the catalog's own files")
+    from weflow.nodes.base import own_state  # deferred: the nodes' module brings Polars (~0.2 s)
+
     state = (("the catalog", home), *settings().own_state()[1:])
     what = own_state(real, state)
     if what and what != "the catalog":

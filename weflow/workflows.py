@@ -4,6 +4,8 @@
 that ``apply``/``apply_many``/``create`` store without checking again in the same data roots
 (``weflow apply`` checks each file once). ``Scope`` carries the catalog as an opaque handle:
 interfaces pass it to services (here, ``execution``, ``monitor``, ``accounts``), never call it.
+The node types (Polars, httpx) load only when a definition is checked: the CLI's commands that only
+read the catalog, and ``weflow run`` handing a run to a worker, do not pay for them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weflow import outbound
 from weflow.catalog import Catalog as Catalog  # the interfaces' opaque handle (see open_catalog)
 from weflow.catalog import SaveResult as SaveResult
 from weflow.config import ORGANIZATION, settings, using
@@ -24,9 +25,6 @@ from weflow.core.diff import diff as diff_definitions
 from weflow.core.entities import Status, User, Version, Workflow
 from weflow.core.model import Definition
 from weflow.errors import ConflictError, DefinitionError, NotFoundError
-from weflow.nodes import objectstore
-from weflow.nodes.base import path_input
-from weflow.nodes.registry import signatures
 
 MAX_ID = 2**31 - 1  # ids are DuckDB INTEGERs; anything larger cannot exist
 
@@ -80,6 +78,8 @@ def data_roots(scope: Scope) -> tuple[Path, ...]:
 def organization_roots(scope: Scope, named: bool = False) -> tuple[str, tuple[Path, ...]]:
     """The scope's organization's name and data roots, in one catalog read, or none when every organization
     has the same roots and buckets (then the name is the settings' unless ``named``)."""
+    from weflow.nodes import objectstore  # deferred, like the node imports below: Polars (~0.2 s) is the nodes' alone
+
     cfg = settings()
     templated = [*map(str, cfg.data_roots), *objectstore.Store.from_env().buckets]
     if not named and cfg.shared_data_roots and not any(ORGANIZATION in t for t in templated):
@@ -98,6 +98,9 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
         name, roots = organization_roots(scope)
         with using(data_roots=roots, organization=name):
             return check(definition)
+    from weflow import outbound  # deferred: the nodes, Polars and httpx load only where a definition is checked
+    from weflow.nodes.registry import signatures
+
     policy = outbound.Policy.current()
     urls = [(i, r.webhook) for i, r in enumerate(definition.alerts) if isinstance(r.webhook, str)]  # not a secret's
     hooks = [(f"alerts[{i}].webhook", p) for i, url in urls if (p := policy.check_url(url))]
@@ -109,6 +112,8 @@ def check(definition: Definition, scope: Scope | None = None) -> Definition:
 
 def _path_inputs(definition: Definition) -> list[tuple[str, str]]:
     """A ``path: $name`` must name a string input of the workflow (its value is checked when the node runs)."""
+    from weflow.nodes.base import path_input
+
     found = []
     for i, node in enumerate(definition.nodes):
         ref = path_input(node.config.get("path"))

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cached_property
-from typing import Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import duckdb
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported by the bulk writes that use it: a read-only command does not pay ~60 ms
 
 T = TypeVar("T")
 Decoder = Callable[[Any], Any]
@@ -65,6 +67,8 @@ def _decoder(hint: Any) -> Decoder | None:
 
 
 def _arrow_type(hint: Any) -> pa.DataType:
+    import pyarrow as pa
+
     base, _ = _plain(hint)
     if base is datetime:
         return pa.timestamp("us", "UTC")
@@ -151,6 +155,8 @@ class Columns(Generic[T]):
 
     def arrow(self, records: Sequence[T]) -> pa.Table:
         """The records as an Arrow table whose columns are ``names`` (bulk writes go through Arrow)."""
+        import pyarrow as pa
+
         columns = {}
         for (name, hint), column in zip(self.hints.items(), self.names, strict=True):
             encode = _encoder(hint)

@@ -17,7 +17,6 @@ from weflow.cli import data_diff
 from weflow.cli.console import BadInput, DocFormat, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core import document
 from weflow.core.entities import Status
-from weflow.nodes.registry import node_types
 
 
 @app.command()
@@ -162,6 +161,8 @@ def export(
 @app.command()
 def nodes(fmt: FormatOpt = Format.table) -> None:
     """List node types and their config fields."""
+    from weflow.nodes.registry import node_types  # deferred: the node types bring Polars (~0.2 s)
+
     types = sorted(node_types().values(), key=lambda t: (t.kind, t.name))
     if fmt is Format.json:
         emit_json([{"type": t.name, "kind": t.kind, "inputs": list(t.inputs), "variadic": t.variadic,

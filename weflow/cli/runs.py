@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.text import Text
 
-from weflow import handoff, monitor
+from weflow import handoff
 from weflow.cli.console import (
     BadInput,
     Format,
@@ -189,6 +189,8 @@ def stats(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Metrics per workflow: runs, success rate, duration p50/p95/max, rows, failures by node."""
+    from weflow import monitor  # deferred: alerts bring httpx, which no other command here needs
+
     found = monitor.stats(scope(), name, parse_since(since) if since else None)
     if fmt is Format.json:
         emit_json(found)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from weflow import monitor, retention, servers
+from weflow import retention, servers
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
 from weflow.core.entities import Mode
 from weflow.workflows import Scope
@@ -135,6 +135,8 @@ def alerts_list(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Alerts sent (or that failed to send), oldest first."""
+    from weflow import monitor  # deferred, as in alerts_check: httpx loads only for the alert commands
+
     found = monitor.deliveries(scope(), name)
     if fmt is Format.json:
         emit_json([d for _, d in found])
@@ -147,6 +149,8 @@ def alerts_list(
 @alerts_app.command("check")
 def alerts_check() -> None:
     """Send missed-schedule alerts for cron slots that passed with no run (``weflow up`` does it every minute)."""
+    from weflow import monitor
+
     sent = monitor.missed_schedules(scope())
     for d in sent:
         out.print(f"{d.rule}: {d.payload.get('message')} -> {d.status}")

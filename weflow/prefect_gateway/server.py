@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from weflow.config import project_root
 from weflow.errors import ServerError
 from weflow.prefect_gateway import supervisor
@@ -80,6 +78,8 @@ def idle_seconds() -> float | None:
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    import httpx  # deferred here and in ``serves``: `weflow run` handing a run over never checks a server
+
     try:
         # verify only https: a plain-http check needs no CA bundle (loading it is ~45 ms per call here)
         verify = api_url.startswith("https://")
@@ -166,6 +166,8 @@ def server_env(home: Path, port: int) -> dict[str, str]:
 
 def serves(api_url: str, home: Path) -> bool:
     """Whether the server at ``api_url`` answers and runs on ``home`` (not another home's on a reused port)."""
+    import httpx
+
     try:
         response = httpx.get(f"{api_url}/admin/settings", timeout=5.0, verify=api_url.startswith("https://"))
         return response.status_code == 200 and Path(str(response.json().get("home"))).resolve() == home.resolve()
