@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -19,7 +20,7 @@ import pytest
 from weflow import leases, parse, workflows
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Batch, Begun, Finished, write
-from weflow.catalog.batcher import Batcher
+from weflow.catalog.batcher import ENDS, Batcher
 from weflow.core.entities import Compensation, Execution, Mode, NodeExecution, RunState
 from weflow.errors import ConflictError
 from weflow.execution.history import sync
@@ -177,6 +178,26 @@ def test_the_batcher_writes_within_its_delay_waits_when_asked_and_fails_a_bad_re
         batcher.put(Begun(running))
 
 
+def test_a_waiter_in_the_process_is_told_of_an_end_once_its_batch_is_committed(settings: Any, tmp_path: Path) -> None:
+    """What a weflow worker's /wait rests on: no word before the commit, word at once after it, late waiters too."""
+    scope = _scope(tmp_path, "e")
+    batcher = Batcher(scope.catalog, max_delay=3600)
+    try:
+        running, final = _run(scope, 1)
+        batcher.put(Begun(running))
+        batcher.put(Finished(final, _nodes(final)))
+        assert not ENDS.wait(final.id, 0.3)  # held for its batch: not written, nobody told
+        threading.Timer(0.2, batcher.flush).start()
+        assert ENDS.wait(final.id, 60)
+        assert scope.catalog.execution(final.id).status is RunState.SUCCEEDED  # told only once it is readable
+        assert ENDS.wait(final.id, 0)  # a waiter that comes after the commit is told at once
+        other, _ = _run(scope, 2)
+        batcher.put(Begun(other), wait=True)
+        assert not ENDS.wait(other.id, 0)  # a begin is no end
+    finally:
+        batcher.close()
+
+
 # In a child process: record ``done`` runs whole and ``open`` runs begun, flush (a committed batch), then
 # put the ends of the open runs and the moves of QUEUED records on, never flushed, and wait to be killed.
 CHILD = """
@@ -185,7 +206,7 @@ from dataclasses import replace
 from weflow import leases
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Begun, Finished
-from weflow.catalog.batcher import Batcher
+from weflow.catalog.batcher import ENDS, Batcher
 from tests.test_batched_recording import _nodes, _runs_for_child
 catalog = Catalog(sys.argv[1])
 batcher = Batcher(catalog, max_delay=3600)
@@ -254,7 +275,7 @@ LOOP = """
 import sys
 from weflow.catalog import Catalog
 from weflow.catalog.batch import Begun, Finished
-from weflow.catalog.batcher import Batcher
+from weflow.catalog.batcher import ENDS, Batcher
 from weflow.workflows import Scope, get
 from tests.test_batched_recording import _nodes, _pair
 catalog = Catalog(sys.argv[1])

@@ -87,6 +87,16 @@ def test_weflow_run_runs_on_the_worker_and_prints_the_node_table(
     assert pid == child != run.pid  # the worker ran it, not the CLI
     [done] = [e for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "pids"]
     assert done.mode is Mode.MANUAL and done.flow_run_id and done.status is RunState.SUCCEEDED
+    # what `weflow run` waited on: the worker answers /wait with the ended record (no catalog reads in the CLI)
+    where = {"catalog": env["WEFLOW_CATALOG"]}
+    answered = worker_home.hand_over(hot.home, "/wait", {**where, "execution_id": done.id})
+    assert answered is not None and answered[0] == 200, answered
+    record = answered[1]["execution"]
+    assert (record["id"], record["status"], [n["node"] for n in record["nodes"]]) == (
+        done.id, "SUCCEEDED", [n.node for n in scope.catalog.execution(done.id).nodes]  # the list holds no nodes
+    )  # fmt: skip
+    assert worker_home.hand_over(hot.home, "/wait", {**where, "execution_id": "no-such-run"})[0] == 404  # type: ignore[index]
+    assert worker_home.hand_over(hot.home, "/wait", where) == (400, {"error": "execution_id: required"})
 
     failing = weflow(env, "run", "fails")
     out, err = failing.communicate(timeout=120)
@@ -114,7 +124,7 @@ def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, 
     before = count(scope)
     body = {"workflow": "pids", "catalog": env["WEFLOW_CATALOG"], "organization": "acme", "user": "ada"}
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
-        for path in ("/run", "/execute"):
+        for path in ("/run", "/execute", "/wait"):
             answer = httpx.post(f"http://127.0.0.1:{record['port']}{path}", json=body, headers=headers, timeout=30)
             assert answer.status_code == 401, answer.text
             assert answer.json() == {"error": "hand-off refused: missing or wrong token"}

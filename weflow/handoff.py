@@ -1,24 +1,30 @@
 """One queue for everyone (DESIGN decision 12): runs handed to a live weflow worker of this host.
 
-Client side (``weflow run NAME``, no Prefect or engine import): ``run_on_worker`` posts "run
-workflow W with inputs I for user U" to a live worker of the Prefect home (``POST /run`` on its
-loopback port, with the home's 0600 token), gets the execution id back and waits for the final
-record in the catalog; None when no worker of this home runs (or none serves this catalog): the
-caller then runs it in its own process.
+Client side (``weflow run NAME``, no Prefect, engine or Polars import): ``run_on_worker`` posts
+"run workflow W with inputs I for user U" to a live worker of the Prefect home (``POST /run`` on
+its loopback port, with the home's 0600 token), gets the execution id back, then asks a worker for
+the final record (``POST /wait``: answered the moment the worker's batcher commits the run's end,
+no catalog session in the client); when no worker answers that any more (stopped, recycling) it
+reads the catalog until the end. None when no worker of this home runs (or none serves this
+catalog): the caller then runs it in its own process.
 
 Worker side (``take``, given to the worker by ``weflow.workers``): ``/run`` records the execution
 QUEUED and creates its flow run (``execution.submit``), which the worker then takes like any
 other; ``/execute`` runs an execution the API recorded for a workflow that is not deployed, in one
-of the worker's threads.
+of the worker's threads; ``/wait`` answers with an execution's record once it ended (``ended``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from weflow.catalog.batcher import ENDS
 from weflow.config import settings
 from weflow.core.entities import Execution, Mode
 from weflow.errors import ConflictError, NotFoundError, WeflowError
@@ -26,6 +32,13 @@ from weflow.prefect_gateway import server, worker_home
 from weflow.workflows import Scope, open_catalog
 
 POLL_FIRST, POLL_MAX = 0.05, 0.1  # seconds between reads of the record while waiting for its end (a read: ~20 ms)
+WAIT_SLICE = 0.5  # a worker's /wait reads the record again after this without word from its own batcher
+DEFAULT_TIMEOUT, SLACK = 300.0, 120.0  # an execution's default timeout; how long past it a waiter still waits
+
+
+@cache
+def _records() -> TypeAdapter[Execution]:
+    return TypeAdapter(Execution)
 
 
 def run_on_worker(
@@ -46,7 +59,15 @@ def run_on_worker(
     status, body = answered
     if status >= 300:
         raise WeflowError(str(body.get("error") or f"the weflow worker refused the run (HTTP {status})"))
-    return wait_for_end(catalog, str(body["execution_id"]))
+    execution_id, where = str(body["execution_id"]), str(catalog.resolve())
+    limit = (timeout or DEFAULT_TIMEOUT) + SLACK + 60  # the worker gives up first and says so
+    waited = worker_home.hand_over(server.default_home(), "/wait", {"execution_id": execution_id, "catalog": where},
+                                   timeout=limit)  # fmt: skip
+    if waited is not None and waited[0] == 200 and isinstance(waited[1].get("execution"), dict):
+        return _records().validate_python(waited[1]["execution"])
+    if waited is not None and waited[0] == 504:
+        raise WeflowError(str(waited[1].get("error")))
+    return wait_for_end(catalog, execution_id)  # no worker answers now (stopped, recycling): read the catalog
 
 
 def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -> Execution:
@@ -57,11 +78,34 @@ def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -
         found = store.execution(execution_id)
         if found.status.final:
             return found
-        allowed = limit if limit is not None else (found.timeout_seconds or 300) + 120
+        allowed = limit if limit is not None else (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
         if time.monotonic() - started > allowed:
             raise WeflowError(f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)")
         time.sleep(delay)
         delay = min(POLL_MAX, delay * 1.25)
+
+
+def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:
+    """In a worker: the execution's record once it ended (200), 404 if there is none, 504 if it outlives its timeout.
+
+    The record is read when this process's batcher committed the end (``ENDS``), or every ``WAIT_SLICE``
+    for a run another process records.
+    """
+    store, started, told = open_catalog(catalog), time.monotonic(), False
+    while True:
+        try:
+            found = store.execution(execution_id)
+        except NotFoundError as exc:
+            return 404, {"error": str(exc)}
+        if found.status.final:
+            return 200, {"execution": _records().dump_python(found, mode="json")}
+        allowed = (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
+        if time.monotonic() - started > allowed:
+            return 504, {"error": f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)"}
+        if told:  # its end was committed yet the record is not final: another process moved it on since
+            time.sleep(WAIT_SLICE)
+        else:
+            told = ENDS.wait(execution_id, WAIT_SLICE)
 
 
 _scopes: dict[tuple[str, str, str], Scope] = {}
@@ -87,6 +131,11 @@ def take(path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any], Calla
     catalog = str(settings().catalog.resolve())
     if request.get("catalog") != catalog:
         return 409, {"error": f"this worker records in catalog {catalog}, not {request.get('catalog')}"}, None
+    if path == "/wait":
+        execution_id = str(request.get("execution_id") or "")
+        if not execution_id:
+            return 400, {"error": "execution_id: required"}, None
+        return (*ended(catalog, execution_id), None)
     if path == "/execute":
         execution_id = str(request.get("execution_id") or "")
         if not execution_id:

@@ -7,6 +7,9 @@ sessions per second stay flat as the load grows. A ``put`` either returns at onc
 is written within ``max_delay``, or when ``max_records`` gathered, or at ``flush``/exit) or, with
 ``wait``, returns when its batch is committed (a group commit: durable, raising what failed).
 
+``ENDS`` tells waiters in the same process which executions' ends were committed, so a long-lived
+worker answers "has it ended?" (``weflow.handoff.ended``) without reading the catalog in a loop.
+
 What a crash can lose: the records ``put`` without ``wait`` since the last committed batch. A
 batch is one transaction, so it is written whole or not at all. See the README, "Durability of
 run records", for what ``weflow sync`` restores from Prefect.
@@ -18,7 +21,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from weflow.catalog.batch import Batch, Begun, Finished, write
@@ -28,7 +31,33 @@ from weflow.catalog.session import Repository
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000  # begins and ends per batch: about 0.2 s of a session on this machine
-MAX_DELAY = 0.05  # seconds a record waits for others before its batch is written
+MAX_DELAY = 0.01  # seconds a record waits for others before its batch is written
+ENDS_KEPT = 10_000  # ended executions remembered for late waiters (a few hundred KB)
+
+
+class Ends:
+    """The executions whose end a batcher of this process committed lately; waiters are woken as they end."""
+
+    def __init__(self, kept: int = ENDS_KEPT) -> None:
+        self._kept = kept
+        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._changed = threading.Condition()
+
+    def add(self, execution_ids: Iterable[str]) -> None:
+        with self._changed:
+            for execution_id in execution_ids:
+                self._ids[execution_id] = None
+            while len(self._ids) > self._kept:
+                del self._ids[next(iter(self._ids))]
+            self._changed.notify_all()
+
+    def wait(self, execution_id: str, timeout: float) -> bool:
+        """True once this process committed the end of ``execution_id`` (at once if it did), else False."""
+        with self._changed:
+            return self._changed.wait_for(lambda: execution_id in self._ids, timeout)
+
+
+ENDS = Ends()
 
 
 @dataclass
@@ -125,6 +154,8 @@ class Batcher:
                 self._write(entries)
             except BaseException as exc:  # never leave a waiter blocked
                 self._failed(entries, exc, retry=False)
+            ENDS.add(e.item.execution.id for e in entries
+                     if isinstance(e.item, Finished) and e.settled and e.error is None)  # fmt: skip
             for entry in entries:
                 if not entry.settled:
                     continue  # back in the queue

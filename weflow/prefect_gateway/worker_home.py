@@ -149,10 +149,13 @@ def authorized(home: Path, header: str | None) -> bool:
     return bool(secret) and hmac.compare_digest(given.encode(), (secret or "").encode())
 
 
-def hand_over(home: Path, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
+def hand_over(
+    home: Path, path: str, body: Mapping[str, Any], timeout: float = HANDOFF_TIMEOUT
+) -> tuple[int, dict[str, Any]] | None:
     """POST ``body`` to a live weflow worker of ``home``: its status and JSON answer; None when none takes it.
 
     A worker that is recycling or serves another catalog (503, 409) passes it to the next one.
+    ``timeout``: seconds to wait for the answer (a ``/wait`` lasts as long as its run).
     """
     secret = token(home)
     if secret is None:
@@ -161,7 +164,7 @@ def hand_over(home: Path, path: str, body: Mapping[str, Any]) -> tuple[int, dict
     for record in live(home):
         if not record.get("port") or record.get("draining"):
             continue
-        conn = http.client.HTTPConnection("127.0.0.1", int(record["port"]), timeout=HANDOFF_TIMEOUT)
+        conn = http.client.HTTPConnection("127.0.0.1", int(record["port"]), timeout=timeout)
         try:
             conn.request("POST", path, payload, {"Authorization": f"Bearer {secret}",
                                                  "Content-Type": "application/json"})  # fmt: skip

@@ -35,7 +35,9 @@ from weflow.prefect_gateway import worker_home
 from weflow.prefect_gateway.worker import WeflowWorker, log
 
 Handoff = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], Callable[[], object] | None]]
-"""Takes a run handed over (``/run``, ``/execute`` and its JSON body): status, answer, work to run after answering."""
+"""Takes a run handed over (``/run``, ``/execute``, ``/wait`` and its JSON body): status, answer, work to run after
+answering."""
+WAITERS = 200  # ``/wait`` requests answered at once, each a thread blocked until its run ends (not anyio's 40 shared)
 
 
 BODY_LIMIT = 1 << 20  # bytes of a hand-off's JSON body
@@ -52,7 +54,9 @@ class _Server(uvicorn.Server):
 def _app(
     worker: WeflowWorker, woken: Callable[[], None], handoff: Handoff | None, later: anyio.abc.TaskGroup
 ) -> Starlette:
-    """The wake-up port: ``POST /wake`` polls now; ``/run`` and ``/execute`` take runs handed over."""
+    """The wake-up port: ``POST /wake`` polls now; ``/run`` and ``/execute`` take runs handed over, ``/wait`` waits
+    for one's end."""
+    waiters = anyio.CapacityLimiter(WAITERS)
 
     async def wake(request: Request) -> Response:
         woken()
@@ -75,14 +79,16 @@ def _app(
             payload = None
         if not isinstance(payload, dict):
             return JSONResponse({"error": "hand-off body: expected a JSON object"}, 400)
-        status, answer, then = await anyio.to_thread.run_sync(handoff, request.url.path, payload)
+        path = request.url.path
+        limiter = waiters if path == "/wait" else None
+        status, answer, then = await anyio.to_thread.run_sync(handoff, path, payload, limiter=limiter)
         if then is not None:
             worker.handed += 1
             later.start_soon(_run_handed, worker, then)
         return JSONResponse(answer, status)
 
     routes = [Route("/wake", wake, methods=["POST"]), Route("/run", take, methods=["POST"]),
-              Route("/execute", take, methods=["POST"])]  # fmt: skip
+              Route("/execute", take, methods=["POST"]), Route("/wait", take, methods=["POST"])]  # fmt: skip
     return Starlette(routes=routes)
 
 
