@@ -532,8 +532,9 @@ The two-node sample (`read_csv` of a 3-row CSV -> `filter`) deployed to a work p
 (type `weflow`) served by ONE `weflow worker` (`--limit {WORKER_LIMIT}`). Each weflow row is a trigger
 timed until the run's catalog record is SUCCEEDED (read every {POLL:g} s): the REST API (`weflow serve`
 on loopback with an API key), a webhook, `weflow run NAME` from a shell with the stack up (the
-command's wall clock) and the Prefect UI's route (a flow run created outside weflow, found by the
-worker's 1 s poll). **{RAW}**: `benchmarks/raw_flow.py` (an async flow awaiting one async task
+command's wall clock; it hands the run to the worker and waits on the worker's `/wait`) and the Prefect
+UI's route (a flow run created outside weflow, which wakes the worker through Prefect's event stream).
+**{RAW}**: `benchmarks/raw_flow.py` (an async flow awaiting one async task
 doing the same read and filter) deployed to a Prefect process worker on a pool of its own, timed
 from `create_flow_run` until COMPLETED. **{TASK}**: `benchmarks/raw_task.py`, the same work as one
 task, `.delay()` to a `prefect.task_worker.serve` process, timed until its state is Completed.
@@ -632,8 +633,9 @@ def _notes(section: Section, found: Found, batch: int) -> None:
         "pays (the old path row) are gone. A background task is faster to start but is not a flow run of "
         "a deployment (no deployment concurrency limit, no Run button, no flow-run cancel).",
         f"The weflow rows' runs all ran in the worker child (checked with the flow run's infrastructure pid); "
-        f"runs weflow creates wake the worker at once, runs created elsewhere (the UI route) wait for its 1 s "
-        f"poll. `weflow run NAME` is timed as a command and runs where the CLI runs it. The batches: {batch} runs "
+        f"runs weflow creates wake the worker at once, runs created elsewhere (the UI route) through the "
+        f"`prefect.flow-run.Scheduled` event of its pool (its 1 s poll is the fallback). `weflow run NAME` is timed "
+        f"as a command: a new interpreter, the hand-off and the wait. The batches: {batch} runs "
         f"submitted from {SUBMITTERS} threads of this process while the workers run them; the second worker "
         "shares the machine's 2 cores with the first, the server and this process. Batch runs that did not succeed "
         f"(a rate counts only the others): {'; '.join(found.failed) or 'none'}. RSS is the worker "

@@ -7,18 +7,20 @@ the worker's loopback hand-off port with the home's token file, DuckDB catalog f
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
 
-from tests.conftest import weflow_exe
+from tests.conftest import eventually, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from tests.test_hot_worker import MODULES, PIDS
 from weflow import deploy, execution, parse, workflows
-from weflow.core.entities import Mode, RunState
+from weflow.core.entities import Execution, Mode, RunState
 from weflow.errors import DeployError
 from weflow.prefect_gateway import worker_home
 from weflow.workflows import Scope
@@ -43,7 +45,8 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(prefect_api: str, place: Path) -> dict[str, str]:
-    return stack_env(prefect_api, place, MODULES, PREFECT_HOME=str(place / "home"))
+    # the worker polls every 30 s: what these tests run reaches it by a hand-off, a wake-up or a Prefect event
+    return stack_env(prefect_api, place, MODULES, PREFECT_HOME=str(place / "home"), WEFLOW_WORKER_POLL_SECONDS="30")
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +161,25 @@ def test_with_no_worker_up_weflow_run_runs_here(scope: Scope, env: dict[str, str
     assert "no weflow worker" not in err  # stderr keeps to the one line of an error
     assert "SUCCEEDED" in out
     assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [run.pid]
+
+
+def test_a_flow_run_made_in_prefect_reaches_the_worker_through_its_event_stream(
+    scope: Scope, hot: Hot, prefect_api: str, place: Path
+) -> None:
+    """The Prefect UI's Run button (here its API call, in this process): no weflow wake-up, and the worker's next
+    poll is ~30 s away (env), so a run that ends well before that was dispatched on Prefect's Scheduled event."""
+    child = hot.child()
+    time.sleep(2)  # past the worker's first poll, which it makes as it starts
+    before = {e.id for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "pids"}
+    started = time.monotonic()
+    with SyncPrefectClient(prefect_api) as client:
+        flow_run = client.create_flow_run_from_deployment(client.read_deployment_by_name("run_workflow/pids").id)
+
+    def ended() -> list[Execution]:
+        return [e for e in scope.catalog.executions(scope.user.organization_id)
+                if e.workflow == "pids" and e.id not in before and e.status.final]  # fmt: skip
+
+    [done] = eventually(ended, 15)  # type: ignore[misc]
+    assert time.monotonic() - started < 15 and done.flow_run_id == str(flow_run.id)
+    assert done.status is RunState.SUCCEEDED and done.mode is Mode.MANUAL, done.error_message
+    assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [child]  # in the worker

@@ -198,6 +198,12 @@ def test_bad_worker_options_and_isolation_are_refused(env: dict[str, str], tmp_p
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         "error: WEFLOW_WORKER_HANG_SECONDS='soon': expected a number of seconds"
     ], done.stderr
+    for poll in ("0", "often"):
+        done = subprocess.run([weflow_exe(), "worker"], env={**env, "WEFLOW_WORKER_POLL_SECONDS": poll},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            f"error: WEFLOW_WORKER_POLL_SECONDS={poll!r}: expected a number of seconds above 0"
+        ], done.stderr
     catalog = tmp_path / "weflow.duckdb"
     bad = REPO / "tests/resources/bad/isolation_unknown.yaml"
     done = subprocess.run([weflow_exe(), "--catalog", str(catalog), "apply", str(bad)], env=env,

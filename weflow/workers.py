@@ -53,6 +53,7 @@ class Supervisor:
         self.say = say
         self.grace = worker_home.grace_seconds()  # read first: a bad value is refused before anything starts
         self.hang = worker_home.hang_seconds()
+        self.poll = worker_home.poll_seconds()
         self.home = server.default_home().resolve()
         self.api_url = server.ensure(quiet=True).api_url  # PREFECT_API_URL, else the home's server
         self.name = options.name or f"weflow {socket.gethostname()} {os.getpid()}"
@@ -69,7 +70,7 @@ class Supervisor:
         return argv
 
     def start(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": str(self.poll)}
         self.child = worker_home.start_child(self.argv(), env, self.home / "worker-weflow.log")
         self.say(f"worker {self.child.pid} started (log: {self.home / 'worker-weflow.log'})")
         return self.child

@@ -52,6 +52,22 @@ def hang_seconds() -> float:
         raise WeflowError(f"WEFLOW_WORKER_HANG_SECONDS={raw!r}: expected a number of seconds") from None
 
 
+POLL_SECONDS = 1.0  # between a worker's polls for runs no wake-up or Prefect event announced
+
+
+def poll_seconds() -> float:
+    """``WEFLOW_WORKER_POLL_SECONDS``: how often a worker asks Prefect for scheduled runs (besides wake-ups and
+    events); a due cron run or one whose concurrency slot freed waits at most this long."""
+    raw = os.environ.get("WEFLOW_WORKER_POLL_SECONDS", "").strip()
+    try:
+        value = float(raw) if raw else POLL_SECONDS
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise WeflowError(f"WEFLOW_WORKER_POLL_SECONDS={raw!r}: expected a number of seconds above 0")
+    return value
+
+
 def silent_for(home: Path, pid: int) -> float:
     """Seconds since worker ``pid`` last refreshed its record (it does every second); 0 before its first."""
     try:

@@ -2,7 +2,9 @@
 
 ``run_worker`` is the body of a worker child (``python -m weflow.workers``): Prefect's two
 service loops (poll every ``PREFECT_WORKER_QUERY_SECONDS``, sync and heartbeat), a poll at once
-on each POST to the worker's loopback wake-up port, and a check every second that refreshes the
+on each POST to the worker's loopback wake-up port and on each ``prefect.flow-run.Scheduled`` event
+of the worker's pool in Prefect's event stream (runs created elsewhere: the Prefect UI's Run
+button, ``prefect deployment run``, schedules, automations), and a check every second that refreshes the
 worker's record in the Prefect home (its supervisor's hang watchdog reads it) and recycles the
 worker when it is due; SIGTERM or SIGINT drains it the same way. The wake-up port also takes runs
 handed over by processes holding the home's token (``worker_home.hand_over``): ``handoff``
@@ -24,6 +26,9 @@ from typing import Any
 import anyio
 import anyio.abc
 import uvicorn
+from prefect.events import Event
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 from prefect.utilities.services import critical_service_loop
 from starlette.applications import Starlette
@@ -121,6 +126,26 @@ async def _poll_on_wake(worker: WeflowWorker, wake: list[anyio.Event]) -> None:
             log.warning("poll on wake-up failed: %s", exc)
 
 
+SCHEDULED = "prefect.flow-run.Scheduled"
+
+
+def _of_pool(event: Event, pool: str) -> bool:
+    return any(r.role == "work-pool" and r.name == pool for r in event.related)
+
+
+async def _poll_on_events(worker: WeflowWorker, woken: Callable[[], None]) -> None:
+    """Poll at once when Prefect says a flow run of this pool was scheduled (made outside weflow, which wakes
+    its workers itself). Without the event stream (refused, or gone for good) the interval's poll finds them."""
+    only = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
+    try:
+        async with get_events_subscriber(filter=only, reconnect_on_clean_close=True) as events:
+            async for event in events:
+                if _of_pool(event, worker._work_pool_name):
+                    woken()
+    except Exception as exc:  # the stream is a shortcut, like a wake-up: polling carries on without it
+        log.info("no Prefect event stream (%s): runs created outside weflow are found by the poll", exc)
+
+
 async def _until_done(worker: WeflowWorker, stop: anyio.Event) -> None:
     checked = 0.0
     while True:
@@ -154,6 +179,7 @@ async def serve(
         worker.record()
         loops.start_soon(_stop_on_signals, stop)
         loops.start_soon(_poll_on_wake, worker, wake)
+        loops.start_soon(_poll_on_events, worker, lambda: wake[0].set())
         loops.start_soon(
             lambda: critical_service_loop(worker.get_and_submit_flow_runs, interval, jitter_range=0.3, backoff=4)
         )
