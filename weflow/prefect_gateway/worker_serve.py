@@ -133,17 +133,23 @@ def _of_pool(event: Event, pool: str) -> bool:
     return any(r.role == "work-pool" and r.name == pool for r in event.related)
 
 
+EVENTS_RETRY_SECONDS = 30.0  # after the event stream failed for good (its own reconnects spent), subscribe again
+
+
 async def _poll_on_events(worker: WeflowWorker, woken: Callable[[], None]) -> None:
     """Poll at once when Prefect says a flow run of this pool was scheduled (made outside weflow, which wakes
-    its workers itself). Without the event stream (refused, or gone for good) the interval's poll finds them."""
+    its workers itself). While the event stream is refused or down the interval's poll finds them."""
     only = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
-    try:
-        async with get_events_subscriber(filter=only, reconnect_on_clean_close=True) as events:
-            async for event in events:
-                if _of_pool(event, worker._work_pool_name):
-                    woken()
-    except Exception as exc:  # the stream is a shortcut, like a wake-up: polling carries on without it
-        log.info("no Prefect event stream (%s): runs created outside weflow are found by the poll", exc)
+    while True:
+        try:
+            async with get_events_subscriber(filter=only, reconnect_on_clean_close=True) as events:
+                async for event in events:
+                    if _of_pool(event, worker._work_pool_name):
+                        woken()
+        except Exception as exc:  # the stream is a shortcut, like a wake-up: polling carries on without it
+            log.info("no Prefect event stream (%s): the poll finds runs created outside weflow; "
+                     "subscribing again in %.0f s", exc, EVENTS_RETRY_SECONDS)  # fmt: skip
+        await anyio.sleep(EVENTS_RETRY_SECONDS)
 
 
 async def _until_done(worker: WeflowWorker, stop: anyio.Event) -> None:
