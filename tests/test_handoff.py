@@ -7,14 +7,20 @@ the worker's loopback hand-off port with the home's token file, DuckDB catalog f
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import polars as pl
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from starlette.testclient import TestClient
 
 from tests.conftest import eventually, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
@@ -22,7 +28,8 @@ from tests.test_hot_worker import MODULES, PIDS
 from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.errors import DeployError
-from weflow.prefect_gateway import worker_home
+from weflow.execution.record import new_execution
+from weflow.prefect_gateway import worker_home, worker_serve
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -183,3 +190,51 @@ def test_a_flow_run_made_in_prefect_reaches_the_worker_through_its_event_stream(
     assert time.monotonic() - started < 15 and done.flow_run_id == str(flow_run.id)
     assert done.status is RunState.SUCCEEDED and done.mode is Mode.MANUAL, done.error_message
     assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [child]  # in the worker
+
+
+def test_a_wait_is_answered_slice_by_slice_and_a_stopping_worker_sends_the_client_to_the_catalog(
+    tmp_path: Path,
+) -> None:
+    """The hand-off port's /wait (worker_serve): it asks the handoff again after each 202 (not ended yet), answers
+    the first final answer, and answers 503 once the worker is stopping, so a recycling worker holds no thread for
+    a run it will not see end (the client then reads the catalog). The handoff is a stand-in: this is the port."""
+    secret = worker_home.token(tmp_path, create=True)
+    worker = SimpleNamespace(home=tmp_path, draining=False)
+    slices: list[str] = []
+
+    def handoff(path: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any], None]:
+        slices.append(path)
+        if payload["execution_id"] == "e-2" and len(slices) == 2:
+            worker.draining = True  # the worker starts recycling while the client waits
+        return (200, {"execution": {"id": payload["execution_id"]}}, None) if len(slices) == 3 else (202, {}, None)
+
+    app = worker_serve._app(worker, lambda: None, handoff, None)  # type: ignore[arg-type]
+    signed = {"Authorization": f"Bearer {secret}"}
+    with TestClient(app) as client:
+        answer = client.post("/wait", json={"execution_id": "e-1"}, headers=signed)
+        assert (answer.status_code, answer.json(), slices) == (200, {"execution": {"id": "e-1"}}, ["/wait"] * 3)
+        slices.clear()
+        answer = client.post("/wait", json={"execution_id": "e-2"}, headers=signed)
+        assert (answer.status_code, len(slices)) == (503, 2) and "stopping" in answer.json()["error"]
+        answer = client.post("/wait", json={"execution_id": "e-3"}, headers=signed)  # asked while stopping
+        assert answer.status_code == 503 and len(slices) == 2
+        assert client.post("/wait", json={"execution_id": "e-3"}).status_code == 401  # no token, no wait
+
+
+def test_a_wait_for_a_run_nobody_runs_holds_until_its_record_ends(scope: Scope, hot: Hot, env: dict[str, str]) -> None:
+    """/wait on a live worker for a QUEUED record no worker will run: no answer while it is not final, then the
+    record within a slice or two of another process ending it (read from the catalog, not the worker's batcher)."""
+    hot.child()
+    _, queued = new_execution(scope, "pids", mode=Mode.API, input_data=None, timeout=None)
+    scope.catalog.insert_execution(queued)
+    where = {"catalog": env["WEFLOW_CATALOG"], "execution_id": queued.id}
+    assert worker_home.hand_over(hot.home, "/wait", where, timeout=3) is None  # still waiting: the client gave up
+    ended = replace(queued, status=RunState.FAILED, finished_at=datetime.now(UTC), error_message="stopped by the test")
+    waited: list[Any] = []
+    waiter = threading.Thread(target=lambda: waited.append(worker_home.hand_over(hot.home, "/wait", where, timeout=60)))
+    waiter.start()
+    time.sleep(1)
+    scope.catalog.finish_execution(ended, [], [])
+    waiter.join(60)
+    [(status, body)] = waited
+    assert status == 200 and (body["execution"]["id"], body["execution"]["status"]) == (queued.id, "FAILED")

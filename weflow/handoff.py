@@ -11,13 +11,16 @@ catalog): the caller then runs it in its own process.
 Worker side (``take``, given to the worker by ``weflow.workers``): ``/run`` records the execution
 QUEUED and creates its flow run (``execution.submit``), which the worker then takes like any
 other; ``/execute`` runs an execution the API recorded for a workflow that is not deployed, in one
-of the worker's threads; ``/wait`` answers with an execution's record once it ended (``ended``).
+of the worker's threads; ``/wait`` answers with an execution's record once it ended (``ended``, a slice
+at a time: the worker asks again after each 202 unless it is stopping, then 503 sends the client to
+the catalog).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from weflow.prefect_gateway import server, worker_home
 from weflow.workflows import Scope, open_catalog
 
 POLL_FIRST, POLL_MAX = 0.05, 0.1  # seconds between reads of the record while waiting for its end (a read: ~20 ms)
-WAIT_SLICE = 0.5  # a worker's /wait reads the record again after this without word from its own batcher
+WAIT_SLICE = 0.5  # a /wait slice: the record is read again after this without word from the worker's batcher
 DEFAULT_TIMEOUT, SLACK = 300.0, 120.0  # an execution's default timeout; how long past it a waiter still waits
 
 
@@ -86,26 +89,29 @@ def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -
 
 
 def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:
-    """In a worker: the execution's record once it ended (200), 404 if there is none, 504 if it outlives its timeout.
+    """In a worker, one slice of a ``/wait``: 200 with the record once it ended, 404 if there is none, 504 once it
+    outlived its timeout (+ ``SLACK``, from its creation), else 202 after up to ``WAIT_SLICE`` of waiting.
 
-    The record is read when this process's batcher committed the end (``ENDS``), or every ``WAIT_SLICE``
-    for a run another process records.
+    The record is read again at once when this process's batcher commits its end (``ENDS``). The caller asks
+    again after a 202, so a stopping worker never holds a thread for a run it will not see end.
     """
-    store, started, told = open_catalog(catalog), time.monotonic(), False
-    while True:
-        try:
-            found = store.execution(execution_id)
-        except NotFoundError as exc:
-            return 404, {"error": str(exc)}
+    store = open_catalog(catalog)
+    try:
+        found = store.execution(execution_id)
+    except NotFoundError as exc:
+        return 404, {"error": str(exc)}
+    if found.status.final:
+        return 200, {"execution": _records().dump_python(found, mode="json")}
+    allowed = (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
+    since = found.created_at or found.started_at or datetime.now(UTC)
+    if (datetime.now(UTC) - since).total_seconds() > allowed:
+        return 504, {"error": f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)"}
+    if ENDS.wait(execution_id, WAIT_SLICE):
+        found = store.execution(execution_id)
         if found.status.final:
             return 200, {"execution": _records().dump_python(found, mode="json")}
-        allowed = (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
-        if time.monotonic() - started > allowed:
-            return 504, {"error": f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)"}
-        if told:  # its end was committed yet the record is not final: another process moved it on since
-            time.sleep(WAIT_SLICE)
-        else:
-            told = ENDS.wait(execution_id, WAIT_SLICE)
+        time.sleep(WAIT_SLICE)  # its end was committed, yet it is not final: another process moved it on since
+    return 202, {"execution_id": execution_id, "status": found.status.value}
 
 
 _scopes: dict[tuple[str, str, str], Scope] = {}

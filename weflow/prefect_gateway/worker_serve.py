@@ -42,7 +42,7 @@ from weflow.prefect_gateway.worker import WeflowWorker, log
 Handoff = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], Callable[[], object] | None]]
 """Takes a run handed over (``/run``, ``/execute``, ``/wait`` and its JSON body): status, answer, work to run after
 answering."""
-WAITERS = 200  # ``/wait`` requests answered at once, each a thread blocked until its run ends (not anyio's 40 shared)
+WAITERS = 200  # ``/wait`` slices at once, each a thread for up to 0.5 s (not anyio's 40 shared threads)
 
 
 BODY_LIMIT = 1 << 20  # bytes of a hand-off's JSON body
@@ -85,12 +85,23 @@ def _app(
         if not isinstance(payload, dict):
             return JSONResponse({"error": "hand-off body: expected a JSON object"}, 400)
         path = request.url.path
-        limiter = waiters if path == "/wait" else None
-        status, answer, then = await anyio.to_thread.run_sync(handoff, path, payload, limiter=limiter)
+        if path == "/wait":
+            return await wait(payload)
+        status, answer, then = await anyio.to_thread.run_sync(handoff, path, payload)
         if then is not None:
             worker.handed += 1
             later.start_soon(_run_handed, worker, then)
         return JSONResponse(answer, status)
+
+    async def wait(payload: dict[str, Any]) -> Response:
+        """Slices of ``handoff``'s wait (202: not yet) until the run ended; 503 once this worker is stopping."""
+        assert handoff is not None
+        while True:
+            status, answer, _ = await anyio.to_thread.run_sync(handoff, "/wait", payload, limiter=waiters)
+            if status != 202:
+                return JSONResponse(answer, status)
+            if worker.draining:
+                return JSONResponse({"error": "this worker is stopping: read the record from the catalog"}, 503)
 
     routes = [Route("/wake", wake, methods=["POST"]), Route("/run", take, methods=["POST"]),
               Route("/execute", take, methods=["POST"]), Route("/wait", take, methods=["POST"])]  # fmt: skip
