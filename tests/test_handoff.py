@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from tests.conftest import eventually, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from tests.test_hot_worker import MODULES, PIDS
-from weflow import deploy, execution, parse, workflows
+from weflow import deploy, execution, handoff, parse, workflows
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.errors import DeployError
 from weflow.execution.record import new_execution
@@ -238,3 +238,19 @@ def test_a_wait_for_a_run_nobody_runs_holds_until_its_record_ends(scope: Scope, 
     waiter.join(60)
     [(status, body)] = waited
     assert status == 200 and (body["execution"]["id"], body["execution"]["status"]) == (queued.id, "FAILED")
+
+
+def test_with_no_worker_to_ask_the_client_reads_the_catalog_until_the_end(scope: Scope, env: dict[str, str]) -> None:
+    """`weflow run`'s fallback when no worker answers /wait any more (stopped, recycling): it reads the record
+    until it ends, and gives up with one clear error on a run that outlived its timeout."""
+    catalog = Path(env["WEFLOW_CATALOG"])
+    _, queued = new_execution(scope, "pids", mode=Mode.API, input_data=None, timeout=None)
+    scope.catalog.insert_execution(queued)
+    ended = replace(queued, status=RunState.FAILED, finished_at=datetime.now(UTC), error_message="stopped by the test")
+    threading.Timer(0.5, lambda: scope.catalog.finish_execution(ended, [], [])).start()
+    found = handoff.wait_for_end(catalog, queued.id)
+    assert (found.id, found.status, found.error_message) == (queued.id, RunState.FAILED, "stopped by the test")
+    _, stale = new_execution(scope, "pids", mode=Mode.API, input_data=None, timeout=1)
+    scope.catalog.insert_execution(replace(stale, created_at=datetime.now(UTC) - timedelta(hours=1)))
+    with pytest.raises(handoff.Outlived, match=rf"execution {stale.id} has not ended after 121 s"):
+        handoff.wait_for_end(catalog, stale.id)

@@ -32,11 +32,15 @@ from weflow.config import settings
 from weflow.core.entities import Execution, Mode
 from weflow.errors import ConflictError, NotFoundError, WeflowError
 from weflow.prefect_gateway import server, worker_home
-from weflow.workflows import Scope, open_catalog
+from weflow.workflows import Catalog, Scope, open_catalog
 
-POLL_FIRST, POLL_MAX = 0.05, 0.1  # seconds between reads of the record while waiting for its end (a read: ~20 ms)
+POLL = 0.1  # seconds between reads of the record by a client no worker answers (a read: ~20 ms)
 WAIT_SLICE = 0.5  # a /wait slice: the record is read again after this without word from the worker's batcher
 DEFAULT_TIMEOUT, SLACK = 300.0, 120.0  # an execution's default timeout; how long past it a waiter still waits
+
+
+class Outlived(WeflowError):
+    """An execution still not ended long after its timeout: its waiter stops waiting."""
 
 
 @cache
@@ -73,45 +77,47 @@ def run_on_worker(
     return wait_for_end(catalog, execution_id)  # no worker answers now (stopped, recycling): read the catalog
 
 
-def wait_for_end(catalog: Path, execution_id: str, limit: float | None = None) -> Execution:
-    """The execution's record once it ended, read from the catalog (a short read session each time)."""
+def wait_for_end(catalog: Path, execution_id: str) -> Execution:
+    """The execution's record once it ended, read from the catalog every ``POLL`` s (no worker to ask)."""
     store = open_catalog(catalog)
-    delay, started = POLL_FIRST, time.monotonic()
-    while True:
-        found = store.execution(execution_id)
-        if found.status.final:
-            return found
-        allowed = limit if limit is not None else (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
-        if time.monotonic() - started > allowed:
-            raise WeflowError(f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)")
-        time.sleep(delay)
-        delay = min(POLL_MAX, delay * 1.25)
+    while (found := _slice(store, execution_id, POLL)) is None:
+        pass
+    return found
 
 
 def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:
     """In a worker, one slice of a ``/wait``: 200 with the record once it ended, 404 if there is none, 504 once it
-    outlived its timeout (+ ``SLACK``, from its creation), else 202 after up to ``WAIT_SLICE`` of waiting.
-
-    The record is read again at once when this process's batcher commits its end (``ENDS``). The caller asks
-    again after a 202, so a stopping worker never holds a thread for a run it will not see end.
-    """
-    store = open_catalog(catalog)
+    outlived its timeout, else 202 after up to ``WAIT_SLICE``. The caller asks again after a 202, so a stopping
+    worker never holds a thread for a run it will not see end."""
     try:
-        found = store.execution(execution_id)
+        found = _slice(open_catalog(catalog), execution_id, WAIT_SLICE)
     except NotFoundError as exc:
         return 404, {"error": str(exc)}
+    except Outlived as exc:
+        return 504, {"error": str(exc)}
+    if found is None:
+        return 202, {"execution_id": execution_id}
+    return 200, {"execution": _records().dump_python(found, mode="json")}
+
+
+def _slice(store: Catalog, execution_id: str, wait: float) -> Execution | None:
+    """The record if it ended, else None after up to ``wait`` s (read again at once when this process's batcher
+    commits its end: ``ENDS``). NotFoundError without a record; Outlived once it outlived its timeout + ``SLACK``
+    since it was created."""
+    found = store.execution(execution_id)
     if found.status.final:
-        return 200, {"execution": _records().dump_python(found, mode="json")}
+        return found
     allowed = (found.timeout_seconds or DEFAULT_TIMEOUT) + SLACK
     since = found.created_at or found.started_at or datetime.now(UTC)
     if (datetime.now(UTC) - since).total_seconds() > allowed:
-        return 504, {"error": f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)"}
-    if ENDS.wait(execution_id, WAIT_SLICE):
-        found = store.execution(execution_id)
-        if found.status.final:
-            return 200, {"execution": _records().dump_python(found, mode="json")}
-        time.sleep(WAIT_SLICE)  # its end was committed, yet it is not final: another process moved it on since
-    return 202, {"execution_id": execution_id, "status": found.status.value}
+        raise Outlived(f"execution {execution_id} has not ended after {allowed:.0f} s (weflow execution ID)")
+    if not ENDS.wait(execution_id, wait):
+        return None
+    found = store.execution(execution_id)
+    if found.status.final:
+        return found
+    time.sleep(wait)  # its end was committed, yet it is not final: another process moved it on since
+    return None
 
 
 _scopes: dict[tuple[str, str, str], Scope] = {}
