@@ -75,10 +75,12 @@ def _locked(path: Path, timeout: float) -> Iterator[tuple[duckdb.DuckDBPyConnect
     if not path.is_file():
         raise CatalogError(f"catalog {path} does not exist")
     with session(path, timeout) as con:
-        cur = con.cursor()
+        row = con.execute("SELECT current_database()").fetchone()
+        name = str(row[0]) if row else ""
+        cur = con.cursor()  # a connection of its own (outside the session's transaction), on the same database
         try:
-            row = cur.execute("SELECT current_database()").fetchone()
-            yield cur, str(row[0]) if row else ""
+            cur.execute(f"USE {_quote(name)}")
+            yield cur, name
         finally:
             cur.close()
 

@@ -4,11 +4,19 @@ DuckDB lets one process hold the file; while it does nobody else can open it. Ev
 here is one short transaction taken under the catalog's lock (``lock.hold``: callers served in
 arrival order), so processes queue instead of failing, and lock conflicts that still happen (a
 foreign process) are retried with backoff.
+
+A session ATTACHes the file to one in-memory DuckDB of the process and DETACHes it at the end,
+which releases the file as closing a connection does: a new DuckDB database per session
+(``duckdb.connect(file)``) cost ~14 ms of start-up here even in memory (its built-in extensions),
+a session of one insert 22.7 ms against 6.5 ms attached.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,19 +29,64 @@ from weflow.catalog.schema import MIGRATIONS
 from weflow.errors import CatalogError
 
 _migrated: set[str] = set()
+_host: list[duckdb.DuckDBPyConnection | int | None] = [None, None]  # the process's in-memory DuckDB, its pid
+_host_lock = threading.Lock()
+_aliases = itertools.count()
 
 
-def _connect(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
+def _connection() -> duckdb.DuckDBPyConnection:
+    """A new connection (a cursor: one per session, never shared between threads) to the process's in-memory
+    DuckDB, made again in a forked child."""
+    with _host_lock:
+        if _host[1] != os.getpid() or _host[0] is None:
+            _host[:] = [duckdb.connect(":memory:"), os.getpid()]
+        host = _host[0]
+        assert isinstance(host, duckdb.DuckDBPyConnection)
+        return host.cursor()
+
+
+def _forget_host() -> None:
+    """The next session starts another in-memory DuckDB (this one could not let a file go)."""
+    with _host_lock:
+        _host[:] = [None, None]
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _connect(path: Path, timeout: float) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A connection with the catalog file attached as its default database, and the database's alias."""
+    con, alias = _connection(), f"weflow_catalog_{next(_aliases)}"
     deadline = time.monotonic() + timeout
     delay = 0.01
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+    try:
+        while True:
+            try:
+                con.execute(f"ATTACH {_literal(path)} AS {alias}")
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.2)
+        con.execute(f"USE {alias}")
+    except BaseException:
+        con.close()
+        raise
+    return con, alias
+
+
+def _close(con: duckdb.DuckDBPyConnection, alias: str) -> None:
+    """Detach the catalog file (DuckDB checkpoints and lets the file go, as on closing it) and close ``con``."""
+    try:
+        con.execute("USE memory")
+        con.execute(f"DETACH {alias}")
+    except duckdb.Error:
+        _forget_host()  # the file goes with the old in-memory DuckDB once its last connection closed
+        raise
+    finally:
+        con.close()
 
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
@@ -59,7 +112,7 @@ def session(path: Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnec
     """One transaction on the catalog: committed on success, rolled back on any error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with hold(path, timeout):
-        con = _connect(path, timeout)
+        con, alias = _connect(path, timeout)
         try:
             key = str(path.resolve())
             if key not in _migrated:
@@ -76,7 +129,7 @@ def session(path: Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnec
             except duckdb.Error as exc:
                 raise CatalogError(f"catalog {path}: could not commit: {exc}") from exc
         finally:
-            con.close()
+            _close(con, alias)
 
 
 class Repository:
