@@ -5,17 +5,23 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Execution, Mode, RunState
-from weflow.prefect_gateway import server
+from weflow.errors import ServerError
+from weflow.prefect_gateway import flow_runs, server
+from weflow.prefect_gateway.client import QUICK_PAUSES
 from weflow.workflows import Scope
 
 from .conftest import REPO, eventually, render
@@ -229,3 +235,100 @@ def test_prefect_deploy_from_the_root_uses_prefect_yaml(scope: Scope, prefect_ap
     assert found["work_queue_name"] == "workflow-executions" and found["parameters"] == {"workflow": "daily_sales"}
     assert "any_workflow" not in {r.workflow for r in deploy.deploy(scope)}  # weflow leaves it alone
     assert "any_workflow" in deployments(prefect_api)
+
+
+class Refusing(ThreadingHTTPServer):
+    """A real HTTP proxy in front of the Prefect server that answers 503 (SQLite busy, as Prefect's server says it)
+    to the first ``refuse`` requests to create a flow run, and counts them."""
+
+    def __init__(self, upstream: str, refuse: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream, self.refuse, self.creates = upstream.removesuffix("/api"), refuse, 0
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/api"
+
+
+class _Forward(BaseHTTPRequestHandler):
+    server: Refusing
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and self.path.endswith("/create_flow_run"):
+            self.server.creates += 1
+            if self.server.creates <= self.server.refuse:
+                self._answer(503, b'{"exception_message": "Service Unavailable"}', "application/json")
+                return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
+        got = httpx.request(self.command, self.server.upstream + self.path, content=body, headers=headers, timeout=60)
+        self._answer(got.status_code, got.content, got.headers.get("content-type", "application/json"))
+
+    def _answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+
+@pytest.fixture
+def refusing(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Refusing]:
+    proxy = Refusing(prefect_api, refuse=3)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("PREFECT_API_URL", proxy.url)  # weflow's calls go through the proxy
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+    thread.join(timeout=10)
+
+
+def runs_of(prefect_api: str, execution_id: str) -> list[dict[str, Any]]:
+    found = httpx.post(f"{prefect_api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC"}).json()
+    return [r for r in found if r["parameters"].get("execution_id") == execution_id]
+
+
+def weflow_runs(prefect_api: str, workflow: str) -> set[str]:
+    """The ids of the flow runs weflow created for ``workflow`` (a schedule's have no execution id)."""
+    found = httpx.post(f"{prefect_api}/flow_runs/filter", json={}).json()
+    return {
+        r["id"] for r in found if r["parameters"].get("workflow") == workflow and r["parameters"].get("execution_id")
+    }
+
+
+@pytest.fixture
+def alone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Prefect's client asks nothing again and weflow's create gives up at once: only the transport's quick retries."""
+    monkeypatch.setattr(flow_runs, "RETRYING_SECONDS", 0.0)
+    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+        yield
+
+
+def test_a_flow_run_the_server_refuses_is_asked_again_at_once_and_made_once(
+    scope: Scope, prefect_api: str, refusing: Refusing, alone: None
+) -> None:
+    """Prefect's client asks again after ~2 s, 4, 8 (a run queued 2 s late for one SQLite conflict); weflow's
+    transport asks again after 50, 100, 200, 400 ms, and Prefect's idempotency key keeps it to one flow run."""
+    workflows.apply(parse((REPO / "data/workflows/daily_sales.yaml").read_text()), scope)
+    deploy.deploy(scope)
+    queued = execution.submit("daily_sales", scope, Mode.API, queue=True)
+    assert refusing.creates == 4  # refused three times, then made
+    [made] = runs_of(prefect_api, queued.id)
+    assert made["id"] == queued.flow_run_id and scope.catalog.execution(queued.id).status is RunState.QUEUED
+
+
+def test_a_flow_run_the_server_keeps_refusing_leaves_nothing_behind(
+    scope: Scope, prefect_api: str, refusing: Refusing, alone: None
+) -> None:
+    workflows.apply(parse((REPO / "data/workflows/daily_sales.yaml").read_text()), scope)
+    deploy.deploy(scope)
+    refusing.refuse = 1000
+    before = weflow_runs(prefect_api, "daily_sales")
+    with pytest.raises(ServerError, match=r"could not create the flow run \(HTTP 503\): try again"):
+        execution.submit("daily_sales", scope, Mode.API, queue=True)
+    assert refusing.creates == 1 + len(QUICK_PAUSES)
+    assert [e for e in scope.catalog.executions(scope.user.organization_id) if e.workflow == "daily_sales"] == []
+    assert weflow_runs(prefect_api, "daily_sales") == before

@@ -151,6 +151,10 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
         found = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
         assert found
         assert flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child)
+        # the worker's labels (the UI's link to it), written beside the run rather than before it
+        labelled = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["labels"].get("prefect.worker.type"), 60)
+        assert labelled == "weflow"
+        assert flow_run(prefect_api, e.flow_run_id)["labels"]["prefect.work-pool.name"] == deploy.work_pool()
     pool = httpx.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
     assert pool["type"] == "weflow" and "isolation" in pool["base_job_template"]["variables"]["properties"]
     workers = httpx.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/workers/filter", json={}).json()

@@ -12,17 +12,19 @@ import contextvars
 import functools
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import certifi
+import httpx
 from prefect import Flow
 from prefect.client.base import ServerType
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.client.schemas.objects import State
 from prefect.context import AsyncClientContext, SettingsContext, SyncClientContext, get_settings_context
-from prefect.settings import PREFECT_API_URL, get_current_settings
+from prefect.settings import PREFECT_API_ENABLE_HTTP2, PREFECT_API_URL, get_current_settings
 
 from weflow.prefect_gateway import server
 
@@ -93,13 +95,80 @@ def _tls(cert_file: str | None, insecure: bool) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cert_file or certifi.where())
 
 
-def _connection() -> tuple[str, dict[str, Any]]:
-    """The API URL and client arguments of the current settings, on the process's one SSL context."""
+QUICK_PAUSES = (0.05, 0.1, 0.2, 0.4)  # seconds before asking again after a 503; then Prefect's client's own backoff
+
+
+def _again(request: httpx.Request, response: httpx.Response) -> bool:
+    """Whether to send ``request`` again: the server said 503 and the body can be sent twice (bytes, not a stream)."""
+    return response.status_code == 503 and isinstance(request.stream, httpx.ByteStream)
+
+
+class _QuickRetries(httpx.AsyncBaseTransport):
+    """Asks again after a 503 within a fraction of a second, before Prefect's client sees it.
+
+    Prefect's server on SQLite answers 503 when a transaction met another writer (``database is
+    locked``: nothing was written) and Prefect's client asks again only after ~2 s, then 4, 8...: a
+    flow run created or labelled 2 s late, here up to half the runs of a burst. Most such conflicts are
+    over in milliseconds. What still gets a 503 after ``QUICK_PAUSES`` goes to Prefect's client as
+    before, which retries it as it always did.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for pause in QUICK_PAUSES:
+            response = await self._inner.handle_async_request(request)
+            if not _again(request, response):
+                return response
+            await response.aclose()
+            await asyncio.sleep(pause)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _QuickRetriesSync(httpx.BaseTransport):
+    """``_QuickRetries`` for Prefect's sync client."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for pause in QUICK_PAUSES:
+            response = self._inner.handle_request(request)
+            if not _again(request, response):
+                return response
+            response.close()
+            time.sleep(pause)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _connection(sync: bool = False) -> tuple[str, dict[str, Any]]:
+    """The API URL and client arguments of the current settings: the process's one SSL context, and a transport
+    that asks again quickly after a 503 (made per client: a client closes its transport).
+
+    The transport takes the connection settings Prefect's client would give its own (pool limits, HTTP/2,
+    retried connects): httpx applies them only to a transport it makes itself."""
     api = get_current_settings().api
+    verify = _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)
+    # Prefect's own pool limits (PrefectClient.__init__) and its 3 retries of a failed connect
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=25)
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport
+    if sync:
+        transport = _QuickRetriesSync(httpx.HTTPTransport(verify=verify, limits=limits, retries=3,
+                                                          http2=PREFECT_API_ENABLE_HTTP2.value()))  # fmt: skip
+    else:
+        transport = _QuickRetries(httpx.AsyncHTTPTransport(verify=verify, limits=limits, retries=3,
+                                                           http2=PREFECT_API_ENABLE_HTTP2.value()))  # fmt: skip
     return str(api.url), {
         "api_key": api.key.get_secret_value() if api.key else None,
         "auth_string": api.auth_string.get_secret_value() if api.auth_string else None,
-        "httpx_settings": {"verify": _tls(api.ssl_cert_file, api.tls_insecure_skip_verify)},
+        "httpx_settings": {"verify": verify, "transport": transport},
     }
 
 
@@ -142,17 +211,28 @@ async def run_clients() -> AsyncIterator[None]:
     contexts, so weflow enters both contexts first, with clients that share one SSL context per
     process (built from the same settings, so TLS verification is unchanged).
     """
-    url, arguments = _connection()
+    url, arguments = _connection(sync=True)
     # model_construct: the contexts' __init__ would build clients of their own; their _httpx_settings stay
     # None so that the engine's get_client() (no settings) matches them.
-    sync, async_ = _skip_csrf(SyncPrefectClient(url, **arguments)), _skip_csrf(PrefectClient(url, **arguments))
+    sync = _skip_csrf(SyncPrefectClient(url, **arguments))
     try:
         with SyncClientContext.model_construct(client=sync):
-            async with AsyncClientContext.model_construct(client=async_):
+            async with async_client():
                 yield
     finally:
         _learn_csrf(sync)
-        _learn_csrf(async_)
+
+
+@asynccontextmanager
+async def async_client() -> AsyncIterator[None]:
+    """weflow's async Prefect client (``client()``) for whatever in this task and the tasks it starts asks Prefect's
+    ``get_client()``: a worker's own calls, Prefect's engine."""
+    made = client()
+    try:
+        async with AsyncClientContext.model_construct(client=made):
+            yield
+    finally:
+        _learn_csrf(made)
 
 
 async def _call(flow: Flow[..., Any], *args: Any) -> State[Any]:

@@ -30,7 +30,8 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -38,7 +39,12 @@ from uuid import UUID
 import anyio
 import anyio.abc
 from prefect import Flow
-from prefect._internal.observers import FlowRunCancellingObserver
+from prefect._flow_run_suspension import (
+    FlowRunSuspensionRequest,
+    mark_flow_run_suspension_requested,
+    register_flow_run_suspension_request,
+)
+from prefect._internal.observers import FlowRunCancellingObserver, FlowRunSuspendingObserver
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
@@ -137,13 +143,27 @@ class _InProcess:
 
 
 class _Engine(AsyncFlowRunEngine[Any, Any]):
-    """Prefect's async flow engine; the worker's cancel ends the run Cancelled instead of Crashed.
+    """Prefect's async flow engine; the worker's cancel ends the run Cancelled instead of Crashed, and the worker's
+    one suspension observer watches the run.
 
     Prefect tells a requested cancel from a crash through a process-wide intent its runner sets
     before a SIGTERM; runs sharing a process need a flag of their own.
     """
 
     weflow_cancel: threading.Event | None = None
+
+    @contextmanager
+    def setup_flow_run_suspension_request(self) -> Iterator[FlowRunSuspensionRequest]:
+        """Prefect's, without an observer of its own: Prefect starts a thread with an event loop and an event
+        subscription for each deployment's flow run and waits for it at both ends (~140 ms of every run here,
+        py-spy); the worker's ``FlowRunSuspendingObserver`` watches its runs in flight instead (``run``), and a
+        suspension it sees reaches this run through Prefect's registry of requests, as Prefect's own would."""
+        if not self.flow_run:
+            raise ValueError("Flow run not set")
+        request = self._get_flow_run_suspension_request()
+        with register_flow_run_suspension_request(self.flow_run.id, request):
+            request.raise_if_requested()
+            yield request
 
     async def handle_crash(self, exc: BaseException) -> None:
         if self.weflow_cancel is not None and self.weflow_cancel.is_set() and isinstance(exc, asyncio.CancelledError):
@@ -215,6 +235,7 @@ class WeflowWorker(ProcessWorker):
         self._in_flight: dict[UUID, _InProcess] = {}
         self._flows: dict[str, Flow[..., Any]] = {}
         self._observer: FlowRunCancellingObserver | None = None
+        self._suspensions: FlowRunSuspendingObserver | None = None
         self._poll_lock: anyio.Lock | None = None
         self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
         self._full = False  # the last poll filled every slot
@@ -229,10 +250,29 @@ class WeflowWorker(ProcessWorker):
         self._observer = await self._exit_stack.enter_async_context(
             FlowRunCancellingObserver(on_cancelling=self._cancel_in_process, polling_interval=5)
         )
+        self._suspensions = await self._exit_stack.enter_async_context(
+            FlowRunSuspendingObserver(on_suspended=_suspended, polling_interval=10)  # Prefect's per-run interval
+        )
 
     async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
         """No Submitting state: a run starts in this process (or its own child) right away, so Prefect's
         Pending -> Submitting -> Running would cost a state transition and an event per run for nothing."""
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        """The worker's labels on the run (the UI's link to this worker), written beside the run, not before it.
+
+        Prefect writes them with a read-then-update transaction; on SQLite it failed with ``database is
+        locked`` whenever another write (the server's event persister, say) came between, and Prefect's
+        client retries such a 503 after ~2 s: a quarter to half of the runs here started 2 s late for it.
+        """
+        if self._runs_task_group is not None:
+            self._runs_task_group.start_soon(self._label, flow_run_id)
+
+    async def _label(self, flow_run_id: UUID) -> None:
+        try:
+            await super()._give_worker_labels_to_flow_run(flow_run_id)
+        except Exception as exc:  # labels are information: a run never fails for them
+            self._logger.warning(f"Could not label flow run {flow_run_id} with this worker: {exc}")
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""
@@ -276,15 +316,17 @@ class WeflowWorker(ProcessWorker):
                 lambda: load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
             )
         handle = self._in_flight[flow_run.id] = _InProcess(flow_run.id)
-        if self._observer is not None:
-            self._observer.add_in_flight_flow_run_id(flow_run.id)
+        for observer in (self._observer, self._suspensions):
+            if observer is not None:
+                observer.add_in_flight_flow_run_id(flow_run.id)
         self.record()
         status.started(os.getpid())
         try:
             code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads)
         finally:
-            if self._observer is not None:
-                self._observer.remove_in_flight_flow_run_id(flow_run.id)
+            for observer in (self._observer, self._suspensions):
+                if observer is not None:
+                    observer.remove_in_flight_flow_run_id(flow_run.id)
             del self._in_flight[flow_run.id]
             self._ended()
             self.record()
@@ -360,6 +402,11 @@ class WeflowWorker(ProcessWorker):
                 "draining": self.draining,
             },
         )
+
+
+def _suspended(flow_run_id: UUID, state: State[Any]) -> None:
+    """The worker's suspension observer saw a run suspended: its engine stops at its next task (Prefect's ``Pause``)."""
+    mark_flow_run_suspension_requested(flow_run_id, state)
 
 
 def _run_in_thread(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun) -> int:

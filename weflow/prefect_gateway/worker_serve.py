@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from weflow.prefect_gateway import worker_home
+from weflow.prefect_gateway.client import async_client
 from weflow.prefect_gateway.worker import WeflowWorker, log
 
 Handoff = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], Callable[[], object] | None]]
@@ -187,7 +188,7 @@ async def serve(
     interval = query_seconds or PREFECT_WORKER_QUERY_SECONDS.value()
     worker_home.token(worker.home, create=True)  # the hand-off secret of this home, 0600
     worker.on_slot_free = lambda: wake[0].set()
-    async with worker, anyio.create_task_group() as loops:
+    async with async_client(), worker, anyio.create_task_group() as loops:  # the worker's client: weflow's
         app = _app(worker, lambda: wake[0].set(), handoff, loops)
         port = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
         server = _Server(port)
