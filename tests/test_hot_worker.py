@@ -7,6 +7,7 @@ the recycling test runs a second one on a queue of its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ import duckdb
 import httpx
 import polars as pl
 import pytest
+from prefect import Flow
+from prefect.client.orchestration import get_client
 
 from tests.conftest import REPO, eventually, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
@@ -254,6 +257,30 @@ def test_a_dead_worker_child_ends_its_runs_crashed_and_failed(
     after = execution.wait(execution.submit("pids", scope, Mode.API, queue=True).id, scope, timeout=120)
     assert after.status is RunState.SUCCEEDED, after.error_message
     assert hot.child() == fresh
+
+
+def _orphan() -> None:
+    """A flow no deployment runs any more."""
+
+
+def test_a_run_cancelled_before_it_started_gives_the_worker_its_slot_back(prefect_api: str, tmp_path: Path) -> None:
+    """Prefect's worker cancels a run whose deployment no longer exists (left in the pool by a workflow removed
+    since) and kept the slot it took for it: --limit such runs stopped the worker for good. A real worker on the
+    session's server, on a pool of its own: the slot taken for a run, then the cancel Prefect's worker makes."""
+
+    async def go() -> tuple[float, str]:
+        async with WeflowWorker(work_pool_name=f"slots-{os.getpid()}", limit=1, home=tmp_path) as worker:
+            async with get_client() as client:
+                made = await client.create_flow_run(flow=Flow(fn=_orphan, name="orphaned"))
+            assert worker._limiter is not None
+            worker._limiter.acquire_on_behalf_of_nowait(made.id)  # what BaseWorker does as it takes a run
+            await worker._mark_flow_run_as_cancelled(made, {"message": "its deployment no longer exists"})
+            async with get_client() as client:
+                state = (await client.read_flow_run(made.id)).state
+            return worker._limiter.available_tokens, state.type.value if state else ""
+
+    tokens, state = asyncio.run(go())
+    assert (tokens, state) == (1, "CANCELLED")
 
 
 def test_recycling_after_max_runs_loses_no_run(

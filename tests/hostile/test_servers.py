@@ -8,6 +8,7 @@ process a test leaves is killed by pid in ``finally``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,14 @@ TINY = {
 }
 
 
+SERVER = re.compile(r"(^|/)(prefect|prefect_server\.py) server start( |$)")  # a Prefect server's command line
+
+
+def is_server(argv: str) -> bool:
+    """A Prefect server: ``prefect server start``, or weflow's launcher of it (``prefect_server.py server start``)."""
+    return SERVER.search(argv) is not None
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
@@ -58,7 +67,7 @@ def homes_served(homes: set[Path]) -> dict[int, tuple[str, str]]:
         except OSError:
             continue
         home = env.get("PREFECT_HOME", "")
-        if home in wanted and ("prefect server start" in argv or "supervisor.py" in argv):
+        if home in wanted and (is_server(argv) or "supervisor.py" in argv):
             found[int(entry.name)] = (home, argv)
     return found
 
@@ -69,7 +78,7 @@ def serving(homes: set[Path]) -> dict[int, str]:
 
 
 def prefect_servers(homes: set[Path]) -> dict[int, str]:
-    return {pid: argv for pid, argv in serving(homes).items() if "prefect server start" in argv}
+    return {pid: argv for pid, argv in serving(homes).items() if is_server(argv)}
 
 
 def kill_all(homes: set[Path]) -> None:
@@ -177,7 +186,7 @@ def test_first_runs_at_once_share_one_server_and_servers_stop_when_idle_not_unde
             peak: dict[str, set[int]] = {str(h.resolve()): set() for h in home.values()}
             while any(p.poll() is None for p in procs[a] + procs[b]):  # count while they run, not only after
                 for pid, (its_home, argv) in homes_served(set(home.values())).items():
-                    if "prefect server start" in argv:
+                    if is_server(argv):
                         peak[its_home].add(pid)
                 time.sleep(0.2)
             results = finish(procs[a] + procs[b])

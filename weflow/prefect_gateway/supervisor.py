@@ -4,7 +4,8 @@ Also where a home's processes are found again from /proc (``find``, ``terminate`
 record says, for ``weflow server status`` and ``weflow server stop``.
 
 ``server.start`` runs this file by path (``python -P .../supervisor.py --home H --port P
---idle S``); it starts ``prefect server start`` as its child, takes it down with itself on SIGTERM
+--idle S``); it starts ``prefect server start`` as its child (through ``prefect_server.py``, which
+begins the server's SQLite write transactions IMMEDIATE), takes it down with itself on SIGTERM
 (and the child dies with it on SIGKILL, through ``PR_SET_PDEATHSIG``), and, when ``--idle`` is
 positive, stops both once no weflow client has touched the home's activity file for that long and
 the server has no active flow run. It imports only the standard library: a supervisor per server
@@ -163,7 +164,8 @@ def alive(pid: int | None) -> bool:
 
 
 def _prefect_server(argv: list[str]) -> bool:
-    return any(Path(arg).name == "prefect" and argv[i + 1 : i + 3] == ["server", "start"] for i, arg in enumerate(argv))
+    return any(Path(arg).name in ("prefect", "prefect_server.py") and argv[i + 1 : i + 3] == ["server", "start"]
+               for i, arg in enumerate(argv))  # fmt: skip
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -284,10 +286,10 @@ def supervise(home: Path, port: int, idle: float | None, owner: int | None = Non
     ``owner`` process; its exit code."""
     started = time.time()
     api_url = f"http://127.0.0.1:{port}/api"
-    prefect = Path(sys.executable).with_name("prefect")
+    prefect = Path(__file__).with_name("prefect_server.py")  # `prefect server start`, SQLite's writes begun IMMEDIATE
     _say(f"starting a Prefect server on {api_url}; " + (f"stops after {idle:g} s idle" if idle else "no idle stop"))
     proc = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-P", str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,  # safe: this process has one thread
     )

@@ -274,6 +274,19 @@ class WeflowWorker(ProcessWorker):
         except Exception as exc:  # labels are information: a run never fails for them
             self._logger.warning(f"Could not label flow run {flow_run_id} with this worker: {exc}")
 
+    async def _mark_flow_run_as_cancelled(self, flow_run: FlowRun, state_updates: dict[str, Any] | None = None) -> None:
+        """Prefect's, and the run's slot given back unless it runs here.
+
+        Prefect 3.9.1's ``_submit_run`` cancels a run whose deployment no longer exists and returns
+        without releasing the slot it took for it: two such runs (left in the pool by a deleted
+        workflow) stopped a ``--limit 2`` worker for good. A slot released twice is a no-op.
+        """
+        try:
+            await super()._mark_flow_run_as_cancelled(flow_run, state_updates)
+        finally:
+            if flow_run.id not in self._in_flight:
+                self._release_limit_slot(flow_run.id)
+
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""
         if self.draining or self._poll_lock is None:
