@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from weflow.catalog.schema import MIGRATIONS
-from weflow.catalog.session import forget_migrations, session
+from weflow.catalog.session import forget_migrations, path_literal, session
 from weflow.errors import CatalogError
 
 MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
@@ -65,10 +65,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 @contextmanager
 def _locked(path: Path, timeout: float) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
     """The catalog's lock held, and an autocommitted connection on it with the catalog's name in it."""
@@ -90,7 +86,7 @@ def _attached(cur: duckdb.DuckDBPyConnection, path: Path, read_only: bool = Fals
     alias = f"weflow_{secrets.token_hex(6)}"
     mode = " (READ_ONLY)" if read_only else ""
     try:
-        cur.execute(f"ATTACH {_literal(path)} AS {alias}{mode}")
+        cur.execute(f"ATTACH {path_literal(path)} AS {alias}{mode}")
     except duckdb.Error as exc:
         raise CatalogError(f"{path}: cannot be opened as a DuckDB database: {_first(exc)}") from None
     try:

@@ -51,7 +51,8 @@ def _forget_host() -> None:
         _host[:] = [None, None]
 
 
-def _literal(path: Path) -> str:
+def path_literal(path: Path) -> str:
+    """``path`` as a SQL string literal (for ATTACH, which takes no parameter)."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -63,7 +64,7 @@ def _connect(path: Path, timeout: float) -> tuple[duckdb.DuckDBPyConnection, str
     try:
         while True:
             try:
-                con.execute(f"ATTACH {_literal(path)} AS {alias}")
+                con.execute(f"ATTACH {path_literal(path)} AS {alias}")
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
