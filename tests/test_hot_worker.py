@@ -279,7 +279,10 @@ def test_a_run_cancelled_before_it_started_gives_the_worker_its_slot_back(prefec
                 state = (await client.read_flow_run(made.id)).state
             return worker._limiter.available_tokens, state.type.value if state else ""
 
-    tokens, state = asyncio.run(go())
+    try:
+        tokens, state = asyncio.run(go())
+    finally:  # the pool and its run stay off the session's server
+        httpx.delete(f"{prefect_api}/work_pools/slots-{os.getpid()}")
     assert (tokens, state) == (1, "CANCELLED")
 
 
