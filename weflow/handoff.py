@@ -23,16 +23,17 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from weflow.catalog.batcher import ENDS
 from weflow.config import settings
-from weflow.core.entities import Execution, Mode
+from weflow.core.records import Execution, Mode
 from weflow.errors import ConflictError, NotFoundError, WeflowError
 from weflow.prefect_gateway import server, worker_home
-from weflow.workflows import Catalog, Scope, open_catalog
+
+if TYPE_CHECKING:
+    from weflow.workflows import Catalog, Scope
 
 POLL = 0.1  # seconds between reads of the record by a client no worker answers (a read: ~20 ms)
 WAIT_SLICE = 0.5  # a /wait slice: the record is read again after this without word from the worker's batcher
@@ -79,6 +80,8 @@ def run_on_worker(
 
 def wait_for_end(catalog: Path, execution_id: str) -> Execution:
     """The execution's record once it ended, read from the catalog every ``POLL`` s (no worker to ask)."""
+    from weflow.workflows import open_catalog  # deferred, as below: the hand-off itself loads no catalog (DuckDB)
+
     store = open_catalog(catalog)
     while (found := _slice(store, execution_id, POLL)) is None:
         pass
@@ -89,6 +92,8 @@ def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:
     """In a worker, one slice of a ``/wait``: 200 with the record once it ended, 404 if there is none, 504 once it
     outlived its timeout, else 202 after up to ``WAIT_SLICE``. The caller asks again after a 202, so a stopping
     worker never holds a thread for a run it will not see end."""
+    from weflow.workflows import open_catalog
+
     try:
         found = _slice(open_catalog(catalog), execution_id, WAIT_SLICE)
     except NotFoundError as exc:
@@ -104,6 +109,8 @@ def _slice(store: Catalog, execution_id: str, wait: float) -> Execution | None:
     """The record if it ended, else None after up to ``wait`` s (read again at once when this process's batcher
     commits its end: ``ENDS``). NotFoundError without a record; Outlived once it outlived its timeout + ``SLACK``
     since it was created."""
+    from weflow.catalog.batcher import ENDS
+
     found = store.execution(execution_id)
     if found.status.final:
         return found
@@ -125,6 +132,8 @@ _scopes: dict[tuple[str, str, str], Scope] = {}
 
 def _scope(catalog: str, organization: str, user: str) -> Scope:
     """The scope of a hand-off's user, looked up once per catalog and user (a write session)."""
+    from weflow.workflows import Scope, open_catalog
+
     key = (catalog, organization, user)
     if key not in _scopes:
         store = open_catalog(catalog)

@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from weflow import accounts, workflows
 from weflow.cli.console import Format, FormatOpt, _when, catalog_path, note, out, scope
 
 BODY_LIMIT_ENV = "WEFLOW_API_BODY_LIMIT"  # read by weflow.api.app.create_app in the server process
@@ -61,6 +60,8 @@ def serve(
 @users_app.command("add")
 def users_add(organization: str, name: str) -> None:
     """Add user NAME to ORGANIZATION (both created if missing)."""
+    from weflow import accounts
+
     user = accounts.add_user(catalog_path(), organization, name)
     out.print(f"user {user.name} (id {user.id}) in organization {organization}", highlight=False)
 
@@ -68,6 +69,8 @@ def users_add(organization: str, name: str) -> None:
 @users_app.command("list")
 def users_list(fmt: FormatOpt = Format.table) -> None:
     """List users with their organizations."""
+    from weflow import accounts
+
     found = accounts.users(catalog_path())
     _show(fmt, ["id", "organization", "user", "created"], [(u.id, org, u.name, u.created_at) for org, u in found])
 
@@ -75,6 +78,8 @@ def users_list(fmt: FormatOpt = Format.table) -> None:
 @keys_app.command("create")
 def keys_create(organization: str, user: str) -> None:
     """Make an API key for USER of ORGANIZATION; the key is printed once and cannot be shown again."""
+    from weflow import accounts
+
     key, secret = accounts.create_key(catalog_path(), organization, user)
     sys.stdout.write(secret + "\n")
     note.print(f"API key {key.id} ({key.prefix}) for {organization}/{user}: store it now, it is not kept")
@@ -83,6 +88,8 @@ def keys_create(organization: str, user: str) -> None:
 @keys_app.command("list")
 def keys_list(fmt: FormatOpt = Format.table) -> None:
     """List API keys (their public prefix, never the key)."""
+    from weflow import accounts
+
     found = accounts.keys(catalog_path())
     _show(fmt, ["id", "organization", "user", "prefix", "created", "revoked"],
           [(k.id, k.organization, k.user, k.prefix, k.created_at, k.revoked_at) for k in found])  # fmt: skip
@@ -91,6 +98,8 @@ def keys_list(fmt: FormatOpt = Format.table) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: int) -> None:
     """Revoke API key KEY_ID: requests with it get 401 from now on."""
+    from weflow import accounts
+
     key = accounts.revoke_key(catalog_path(), key_id)
     out.print(f"API key {key.id} ({key.organization}/{key.user}) revoked at {_when(key.revoked_at)}", highlight=False)
 
@@ -98,6 +107,8 @@ def keys_revoke(key_id: int) -> None:
 @hooks_app.command("create")
 def hooks_create(workflow: str) -> None:
     """Make a webhook token for WORKFLOW (of WEFLOW_ORG, run as WEFLOW_USER); printed once."""
+    from weflow import accounts, workflows
+
     sc = scope()
     hook, token = accounts.create_hook(sc, workflows.get(workflow, sc))
     sys.stdout.write(token + "\n")
@@ -110,6 +121,8 @@ def hooks_list(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List the webhook tokens of your organization's workflows."""
+    from weflow import accounts, workflows
+
     sc = scope()
     found = accounts.hooks(sc, workflows.get(workflow, sc) if workflow else None)
     _show(fmt, ["id", "workflow", "prefix", "created", "revoked"],
@@ -119,6 +132,8 @@ def hooks_list(
 @hooks_app.command("revoke")
 def hooks_revoke(hook_id: int) -> None:
     """Revoke webhook token HOOK_ID: its URL answers 404 from now on."""
+    from weflow import accounts
+
     hook = accounts.revoke_hook(scope(), hook_id)
     out.print(f"webhook {hook.id} of {hook.workflow} revoked at {_when(hook.revoked_at)}", highlight=False)
 

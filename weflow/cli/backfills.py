@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from weflow import backfills
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, emit_json, note, out, scope, table
 from weflow.core.intervals import Backfill
 
@@ -16,6 +15,8 @@ DONE = ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED")
 
 def _follow(current: Backfill, name: str) -> Backfill:
     """Drive the backfill in this process, its progress on stderr, until every run ended."""
+    from weflow import backfills
+
     columns = (
         TextColumn(f"{name} {current.id[:8]}"),
         BarColumn(),
@@ -85,6 +86,8 @@ def backfill(
     This command stays in the foreground and keeps --max-parallel runs going, like Airflow's backfill.
     Stopped, the runs already queued go on: 'weflow backfill resume ID' carries on, 'weflow backfill cancel ID' ends it.
     """
+    from weflow import backfills
+
     if name in {"cancel", "resume"} and backfill_id is not None:
         if name == "cancel":
             done = backfills.cancel(scope(), backfill_id)
@@ -103,6 +106,8 @@ def backfill(
 
 
 def _workflow_name(b: Backfill) -> str:
+    from weflow import backfills
+
     return backfills.workflow_name(scope(), b)
 
 
@@ -113,6 +118,8 @@ def list_backfills(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Backfills, newest first, with their slots per status; 'weflow backfills show ID' lists one's slots."""
+    from weflow import backfills
+
     if name == "show" and backfill_id is not None:
         b = backfills.show(scope(), backfill_id)
         if fmt is Format.json:

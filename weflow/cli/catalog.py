@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from weflow import maintenance
 from weflow.cli.console import Format, FormatOpt, catalog_path, emit_json, out, table
 from weflow.errors import CatalogError
 
@@ -30,6 +29,8 @@ def backup(
     force: Annotated[bool, typer.Option("--force", help="replace PATH if it exists")] = False,
 ) -> None:
     """Copy the catalog to PATH while other processes keep using it (a consistent snapshot)."""
+    from weflow import maintenance
+
     done = maintenance.backup(catalog_path(), path, force)
     out.print(f"backed up {catalog_path()} to {done.path}: {_rows(done.counts)}, {_size(done.size)}")
 
@@ -37,6 +38,8 @@ def backup(
 @catalog_app.command()
 def restore(path: Annotated[Path, typer.Argument(help="a backup written by `weflow catalog backup`")]) -> None:
     """Replace the catalog with the backup PATH (refused while a stack runs against it); the old one is kept."""
+    from weflow import maintenance
+
     done = maintenance.restore(catalog_path(), path)
     out.print(f"restored {done.catalog} from {path}: {_rows(done.counts)}")
     if done.aside is not None:
@@ -46,6 +49,8 @@ def restore(path: Annotated[Path, typer.Argument(help="a backup written by `wefl
 @catalog_app.command()
 def check(fmt: FormatOpt = Format.table) -> None:
     """Schema version, every table read whole, keys and parent rows checked, rows per table; exit 1 on a problem."""
+    from weflow import maintenance
+
     cat = catalog_path()
     report = maintenance.check(cat)
     if fmt is Format.json:
@@ -63,6 +68,8 @@ def check(fmt: FormatOpt = Format.table) -> None:
 @catalog_app.command()
 def compact() -> None:
     """Rewrite the catalog into a new file without the space of deleted rows, and swap it in under the lock."""
+    from weflow import maintenance
+
     done = maintenance.compact(catalog_path())
     out.print(
         f"compacted {done.catalog}: {_size(done.before)} -> {_size(done.after)} ({_rows(done.counts)}, every row kept)"

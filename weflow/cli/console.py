@@ -10,7 +10,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +19,9 @@ from rich.text import Text
 
 from weflow.config import settings
 from weflow.errors import WeflowError
-from weflow.workflows import Scope
+
+if TYPE_CHECKING:
+    from weflow.workflows import Scope
 
 app = typer.Typer(
     name="weflow",
@@ -68,6 +70,8 @@ def catalog_path() -> Path:
 
 
 def scope() -> Scope:
+    from weflow.workflows import Scope  # deferred: a command that needs no catalog loads no DuckDB
+
     return Scope.current(catalog_path())
 
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from weflow import cursors
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, emit_json, out, scope, table
 
 
@@ -24,6 +23,8 @@ def cursors_(
 
     Without --to the cursor is cleared: the next run reads every row.
     """
+    from weflow import cursors
+
     if name == "reset" and workflow is not None:
         if node is None:
             raise BadInput(f"cursors reset {workflow}: name the node ('weflow cursors reset NAME NODE [--to VALUE]')")

@@ -12,11 +12,9 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from weflow import workflows
 from weflow.cli import data_diff
 from weflow.cli.console import BadInput, DocFormat, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
-from weflow.core import document
-from weflow.core.entities import Status
+from weflow.core.records import Status
 
 
 @app.command()
@@ -26,6 +24,8 @@ def apply(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Check and store definitions; each change makes a new version (all files or none)."""
+    from weflow import workflows
+
     checked = [workflows.checked(workflows.parse_file(f)) for f in files]  # before the catalog is opened
     results = workflows.apply_many(checked, scope(), message)  # stored unchecked again: same data roots
     if fmt is Format.json:
@@ -45,6 +45,8 @@ def list_(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List workflows."""
+    from weflow import workflows
+
     found = workflows.list_workflows(scope(), status)
     if fmt is Format.json:
         emit_json(found)
@@ -64,6 +66,8 @@ def show(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Show a workflow: its record and the nodes of a version."""
+    from weflow import workflows
+
     sc = scope()
     wf = workflows.get(name, sc)
     ver = workflows.version(name, sc, version)
@@ -89,6 +93,8 @@ def show(
 @app.command()
 def versions(name: str, fmt: FormatOpt = Format.table) -> None:
     """List the versions of a workflow."""
+    from weflow import workflows
+
     found = workflows.versions(name, scope())
     if fmt is Format.json:
         emit_json([{"number": v.number, "content_hash": v.content_hash, "author_id": v.author_id,
@@ -114,6 +120,8 @@ def diff(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Structural diff between versions A and B; with --data, what their nodes output differently."""
+    from weflow import workflows
+
     if data:
         data_diff.show(name, a, b, key.split(",") if key else None, rows, samples, fmt is Format.json)
         return
@@ -130,6 +138,8 @@ def diff(
 @app.command()
 def rollback(name: str, number: int, message: Annotated[str, typer.Option("--message", "-m")] = "") -> None:
     """Make a new version whose content equals version NUMBER."""
+    from weflow import workflows
+
     result = workflows.rollback(name, number, scope(), message)
     if result.created:
         out.print(f"{name}: version {result.version.number} (content of version {number})")
@@ -143,6 +153,8 @@ def delete(
     purge: Annotated[bool, typer.Option(help="also remove versions and execution history")] = False,
 ) -> None:
     """Delete a workflow (history is kept unless --purge)."""
+    from weflow import workflows
+
     workflows.delete(name, scope(), purge=purge)
     out.print(f"{name}: {'purged' if purge else 'deleted'}")
 
@@ -154,6 +166,9 @@ def export(
     fmt: Annotated[DocFormat, typer.Option("--format", "-f")] = DocFormat.yaml,
 ) -> None:
     """Print the definition document of a version (the current one by default)."""
+    from weflow import workflows
+    from weflow.core import document
+
     d = workflows.version(name, scope(), version).definition
     sys.stdout.write(document.to_json(d) + "\n" if fmt is DocFormat.json else document.to_yaml(d))
 

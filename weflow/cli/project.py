@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from weflow import projects
 from weflow.cli.console import app, bold, out
 
 
@@ -19,6 +18,8 @@ def init_(
     force: Annotated[bool, typer.Option("--force", help="scaffold into a folder that is not empty")] = False,
 ) -> None:
     """Make a weflow project: data/ with a sample, workflows/ with an example, notebooks/, .gitignore, a README."""
+    from weflow import projects
+
     made = projects.init(folder, force)
     for f in made.files:
         out.print(f"  {f}", highlight=False)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from weflow import retention
 from weflow.cli.console import Format, FormatOpt, app, catalog_path, emit_json, note, out, table
 
 
@@ -24,6 +23,8 @@ def prune(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Remove executions past their workflow's retention (default 14 days, 10,000 each), with their rows and files."""
+    from weflow import retention
+
     report = retention.prune(catalog_path(), dry_run=dry_run, progress=note.print)
     if fmt is Format.json:
         emit_json({

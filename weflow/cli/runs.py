@@ -25,7 +25,7 @@ from weflow.cli.console import (
     scope,
     table,
 )
-from weflow.core.entities import Execution, Mode, RunState
+from weflow.core.records import Execution, Mode, RunState
 
 
 @app.command("run")

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from weflow import secrets
 from weflow.cli.console import Format, FormatOpt, emit_json, out, scope
 from weflow.errors import SecretError
 
@@ -36,6 +35,8 @@ def _value(name: str) -> str:
 @secrets_app.command("set")
 def set_secret(name: Name) -> None:
     """Set (or replace) secret NAME; the value comes from stdin when piped, else from a hidden prompt."""
+    from weflow import secrets
+
     sc = scope()
     secrets.set_value(sc, name, _value(name))
     out.print(f"secret {name} set", highlight=False)
@@ -44,6 +45,8 @@ def set_secret(name: Name) -> None:
 @secrets_app.command("list")
 def list_secrets(fmt: FormatOpt = Format.table) -> None:
     """List the names of your organization's secrets (never a value)."""
+    from weflow import secrets
+
     names = secrets.list_names(scope())
     if fmt is Format.json:
         emit_json(names)
@@ -55,6 +58,8 @@ def list_secrets(fmt: FormatOpt = Format.table) -> None:
 @secrets_app.command("delete")
 def delete_secret(name: Name) -> None:
     """Delete secret NAME; a node still referring to it fails naming it."""
+    from weflow import secrets
+
     secrets.delete(scope(), name)
     out.print(f"secret {name} deleted", highlight=False)
 

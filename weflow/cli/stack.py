@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
-from weflow import retention, servers
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, bold, emit_json, out, scope, table
-from weflow.core.entities import Mode
-from weflow.workflows import Scope
+from weflow.core.records import Mode
+
+if TYPE_CHECKING:
+    from weflow.workflows import Scope
 
 
 @app.command("deploy")
@@ -42,7 +43,7 @@ def up(
     port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
 ) -> None:
     """Bring up the local stack: Prefect server (UI), deployments, a weflow worker, a node worker; Ctrl-C stops it."""
-    from weflow import deploy, stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
+    from weflow import deploy, retention, stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
     from weflow import execution as service
 
     running = stack.Stack(port)
@@ -164,6 +165,8 @@ app.add_typer(server_app, name="server")
 @server_app.command("start")
 def server_start() -> None:
     """Start (or reuse) the local Prefect server of the Prefect home; it runs until `weflow server stop`."""
+    from weflow import servers
+
     found = servers.start()
     out.print(f"Prefect API {found.api_url}; UI {found.ui_url}")
 
@@ -171,6 +174,8 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop every local Prefect server of the Prefect home (and its supervisor), recorded or not."""
+    from weflow import servers
+
     home = servers.home()
     stopped = servers.stop()
     pids = ", ".join(str(pid) for pid in stopped)
@@ -180,6 +185,8 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """List the local Prefect servers of the Prefect home: pid, URL, whether it stops when idle."""
+    from weflow import servers
+
     home = servers.home()
     found = servers.status()
     if not found:

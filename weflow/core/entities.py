@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from weflow.core.model import Definition
-
-
-class Status(StrEnum):
-    DRAFT = "DRAFT"
-    ACTIVE = "ACTIVE"
-    PAUSED = "PAUSED"
-    ARCHIVED = "ARCHIVED"
-
-
-class Mode(StrEnum):
-    MANUAL = "MANUAL"
-    API = "API"
-    WEBHOOK = "WEBHOOK"
-    CRON = "CRON"
-    TRIGGER = "TRIGGER"  # an event trigger's automation (another workflow ended, a file landed)
-
-
-class RunState(StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-    CANCELLED = "CANCELLED"
-    SKIPPED = "SKIPPED"
-    REUSED = "REUSED"  # a resumed execution took this node's output from the execution it resumes
-
-    @property
-    def final(self) -> bool:
-        return self not in {RunState.QUEUED, RunState.RUNNING}
+from weflow.core.records import AlertDelivery as AlertDelivery
+from weflow.core.records import Compensation as Compensation
+from weflow.core.records import Execution as Execution
+from weflow.core.records import Lease as Lease
+from weflow.core.records import Mode as Mode
+from weflow.core.records import NodeExecution as NodeExecution
+from weflow.core.records import RunState as RunState
+from weflow.core.records import Status as Status
 
 
 @dataclass(frozen=True)
@@ -82,87 +59,6 @@ class Version:
     author_id: int
     message: str
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class NodeExecution:
-    execution_id: str
-    node: str
-    status: RunState
-    attempts: int = 0
-    rows_in: int | None = None
-    rows_out: int | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_ms: float | None = None
-    error: str | None = None
-    contract: dict[str, Any] | None = None
-    group: str | None = None
-    output_path: str | None = None
-
-
-@dataclass(frozen=True)
-class Compensation:
-    """A compensating action run after a failure, undoing what a completed node did."""
-
-    node: str
-    action: str
-    status: str  # DONE or FAILED
-    detail: str | None = None
-    at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class AlertDelivery:
-    """One alert sent (or tried) for one subject: an execution id, or a missed schedule slot."""
-
-    workflow_id: int
-    subject: str
-    rule: str
-    kind: str
-    target: str
-    status: str  # PENDING, DELIVERED or FAILED
-    attempts: int
-    payload: dict[str, Any]
-    last_error: str | None = None
-    created_at: datetime | None = None
-    delivered_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Execution:
-    id: str
-    workflow_id: int
-    workflow: str
-    version: int
-    mode: Mode
-    user_id: int
-    status: RunState
-    input_data: dict[str, Any] | None = None
-    flow_run_id: str | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_ms: float | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    error_node: str | None = None
-    output: dict[str, Any] | None = None
-    timeout_seconds: float | None = None
-    nodes: tuple[NodeExecution, ...] = field(default=())
-    resumed_from: str | None = None
-    compensations: tuple[Compensation, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Which process runs an unfinished execution, and when it last said it still does."""
-
-    host: str
-    pid: int
-    process_started: int  # the process's start time (clock ticks after boot): tells a reused pid apart
-    heartbeat_at: datetime
-    lease_seconds: float  # past this without a heartbeat, a reader on another host takes the owner for dead
 
 
 @dataclass(frozen=True)
