@@ -32,6 +32,7 @@ from tests.test_api import weflow_serve
 from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
+from weflow.prefect_gateway import worker_serve
 from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
 from weflow.workflows import Scope
 
@@ -284,6 +285,36 @@ def test_a_run_cancelled_before_it_started_gives_the_worker_its_slot_back(prefec
     finally:  # the pool and its run stay off the session's server
         httpx.delete(f"{prefect_api}/work_pools/slots-{os.getpid()}")
     assert (tokens, state) == (1, "CANCELLED")
+
+
+def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tmp_path: Path) -> None:
+    """A run weflow makes is announced twice, by its wake-up and by its Scheduled event (often first): the
+    second must not poll again (it would compete with the run's start for the server). A real worker's real
+    poll on a pool of its own; a run no poll returned, or one asked about a second time, still wakes it."""
+    pool = f"polled-{os.getpid()}"
+
+    async def go() -> list[str]:
+        woken: list[str] = []
+        async with WeflowWorker(work_pool_name=pool, limit=1, home=tmp_path) as worker:
+            async with get_client() as client:
+                flow_id = await client.create_flow(Flow(fn=_orphan, name="polled"))
+                deployment = await client.create_deployment(flow_id, "polled", work_pool_name=pool)
+                made = await client.create_flow_run_from_deployment(deployment)
+                other = await client.create_flow_run(flow=Flow(fn=_orphan, name="elsewhere"))  # in no pool
+            [returned] = await worker._get_scheduled_flow_runs()  # the poll a wake-up or the event started
+            assert returned.flow_run.id == made.id
+            for label, flow_run_id in (("polled", made.id), ("again", made.id), ("unpolled", other.id)):
+                await worker_serve._poll_unless_polled(worker, flow_run_id, lambda label=label: woken.append(label))
+            async with get_client() as client:
+                await client.delete_flow_run(made.id)
+                await client.delete_flow_run(other.id)
+        return woken
+
+    try:
+        woken = asyncio.run(go())
+    finally:  # the pool, its deployment and its runs stay off the session's server
+        httpx.delete(f"{prefect_api}/work_pools/{pool}")
+    assert woken == ["again", "unpolled"]
 
 
 def test_recycling_after_max_runs_loses_no_run(

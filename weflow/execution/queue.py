@@ -56,7 +56,7 @@ def submit(
             flow_runs.delete(flow_run_id)  # nothing half-written: no flow run without its record
         raise
     if flow_run_id is not None:
-        worker_home.wake(server.default_home())  # this host's weflow workers poll now, not at their next poll
+        worker_home.wake(server.default_home(), flow_run_id)  # this host's weflow workers poll now, not in a second
         return execution
     request = {"execution_id": execution.id, "catalog": str(scope.catalog.path.resolve())}
     answered = worker_home.hand_over(server.default_home(), "/execute", request)

@@ -48,7 +48,7 @@ from prefect._internal.observers import FlowRunCancellingObserver, FlowRunSuspen
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
 from prefect.flow_engine import AsyncFlowRunEngine
 from prefect.flows import load_flow_from_entrypoint
@@ -65,6 +65,8 @@ from weflow.prefect_gateway.client import on_server, run_clients
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
+POLLED_KEPT = 1000  # flow runs a worker remembers its polls returned (for their Scheduled events)
+POLLED_FRESH = 5.0  # seconds: a Scheduled event later than this after a poll returned its run gets a poll
 
 
 _base_env: list[Any] = [None, {}]  # the settings object and its env (Prefect's settings are immutable)
@@ -239,6 +241,7 @@ class WeflowWorker(ProcessWorker):
         self._poll_lock: anyio.Lock | None = None
         self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
         self._full = False  # the last poll filled every slot
+        self._polled: dict[UUID, float] = {}  # flow runs its polls returned lately: when (monotonic)
         self.on_slot_free: Callable[[], None] | None = None  # set by the serving loop: poll now
 
     async def setup(self) -> None:
@@ -286,6 +289,23 @@ class WeflowWorker(ProcessWorker):
         finally:
             if flow_run.id not in self._in_flight:
                 self._release_limit_slot(flow_run.id)
+
+    async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
+        found = await super()._get_scheduled_flow_runs()
+        now = time.monotonic()
+        self._polled.update((response.flow_run.id, now) for response in found)
+        while len(self._polled) > POLLED_KEPT:
+            del self._polled[next(iter(self._polled))]
+        return found
+
+    async def polled_lately(self, flow_run_id: UUID) -> bool:
+        """Whether a poll of this worker returned ``flow_run_id`` within ``POLLED_FRESH`` s, once the poll in flight,
+        if any, is done: the flow run's Scheduled event then needs no poll of its own. Forgotten once asked."""
+        if self._poll_lock is not None:
+            async with self._poll_lock:
+                pass
+        seen = self._polled.pop(flow_run_id, None)
+        return seen is not None and time.monotonic() - seen < POLLED_FRESH
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""

@@ -124,8 +124,14 @@ def live(home: Path) -> list[dict[str, Any]]:
     return found
 
 
-def wake(home: Path) -> int:
-    """Ask every live worker of ``home`` to poll now; how many were reached (0 when none runs)."""
+def wake(home: Path, flow_run_id: str | None = None) -> int:
+    """Ask every live worker of ``home`` to poll now (for ``flow_run_id``: not if a poll of the worker returned it
+    already); how many were reached (0 when none runs)."""
+    request = (
+        WAKE_REQUEST
+        if flow_run_id is None
+        else WAKE_REQUEST.replace(b"/wake", f"/wake?flow_run={flow_run_id}".encode())
+    )
     reached = 0
     for record in live(home):
         port = record.get("port")
@@ -133,7 +139,7 @@ def wake(home: Path) -> int:
             continue
         try:
             with socket.create_connection(("127.0.0.1", int(port)), timeout=WAKE_TIMEOUT) as conn:
-                conn.sendall(WAKE_REQUEST)
+                conn.sendall(request)
             reached += 1
         except OSError:
             continue  # stopping, or busy: its poll (every second) finds the run anyway

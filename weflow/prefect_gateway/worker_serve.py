@@ -4,7 +4,8 @@
 service loops (poll every ``PREFECT_WORKER_QUERY_SECONDS``, sync and heartbeat), a poll at once
 on each POST to the worker's loopback wake-up port and on each ``prefect.flow-run.Scheduled`` event
 of the worker's pool in Prefect's event stream (runs created elsewhere: the Prefect UI's Run
-button, ``prefect deployment run``, schedules, automations), and a check every second that refreshes the
+button, ``prefect deployment run``, schedules, automations; not for a run a poll of the worker returned
+lately), and a check every second that refreshes the
 worker's record in the Prefect home (its supervisor's hang watchdog reads it) and recycles the
 worker when it is due; SIGTERM or SIGINT drains it the same way. The wake-up port also takes runs
 handed over by processes holding the home's token (``worker_home.hand_over``): ``handoff``
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import anyio
 import anyio.abc
@@ -65,7 +67,11 @@ def _app(
     waiters = anyio.CapacityLimiter(WAITERS)
 
     async def wake(request: Request) -> Response:
-        woken()
+        flow_run_id = _uuid(request.query_params.get("flow_run") or "")
+        if flow_run_id is None:
+            woken()
+        else:  # a poll started by the run's Scheduled event, which can come first, may have taken it already
+            later.start_soon(_poll_unless_polled, worker, flow_run_id, woken)
         return Response(status_code=204)
 
     async def take(request: Request) -> Response:
@@ -139,25 +145,42 @@ async def _poll_on_wake(worker: WeflowWorker, wake: list[anyio.Event]) -> None:
 
 
 SCHEDULED = "prefect.flow-run.Scheduled"
+FLOW_RUN = "prefect.flow-run."  # the resource id of a flow run in an event: this, then its id
 
 
 def _of_pool(event: Event, pool: str) -> bool:
     return any(r.role == "work-pool" and r.name == pool for r in event.related)
 
 
+def _uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+async def _poll_unless_polled(worker: WeflowWorker, flow_run_id: UUID | None, woken: Callable[[], None]) -> None:
+    """Wake the worker's poll for ``flow_run_id``, unless a poll of the worker returned that run lately: a run
+    weflow makes is announced twice, by its wake-up and by its Scheduled event, and a second poll would only
+    compete with the run's start for the server."""
+    if flow_run_id is None or not await worker.polled_lately(flow_run_id):
+        woken()
+
+
 EVENTS_RETRY_SECONDS = 30.0  # after the event stream failed for good (its own reconnects spent), subscribe again
 
 
 async def _poll_on_events(worker: WeflowWorker, woken: Callable[[], None]) -> None:
-    """Poll at once when Prefect says a flow run of this pool was scheduled (made outside weflow, which wakes
-    its workers itself). While the event stream is refused or down the interval's poll finds them."""
+    """Poll at once when Prefect says a flow run of this pool was scheduled (made outside weflow, or by weflow,
+    whose wake-up can come after the event), unless a poll returned it already. While the event stream is refused
+    or down the interval's poll finds them."""
     only = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
     while True:
         try:
             async with get_events_subscriber(filter=only, reconnect_on_clean_close=True) as events:
                 async for event in events:
                     if _of_pool(event, worker._work_pool_name):
-                        woken()
+                        await _poll_unless_polled(worker, _uuid(event.resource.id.removeprefix(FLOW_RUN)), woken)
         except Exception as exc:  # the stream is a shortcut, like a wake-up: polling carries on without it
             log.info("no Prefect event stream (%s): the poll finds runs created outside weflow; "
                      "subscribing again in %.0f s", exc, EVENTS_RETRY_SECONDS)  # fmt: skip
