@@ -144,6 +144,9 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
     assert isinstance(first, list) and first[0].status is RunState.SUCCEEDED, first[0].error_message
     assert first[0].mode is Mode.MANUAL
     assert pl.read_csv(place / "pids.csv")["pid"].unique().to_list() == [child]
+    # the long-lived child's malloc keeps 2 arenas, not 8 per core, unless the user chose (its RSS creeps less)
+    environ = dict(v.split("=", 1) for v in Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in v)
+    assert environ.get("MALLOC_ARENA_MAX") == env.get("MALLOC_ARENA_MAX", "2")
 
     queued = execution.submit("pids", scope, Mode.API, queue=True)  # woken at once, not at the next poll
     done = execution.wait(queued.id, scope, timeout=120)

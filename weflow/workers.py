@@ -35,6 +35,10 @@ from weflow.prefect_gateway import server, worker_home
 
 DEFAULT_LIMIT = 4  # flow runs at once per worker: the in-process floor stops growing past 4 on 2 cores (DESIGN facts)
 QUICK_DEATH_SECONDS = 10.0  # a child dying sooner than this after its start is restarted with a growing delay
+# glibc's malloc gives a process's threads up to 8 arenas per core; the child runs each flow run in a thread of its
+# own (and Prefect starts more per run), so what runs free is spread over many arenas and RSS creeps up. Two arenas
+# (unless MALLOC_ARENA_MAX is set): RSS after 410 runs 337 -> 318 MB, growth from run 10 to 410 +64 -> +47 MB.
+MALLOC_ARENAS = "2"
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class Supervisor:
         return argv
 
     def start(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_WORKER_QUERY_SECONDS": str(self.poll)}
+        env = {"MALLOC_ARENA_MAX": MALLOC_ARENAS, **os.environ, "PREFECT_API_URL": self.api_url,
+               "PREFECT_WORKER_QUERY_SECONDS": str(self.poll)}  # fmt: skip
         self.child = worker_home.start_child(self.argv(), env, self.home / "worker-weflow.log")
         self.say(f"worker {self.child.pid} started (log: {self.home / 'worker-weflow.log'})")
         return self.child
