@@ -166,7 +166,8 @@ class PlanRun:
         state of a run (frames, events) never leaves its process: it travels as a label."""
         return (str, (f"<run of {self.spec.workflow}>",))
 
-    async def run(self) -> PlanResult:
+    async def run(self, publish: bool = True) -> PlanResult:
+        """Run every step; then, with ``publish``, the result artifact (the caller publishes it otherwise)."""
         self.done = {s.root: asyncio.Event() for s in self.plan.steps}
         finished = threading.Event()
         if self.spec.max_memory_mb is not None:
@@ -184,7 +185,8 @@ class PlanRun:
         finally:
             finished.set()
             settle(self.threads, self.stop)  # blocking on purpose: a cancelled scope cancels every await
-        await results.publish(self)  # the result artifact on this flow run (Prefect UI)
+        if publish:
+            await results.publish(self)  # the result artifact on this flow run (Prefect UI)
         return self.result()
 
     def result(self, compensations: tuple[Compensation, ...] = ()) -> PlanResult:
