@@ -23,6 +23,7 @@ from weflow.catalog.batch import Batch, Begun, Finished, write
 from weflow.catalog.batcher import ENDS, Batcher
 from weflow.core.entities import Compensation, Execution, Mode, NodeExecution, RunState
 from weflow.errors import ConflictError
+from weflow.execution import record
 from weflow.execution.history import sync
 from weflow.execution.record import CatalogRecorder, report_created, report_finished, report_running
 from weflow.workflows import Scope
@@ -176,6 +177,36 @@ def test_the_batcher_writes_within_its_delay_waits_when_asked_and_fails_a_bad_re
     assert workflows.get("daily_sales", scope).execution_count == 3
     with pytest.raises(RuntimeError, match="closed"):
         batcher.put(Begun(running))
+
+
+def test_a_short_queued_run_is_written_once_whole_and_a_long_one_shows_running_after_the_linger(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's run of a QUEUED record: its move to RUNNING waits (``RUNNING_LINGER``) for its end, so a short
+    run goes QUEUED -> final in one write, with its start and no lease left; a longer one shows RUNNING, leased."""
+    monkeypatch.setattr(record, "RUNNING_LINGER", 2.0)  # long enough that the reads below come first
+    scope = _scope(tmp_path, "q")
+    batcher = Batcher(scope.catalog)  # the default 10 ms delay for everything else
+    try:
+        recorder = CatalogRecorder(scope, batcher)
+        definition = workflows.version("daily_sales", scope).definition
+        short, short_end = _run(scope, 1)
+        long, _ = _run(scope, 2)
+        for run in (short, long):  # recorded QUEUED by a submitter (a waited-for insert flushes what lingers)
+            batcher.put(Begun(replace(run, status=RunState.QUEUED, started_at=None)), wait=True)
+        for run in (short, long):
+            recorder.begin(run, queued=True)
+        time.sleep(0.3)  # well past the batcher's delay: without the linger both would be RUNNING by now
+        assert [scope.catalog.execution(r.id).status for r in (short, long)] == [RunState.QUEUED] * 2
+        recorder.finish(short_end, list(_nodes(short_end)), [], definition)
+        assert ENDS.wait(short.id, 30)  # its end was due first: written with both begins
+        done = scope.catalog.execution(short.id)
+        assert (done.status, done.started_at, len(done.nodes)) == (RunState.SUCCEEDED, short.started_at, 2)
+        running = scope.catalog.execution(long.id)
+        assert (running.status, running.started_at) == (RunState.RUNNING, long.started_at)
+        assert [e.id for e, _ in scope.catalog.leased(scope.user.organization_id)] == [long.id]  # none for the ended
+    finally:
+        batcher.close()
 
 
 def test_a_waiter_in_the_process_is_told_of_an_end_once_its_batch_is_committed(settings: Any, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ A process that records many runs (the API, a worker, a hot worker) hands each be
 ``Batcher``; its daemon thread writes what has gathered with ``weflow.catalog.batch.write`` in
 one transaction, so while one batch waits for the catalog lock the next one grows, and the
 sessions per second stay flat as the load grows. A ``put`` either returns at once (the record
-is written within ``max_delay``, or when ``max_records`` gathered, or at ``flush``/exit) or, with
-``wait``, returns when its batch is committed (a group commit: durable, raising what failed).
+is written within ``max_delay``, or its own ``linger``, or when ``max_records`` gathered, or at
+``flush``/exit, or with any batch that is due first) or, with ``wait``, returns when its batch is
+committed (a group commit: durable, raising what failed).
 
 ``ENDS`` tells waiters in the same process which executions' ends were committed, so a long-lived
 worker answers "has it ended?" (``weflow.handoff.ended``) without reading the catalog in a loop.
@@ -71,6 +72,7 @@ class _Entry:
     skipped: bool = False
     settled: bool = False  # written, or failed for good
     at: float = field(default_factory=time.monotonic)
+    due: float = 0.0  # when its batch is written at the latest (sooner if another entry is due first)
 
 
 class Batcher:
@@ -89,10 +91,15 @@ class Batcher:
     def __repr__(self) -> str:
         return f"Batcher({self.catalog!r}, {len(self._pending)} pending)"
 
-    def put(self, item: Begun | Finished, wait: bool = False, after: Callable[[], object] | None = None) -> bool:
+    def put(
+        self, item: Begun | Finished, wait: bool = False, after: Callable[[], object] | None = None,
+        linger: float | None = None,
+    ) -> bool:  # fmt: skip
         """Queue a begin or an end; ``after`` runs once it is written. With ``wait``: block until it is
-        committed and return False if it was an ``only_if_unfinished`` end whose run had already ended."""
+        committed and return False if it was an ``only_if_unfinished`` end whose run had already ended.
+        ``linger``: how long it may wait for others (default ``max_delay``), e.g. a begin for its run's end."""
         entry = _Entry(item, after, threading.Event() if wait else None)
+        entry.due = entry.at + (self.max_delay if linger is None else linger)
         self._add(entry)
         if entry.done is None:
             return True
@@ -141,7 +148,7 @@ class Batcher:
                         return None
                     self._ready.wait()
                     continue
-                due = self._pending[0].at + self.max_delay
+                due = min(e.due for e in self._pending)
                 urgent = any(e.done is not None for e in self._pending)
                 if urgent or self._closed or len(self._pending) >= self.max_records or time.monotonic() >= due:
                     taken, self._pending = self._pending[: self.max_records], self._pending[self.max_records :]
