@@ -158,6 +158,8 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
         found = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
         assert found
         assert flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child)
+        # named after the workflow: the UI's run renamed by the engine, weflow's made with the name (not renamed)
+        assert flow_run(prefect_api, e.flow_run_id)["name"] == "pids"
         # the worker's labels (the UI's link to it), written beside the run rather than before it
         labelled = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["labels"].get("prefect.worker.type"), 60)
         assert labelled == "weflow"

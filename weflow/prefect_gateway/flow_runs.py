@@ -94,6 +94,7 @@ async def _create(execution: Execution, required: bool) -> str | None:
                         "version": execution.version,
                         "execution_id": execution.id,
                     },
+                    name=execution.workflow,  # as the entrypoint's flow_run_name: the worker need not rename it
                     tags=[f"mode:{execution.mode.value.lower()}"],
                     idempotency_key=execution.id,  # a retry after a 5xx finds the flow run it may have made
                 )

@@ -31,7 +31,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -166,6 +166,15 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
         with register_flow_run_suspension_request(self.flow_run.id, request):
             request.raise_if_requested()
             yield request
+
+    async def begin_run(self) -> State:
+        """Prefect's, without renaming a flow run that already has the name its flow gives it (weflow names the
+        runs it creates as the entrypoint's ``flow_run_name`` does): one request to the server less per run."""
+        template = self.flow.flow_run_name
+        if isinstance(template, str) and self.flow_run is not None:
+            with suppress(KeyError, IndexError, ValueError):
+                self._flow_run_name_set = self.flow_run.name == template.format(**(self.parameters or {}))
+        return await super().begin_run()
 
     async def handle_crash(self, exc: BaseException) -> None:
         if self.weflow_cancel is not None and self.weflow_cancel.is_set() and isinstance(exc, asyncio.CancelledError):
