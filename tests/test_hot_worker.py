@@ -322,6 +322,38 @@ def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tm
     assert woken == ["again", "unpolled"]
 
 
+def test_a_poll_asks_for_no_more_runs_than_free_slots_and_a_full_worker_is_not_woken(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """A deep queue: Prefect's poll asked for up to 200 runs each time a slot freed and dropped all but the few it
+    could take. A real worker (--limit 2) on a pool of its own with 3 runs waiting gets 2; once full, a run's
+    announcement wakes no poll (the next run to end polls)."""
+    pool = f"deep-{os.getpid()}"
+
+    async def go() -> tuple[int, list[str]]:
+        woken: list[str] = []
+        async with WeflowWorker(work_pool_name=pool, limit=2, home=tmp_path) as worker:
+            async with get_client() as client:
+                flow_id = await client.create_flow(Flow(fn=_orphan, name="deep"))
+                deployment = await client.create_deployment(flow_id, "deep", work_pool_name=pool)
+                made = [await client.create_flow_run_from_deployment(deployment) for _ in range(3)]
+            found = await worker._get_scheduled_flow_runs()
+            worker._full = True  # what a poll that took both slots leaves
+            await worker_serve._poll_unless_polled(worker, made[2].id, lambda: woken.append("full"))
+            worker._full = False
+            await worker_serve._poll_unless_polled(worker, made[2].id, lambda: woken.append("free"))
+            async with get_client() as client:
+                for run in made:
+                    await client.delete_flow_run(run.id)
+        return len(found), woken
+
+    try:
+        polled, woken = asyncio.run(go())
+    finally:
+        httpx.delete(f"{prefect_api}/work_pools/{pool}")
+    assert (polled, woken) == (2, ["free"])
+
+
 def test_recycling_after_max_runs_loses_no_run(
     scope: Scope, hot: Hot, env: dict[str, str], place: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

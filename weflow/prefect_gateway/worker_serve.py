@@ -160,9 +160,12 @@ def _uuid(text: str) -> UUID | None:
 
 
 async def _poll_unless_polled(worker: WeflowWorker, flow_run_id: UUID | None, woken: Callable[[], None]) -> None:
-    """Wake the worker's poll for ``flow_run_id``, unless a poll of the worker returned that run lately: a run
+    """Wake the worker's poll for ``flow_run_id``, unless a poll of the worker returned that run lately (a run
     weflow makes is announced twice, by its wake-up and by its Scheduled event, and a second poll would only
-    compete with the run's start for the server."""
+    compete with the run's start for the server) or every slot is taken (the next run to end polls: with a deep
+    queue each run's announcement was a poll that could take nothing)."""
+    if worker.full:
+        return
     if flow_run_id is None or not await worker.polled_lately(flow_run_id):
         woken()
 
