@@ -146,6 +146,11 @@ def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, 
     for bad in (b"[1]", b"not json", b'"a string"'):  # with the token, a body that is no JSON object: 400
         answer = httpx.post(f"http://127.0.0.1:{record['port']}/run", content=bad, headers=signed, timeout=30)
         assert answer.status_code == 400 and answer.json() == {"error": "hand-off body: expected a JSON object"}
+    # a wake-up names its flow run by UUID only (it goes into the request line); a bad query is a plain wake-up
+    with pytest.raises(ValueError):
+        worker_home.wake(hot.home, "x HTTP/1.0\r\nX-Evil: 1")
+    for query in ("?flow_run=not-a-uuid", "?flow_run=", ""):
+        assert httpx.post(f"http://127.0.0.1:{record['port']}/wake{query}", timeout=30).status_code == 204
     unknown = weflow(env, "run", "nosuch")  # refused by the worker: the same one line as a local run's
     _, err = unknown.communicate(timeout=120)
     assert unknown.returncode == 1 and err.strip().splitlines() == ["error: no workflow named 'nosuch'"], err

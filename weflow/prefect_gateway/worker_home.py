@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from weflow.errors import WeflowError
 from weflow.prefect_gateway import supervisor
@@ -127,11 +128,8 @@ def live(home: Path) -> list[dict[str, Any]]:
 def wake(home: Path, flow_run_id: str | None = None) -> int:
     """Ask every live worker of ``home`` to poll now (for ``flow_run_id``: not if a poll of the worker returned it
     already); how many were reached (0 when none runs)."""
-    request = (
-        WAKE_REQUEST
-        if flow_run_id is None
-        else WAKE_REQUEST.replace(b"/wake", f"/wake?flow_run={flow_run_id}".encode())
-    )
+    about = b"" if flow_run_id is None else f"?flow_run={UUID(flow_run_id)}".encode()  # a UUID, nothing else
+    request = WAKE_REQUEST.replace(b"/wake", b"/wake" + about)
     reached = 0
     for record in live(home):
         port = record.get("port")
