@@ -18,13 +18,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import duckdb
 import httpx
 import polars as pl
 import pytest
 from prefect import Flow
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency import _leases
+from prefect.concurrency._leases import amaintain_concurrency_lease
 
 from tests.conftest import REPO, eventually, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
@@ -32,7 +36,7 @@ from tests.test_api import weflow_serve
 from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
-from weflow.prefect_gateway import worker_serve
+from weflow.prefect_gateway import concurrency_lease, worker_serve
 from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
 from weflow.workflows import Scope
 
@@ -410,3 +414,44 @@ def test_executions_posted_to_the_api_at_once_all_succeed_each_recorded_once(
         e.flow_run_id for e in recorded)}, "state": {"type": {"any_": ["COMPLETED"]}}}}).json()  # fmt: skip
     assert counted == AT_ONCE  # one COMPLETED Prefect flow run each
     assert hot.child() == child  # all in the one long-lived worker, which carries on
+
+
+def test_a_concurrency_lease_is_first_renewed_when_it_needs_it_not_as_the_run_starts(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's runs hold their deployment's lease as Prefect's do, without Prefect's renewal at the start (the
+    Running state renewed it just before): a short run renews nothing, a longer one is renewed as Prefect renews."""
+    renewed: list[str] = []
+    real = SyncPrefectClient.renew_concurrency_lease
+
+    def counted(self: SyncPrefectClient, lease_id: UUID, lease_duration: float) -> Any:  # the real request, counted
+        answer = real(self, lease_id=lease_id, lease_duration=lease_duration)
+        renewed.append(str(lease_id))
+        return answer
+
+    monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", counted)
+    monkeypatch.setattr(_leases, "_lease_renewal_loop", _leases._lease_renewal_loop)  # both restored after the test
+    monkeypatch.setattr(concurrency_lease, "_prefect_loop", [])
+    concurrency_lease.install()
+
+    async def hold_a_lease(seconds: float) -> str:
+        name = f"lease-{uuid4()}"
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            try:
+                taken = await client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=60
+                )
+                lease_id = taken.json()["lease_id"]
+                async with amaintain_concurrency_lease(lease_id, 300, raise_on_lease_renewal_failure=True):
+                    await asyncio.sleep(seconds)
+                return str(lease_id)
+            finally:
+                await client.delete_global_concurrency_limit_by_name(name)
+
+    assert concurrency_lease.first_renewal(300) == 22.5  # 3/4 of the shortest lease the server grants (30 s)
+    asyncio.run(hold_a_lease(0.5))
+    assert renewed == []  # Prefect's own loop renews at once: one request here
+    monkeypatch.setattr(concurrency_lease, "SHORTEST_LEASE", 0.4)  # the first renewal after 0.3 s
+    held = asyncio.run(hold_a_lease(1.2))
+    assert renewed == [held]  # renewed once, by the server (no error), then every 225 s as Prefect does

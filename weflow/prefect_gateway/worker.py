@@ -61,7 +61,7 @@ from prefect.utilities.callables import get_call_parameters, parameters_to_args_
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker, ProcessWorkerResult
 from pydantic import Field, PrivateAttr
 
-from weflow.prefect_gateway import worker_home
+from weflow.prefect_gateway import concurrency_lease, worker_home
 from weflow.prefect_gateway.client import on_server, run_clients
 
 Isolation = Literal["worker", "process"]
@@ -256,6 +256,7 @@ class WeflowWorker(ProcessWorker):
 
     async def setup(self) -> None:
         await super().setup()
+        concurrency_lease.install()  # a run's lease, just renewed by its Running state, is not renewed again at once
         self._client = _CachedReads(self._client)  # type: ignore[assignment]
         self._poll_lock = anyio.Lock()
         self._threads = anyio.CapacityLimiter(self._limit or 1000)
