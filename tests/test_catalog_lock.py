@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from weflow.catalog import Catalog
+from weflow.catalog import session as catalog_session
 from weflow.catalog.lock import hold
 from weflow.catalog.session import session
 from weflow.config import Settings
@@ -172,3 +173,29 @@ def test_the_lock_files_are_weflow_s_own_state(tmp_path: Path) -> None:
     for made in (Path(f"{catalog}.lock"), Path(f"{catalog}.queue"), Path(f"{catalog}.queue") / "next"):
         assert made.exists(), made
         assert own_state(made, state) == "the catalog"
+
+
+def test_a_long_lived_process_gets_a_fresh_in_memory_duckdb_every_so_many_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions attach the catalog to one in-memory DuckDB, which keeps some memory from every attach: a worker's
+    sessions move to a fresh one every HOST_SESSIONS, and a session still open on the old one carries on."""
+    monkeypatch.setattr(catalog_session, "HOST_SESSIONS", 3)
+    monkeypatch.setattr(catalog_session, "_host", catalog_session._Host())
+    path = tmp_path / "c.duckdb"
+    hosts = []
+    for n in range(7):
+        with session(path) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+            con.execute("INSERT INTO t VALUES (?)", [n])
+            hosts.append(id(catalog_session._host.db))
+    assert [hosts.index(h) for h in hosts] == [0, 0, 0, 3, 3, 3, 6]  # a fresh one after every third session
+    with session(path) as first:  # the 3rd host's 2nd session, open while a 4th host is made
+        third_host = catalog_session._host.db
+        with session(tmp_path / "b.duckdb") as second, session(tmp_path / "c2.duckdb") as third:
+            assert catalog_session._host.db is not third_host  # the third session is the 4th host's first
+            second.execute("CREATE TABLE u AS SELECT 1 AS one")
+            third.execute("CREATE TABLE u AS SELECT 2 AS two")
+        first.execute("INSERT INTO t VALUES (7)")  # its host is no longer the process's, and it still works
+    with session(path) as con:
+        assert con.execute("SELECT count(*), sum(n) FROM t").fetchone() == (8, 28)
