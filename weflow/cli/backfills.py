@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, emit_json, note, out, scope, table
-from weflow.core.intervals import Backfill
+
+if TYPE_CHECKING:
+    from weflow.core.intervals import Backfill
 
 DONE = ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED")
 
 
 def _follow(current: Backfill, name: str) -> Backfill:
     """Drive the backfill in this process, its progress on stderr, until every run ended."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from weflow import backfills
 
     columns = (

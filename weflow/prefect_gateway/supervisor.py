@@ -22,7 +22,6 @@ The home's files, shared with ``server``:
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import json
@@ -31,8 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,6 +103,9 @@ def idle_for(home: Path, since: float) -> float:
 
 def active_runs(api_url: str) -> int:
     """Flow runs of the server that are pending, running or cancelling (0 when it does not answer)."""
+    import urllib.error  # here: this module is imported by every `weflow` command, which seldom asks (~8 ms)
+    import urllib.request
+
     after = (datetime.now(UTC) - ACTIVE_WINDOW).isoformat()
     body = {"flow_runs": {"state": {"type": {"any_": list(ACTIVE_STATES)}}, "expected_start_time": {"after_": after}}}
     request = urllib.request.Request(
@@ -322,6 +322,8 @@ def supervise(home: Path, port: int, idle: float | None, owner: int | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse  # here: only the supervisor process parses arguments
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
