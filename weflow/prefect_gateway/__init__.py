@@ -11,7 +11,8 @@
 - ``deployments``: the entrypoint's deployments, work pool and queue, crash detection.
 - ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process, run by
   ``worker_serve`` (polls, wake-ups, health, signals);
-  ``worker_home``: the home's records of those workers (wake-up port, runs in flight), no Prefect import.
+  ``worker_home``: the home's records of those workers (wake-up port, runs in flight), no Prefect import;
+  ``concurrency_lease``: in a worker, a run's concurrency lease first renewed when it needs it (not as it starts).
 
 Outside this package only the compiled flow (``weflow.compile.flow``) and the run engine's tasks
 (``weflow.engine``) import ``prefect`` (import-linter contracts). Importing the package or ``server``
