@@ -430,8 +430,8 @@ def test_a_concurrency_lease_is_first_renewed_when_it_needs_it_not_as_the_run_st
         return answer
 
     monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", counted)
-    monkeypatch.setattr(_leases, "_lease_renewal_loop", _leases._lease_renewal_loop)  # both restored after the test
-    monkeypatch.setattr(concurrency_lease, "_prefect_loop", [])
+    # Prefect's loop back after the test (a worker made in this process may have installed weflow's before it)
+    monkeypatch.setattr(_leases, "_lease_renewal_loop", concurrency_lease._prefect_loop)
     concurrency_lease.install()
 
     async def hold_a_lease(seconds: float) -> str:

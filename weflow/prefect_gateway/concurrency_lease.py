@@ -17,14 +17,13 @@ share an interpreter; a flow run in a process of its own keeps Prefect's behavio
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from uuid import UUID
 
 from prefect.concurrency import _leases
 
 SHORTEST_LEASE = 30.0  # seconds: the least the server renews a lease for (initial_deployment_lease_duration's floor)
 
-_prefect_loop: list[Callable[[UUID, float, threading.Event], None]] = []
+_prefect_loop = _leases._lease_renewal_loop  # Prefect's own, taken before ``install`` replaces it
 
 
 def first_renewal(lease_duration: float) -> float:
@@ -36,11 +35,9 @@ def _renewed_later(lease_id: UUID, lease_duration: float, stop_event: threading.
     """Prefect's renewal loop, from ``first_renewal`` on: nothing at all if the run ends first."""
     if stop_event.wait(first_renewal(lease_duration)):
         return
-    _prefect_loop[0](lease_id, lease_duration, stop_event)
+    _prefect_loop(lease_id, lease_duration, stop_event)
 
 
 def install() -> None:
     """Use ``_renewed_later`` for every concurrency lease this process maintains from now on (idempotent)."""
-    if not _prefect_loop:
-        _prefect_loop.append(_leases._lease_renewal_loop)
-        _leases._lease_renewal_loop = _renewed_later
+    _leases._lease_renewal_loop = _renewed_later
