@@ -56,11 +56,8 @@ def _connection() -> duckdb.DuckDBPyConnection:
     DuckDB, made again in a forked child."""
     with _host_lock:
         if _host.db is None or _host.pid != os.getpid() or _host.sessions >= HOST_SESSIONS:
-            _host.db, _host.pid, _host.sessions = (
-                duckdb.connect(":memory:"),
-                os.getpid(),
-                0,
-            )  # an open session keeps the old
+            # a fresh one; a session still open on the old one keeps it until that session closes
+            _host.db, _host.pid, _host.sessions = duckdb.connect(":memory:"), os.getpid(), 0
         _host.sessions += 1
         return _host.db.cursor()
 
