@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.errors import ServerError
+from weflow.prefect_gateway import deployments as gateway
 from weflow.prefect_gateway import flow_runs, server
 from weflow.prefect_gateway.client import QUICK_PAUSES
 from weflow.workflows import Scope
@@ -34,7 +37,9 @@ name: slow_one
 status: ACTIVE
 settings: {max_concurrent_runs: 1}
 nodes:
-  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: SECONDS}}}
+  - name: nap
+    type: python
+    config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: SECONDS, hold: HOLD}}
 """
 
 
@@ -100,6 +105,26 @@ def test_deploy_is_idempotent_and_follows_status(scope: Scope, prefect_api: str)
     assert [s["active"] for s in found["daily_sales"]["schedules"]] == [False]
     workflows.delete("daily_sales", scope)
     assert {r.workflow: r.action for r in deploy.deploy(scope)} == {"daily_sales": "removed"}
+
+
+def test_a_pool_made_meanwhile_by_another_process_is_taken_not_an_error(prefect_api: str, monkeypatch) -> None:
+    """Makers of the execution pool at once on a fresh pool name: one pool of weflow's type, one queue, no error.
+
+    Before: `weflow deploy` while a `weflow worker` started (seen in CI) both found no pool and made it, and the
+    deploy failed with ``ObjectAlreadyExists``. Four makers in one event loop all read before any makes it.
+    """
+    monkeypatch.setenv("WEFLOW_WORK_POOL", f"race-{uuid.uuid4().hex[:8]}")
+
+    async def at_once() -> list[bool]:
+        async with get_client() as client:
+            return await asyncio.gather(*(gateway._ensure_pool(client) for _ in range(4)))
+
+    assert asyncio.run(at_once()) == [False] * 4  # none replaced a pool, none failed
+    pool = httpx.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
+    assert pool["type"] == gateway.POOL_TYPE
+    queues = httpx.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/queues/filter", json={}).json()
+    assert deploy.execution_queue() in {q["name"] for q in queues}
+    httpx.delete(f"{prefect_api}/work_pools/{deploy.work_pool()}")
 
 
 def test_queued_run_completes_on_the_worker(scope: Scope, worker: object, tmp_path: Path) -> None:
@@ -179,12 +204,14 @@ def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object, prefect
 
 
 def test_cancel_a_running_execution_and_the_concurrency_limit_queues_the_next_run(
-    scope: Scope, worker: object, prefect_api: str
+    scope: Scope, worker: object, prefect_api: str, tmp_path: Path
 ) -> None:
     """Two runs of a workflow limited to one at a time (one flow process fewer than a test for each): the run
     that got the slot is cancelled mid-run and ends CANCELLED on both sides; the other waited for the slot, starts
     only once the first ended, and succeeds."""
-    workflows.apply(parse(SLOW.replace("SECONDS", "20")), scope)  # long enough for the cancel to land mid-run
+    hold = tmp_path / "hold"  # a run's node sleeps while it exists: long enough for the cancel to land mid-run
+    hold.touch()
+    workflows.apply(parse(SLOW.replace("SECONDS", "60").replace("HOLD", str(hold))), scope)
     deploy.deploy(scope)
     queued = [execution.submit("slow_one", scope, Mode.API, queue=True) for _ in range(2)]
 
@@ -199,6 +226,7 @@ def test_cancel_a_running_execution_and_the_concurrency_limit_queues_the_next_ru
     assert done.status is RunState.CANCELLED
     url = f"{prefect_api}/flow_runs/{done.flow_run_id}"
     eventually(lambda: httpx.get(url).json()["state_type"] == "CANCELLED", seconds=120)
+    hold.unlink()  # the waiting run need not sleep: it only has to start after the first one ended
 
     after = wait_for(scope, waiting.id, 120)
     assert after.status is RunState.SUCCEEDED, after.error_message

@@ -18,11 +18,14 @@ def flaky(frame: pl.DataFrame, marker: str, fail_times: int = 1) -> pl.DataFrame
     return frame.with_columns(pl.lit(calls + 1).alias("attempt"))
 
 
-def slow(frame: pl.DataFrame | None = None, seconds: float = 1.0, marker: str | None = None) -> pl.DataFrame:
-    """Sleep in small steps (so a timeout can interrupt), then write ``marker`` if given."""
+def slow(
+    frame: pl.DataFrame | None = None, seconds: float = 1.0, marker: str | None = None, hold: str | None = None
+) -> pl.DataFrame:
+    """Sleep in small steps (so a timeout can interrupt), then write ``marker`` if given; with ``hold``, only while
+    that file exists (at most ``seconds``)."""
     start = time.time()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (hold is None or Path(hold).exists()):
         time.sleep(0.01)
     if marker:
         Path(marker).write_text("finished")

@@ -8,6 +8,7 @@ specs: unchanged fingerprints are left alone, changed ones replaced whole, the r
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -19,7 +20,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, Concurrency
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from weflow.errors import DeployError
 from weflow.prefect_gateway import triggers
@@ -112,6 +113,7 @@ async def _ensure_pool(client: PrefectClient) -> bool:
 
     A pool made by an older weflow is of type ``process``: Prefect cannot change a pool's type, so
     it is deleted and made again (its queues go with it, so every deployment is made again too).
+    One made meanwhile by another process (a `weflow worker` starting, another deploy) is taken as is.
     """
     try:
         found = await client.read_work_pool(work_pool())
@@ -122,11 +124,13 @@ async def _ensure_pool(client: PrefectClient) -> bool:
         await client.delete_work_pool(work_pool())
     if found is None or replaced:
         template = _pool_template()
-        await client.create_work_pool(WorkPoolCreate(name=work_pool(), type=POOL_TYPE, base_job_template=template))
+        with suppress(ObjectAlreadyExists):
+            await client.create_work_pool(WorkPoolCreate(name=work_pool(), type=POOL_TYPE, base_job_template=template))
     try:
         await client.read_work_queue_by_name(execution_queue(), work_pool_name=work_pool())
     except ObjectNotFound:
-        await client.create_work_queue(name=execution_queue(), work_pool_name=work_pool())
+        with suppress(ObjectAlreadyExists):
+            await client.create_work_queue(name=execution_queue(), work_pool_name=work_pool())
     return replaced
 
 
