@@ -44,7 +44,6 @@ WEFLOW_BIN = Path(sys.executable).with_name("weflow")
 RAW_SCRIPT = REPO / "benchmarks" / "raw_cold.py"
 DEFINITION = REPO / "data" / "workflows" / "daily_sales.yaml"
 SAMPLE = REPO / "data" / "samples" / "orders.csv"
-PYCACHE = REPO / "benchmarks" / ".data" / "pycache"  # git-ignored; compiled once, reused by later runs
 EPHEMERAL_TIMEOUT = 300  # Prefect's default (20 s) is too short for a fresh ephemeral server on a busy machine
 LOG_LINE = re.compile(
     r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s*\| Flow run '[^']*' - (Beginning flow run|Finished in state)"
@@ -160,7 +159,6 @@ def base_env(root: Path) -> dict[str, str]:
         WEFLOW_ORG="default",
         WEFLOW_USER="admin",
         PREFECT_HOME=str(root / "prefect-home"),
-        PYTHONPYCACHEPREFIX=str(PYCACHE),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=str(EPHEMERAL_TIMEOUT),
     )
     return env
@@ -273,7 +271,6 @@ round(s){"" if quick else AGAIN}.
     root = Path(tempfile.mkdtemp(prefix="weflow-bench-coldstart-")).resolve()
     homes: list[Path] = []
     try:
-        PYCACHE.mkdir(parents=True, exist_ok=True)
         report = apply_daily_sales(root)
         raw_report = root / "raw-out" / "daily_sales.parquet"
         env = base_env(root)
@@ -298,7 +295,7 @@ round(s){"" if quick else AGAIN}.
         served_samples = interleave(
             {"weflow": measure("weflow", weflow_cmd, report), RAW: measure(RAW, raw_cmd(raw_report), raw_report)},
             repeats,
-            warmup=0 if quick else 1,  # the warm-up also compiles every module into PYCACHE once
+            warmup=0 if quick else 1,
             max_settle=0.3 if quick else 30.0,  # quick: settle()'s path (the numbers are not read)
             progress="coldstart: with a server",
         )
@@ -461,9 +458,9 @@ round(s){"" if quick else AGAIN}.
         "(DESIGN.md). The ephemeral start timeout is raised to "
         f"{EPHEMERAL_TIMEOUT} s (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`; Prefect's default "
         "20 s failed on this busy machine).",
-        "Every process gets `PYTHONPYCACHEPREFIX=benchmarks/.data/pycache` (and no "
-        "`PYTHONDONTWRITEBYTECODE`), so both sides load compiled bytecode as an installed package would; "
-        "without it weflow's own ~8,000 lines are compiled again in every process.",
+        "Both sides load compiled bytecode as an installed package would: the installed packages' from "
+        "pip's install, weflow's and the benchmarks' from `make bench`'s `compileall` (no process gets "
+        "`PYTHONDONTWRITEBYTECODE`, so one missing is written once).",
     ]
     log("coldstart: done")
     return section

@@ -129,7 +129,6 @@ trees for shares, the table for times.""",
     cold_root.mkdir()
     report = coldstart.apply_daily_sales(cold_root)
     env = {**coldstart.base_env(cold_root), "PREFECT_API_URL": api}
-    coldstart.PYCACHE.mkdir(parents=True, exist_ok=True)
     weflow_cmd = [str(coldstart.WEFLOW_BIN), "run", "daily_sales"]
     raw_report = work / "raw-daily.parquet"
     raw_cmd = [sys.executable, str(coldstart.RAW_SCRIPT), str(coldstart.SAMPLE), str(raw_report)]
