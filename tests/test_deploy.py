@@ -119,12 +119,14 @@ def test_a_pool_made_meanwhile_by_another_process_is_taken_not_an_error(prefect_
         async with get_client() as client:
             return await asyncio.gather(*(gateway._ensure_pool(client) for _ in range(4)))
 
-    assert asyncio.run(at_once()) == [False] * 4  # none replaced a pool, none failed
-    pool = httpx.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
-    assert pool["type"] == gateway.POOL_TYPE
-    queues = httpx.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/queues/filter", json={}).json()
-    assert deploy.execution_queue() in {q["name"] for q in queues}
-    httpx.delete(f"{prefect_api}/work_pools/{deploy.work_pool()}")
+    pool_url = f"{prefect_api}/work_pools/{deploy.work_pool()}"
+    try:
+        assert asyncio.run(at_once()) == [False] * 4  # none replaced a pool, none failed
+        assert httpx.get(pool_url).json()["type"] == gateway.POOL_TYPE
+        queues = httpx.post(f"{pool_url}/queues/filter", json={}).json()
+        assert deploy.execution_queue() in {q["name"] for q in queues}
+    finally:
+        httpx.delete(pool_url)  # the session's server is shared by the module's other tests
 
 
 def test_queued_run_completes_on_the_worker(scope: Scope, worker: object, tmp_path: Path) -> None:
