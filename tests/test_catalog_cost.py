@@ -17,14 +17,16 @@ import duckdb
 import pytest
 
 from benchmarks.history import fill
-from weflow.catalog import Catalog
+from weflow.catalog import Catalog, maintenance
 from weflow.catalog.metrics import RING, hour_of
-from weflow.catalog.session import forget_migrations
+from weflow.catalog.schema import MIGRATIONS
+from weflow.catalog.session import forget_migrations, path_literal, session
 from weflow.core.entities import Execution, Mode, NodeExecution, RunState
 from weflow.execution import history
 from weflow.workflows import Scope
 
 from .test_benchmarks import smoke
+from .test_catalog_maintenance import counts
 
 NOW = datetime.now(UTC)
 
@@ -156,6 +158,77 @@ def test_a_page_of_executions_equals_the_page_of_the_whole_ordered_list(settings
     assert scope.catalog.executions(other.user.organization_id) == []
     assert [e.id for e in scope.catalog.unfinished(org)] == [queued.id]
     assert [e.id for e in history.executions(scope, "wf_00", limit=3)] == every[:3]
+
+
+def metadata_blocks(path: Path) -> int:
+    """The catalog's metadata in use, in blocks of 4 KiB: every ATTACH (every catalog session) reads all of it."""
+    with duckdb.connect(":memory:") as con:
+        con.execute(f"ATTACH {path_literal(path)} AS c (READ_ONLY)")
+        row = con.execute("SELECT sum(total_blocks - free_blocks) FROM pragma_metadata_info('c')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_recording_runs_one_session_at_a_time_leaves_the_catalog_as_quick_to_open(settings) -> None:
+    scope = fill(settings.catalog, 0, count=1)
+    wf = scope.catalog.workflow(scope.user.organization_id, "wf_00").id
+    for _ in range(5):
+        end(scope, wf, RunState.SUCCEEDED, NOW, 1.0, 1)
+    before = metadata_blocks(settings.catalog)
+    for _ in range(60):  # 120 sessions: with foreign keys declared, DuckDB 2.0.1 kept ~10 blocks more
+        end(scope, wf, RunState.SUCCEEDED, NOW, 1.0, 1)
+    assert metadata_blocks(settings.catalog) <= before + 1
+    assert scope.catalog.workflow(scope.user.organization_id, "wf_00").execution_count == 65
+
+
+def version_9_catalog(path: Path) -> None:
+    """A catalog as weflow left it at schema version 9 (foreign keys declared), with runs written one session each."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL "
+                    "DEFAULT now())")  # fmt: skip
+        for number, script in enumerate(MIGRATIONS[:9], start=1):
+            con.execute(script)
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+        con.execute("INSERT INTO organizations (name) VALUES ('acme'), ('globex')")
+        con.execute("INSERT INTO users (name, organization_id) VALUES ('ada', 1), ('lin', 2)")
+        con.execute("INSERT INTO workflows (organization_id, name, status, owner_id, current_version) "
+                    "VALUES (1, 'w', 'ACTIVE', 1, 1)")  # fmt: skip
+        con.execute("INSERT INTO workflow_versions VALUES (1, 1, '{}', 'h', 1, '', now())")
+        con.execute("INSERT INTO workflow_nodes VALUES (1, 1, 'a', 'read_csv', '{}', 0, 0, NULL, NULL, NULL, NULL)")
+        con.execute("INSERT INTO api_keys (user_id, lookup, secret_hash) VALUES (1, 'l', 's')")
+    for i in range(40):
+        with duckdb.connect(str(path)) as con:
+            con.execute("INSERT INTO workflow_executions (id, workflow_id, version, mode, user_id, status) "
+                        "VALUES (?, 1, 1, 'API', 1, 'SUCCEEDED')", [f"e{i}"])  # fmt: skip
+            con.execute("INSERT INTO node_executions (execution_id, node, status) VALUES (?, 'a', 'SUCCEEDED')",
+                        [f"e{i}"])  # fmt: skip
+            con.execute("UPDATE workflows SET execution_count = execution_count + 1")
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO execution_resumes VALUES ('e1', 'e0', 'a')")
+
+
+def test_a_catalog_with_foreign_keys_migrates_without_them_keeping_every_row_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "weflow.duckdb"
+    version_9_catalog(path)
+    before, blocks = counts(path), metadata_blocks(path)
+    scope = Scope(Catalog(path), Catalog(path).ensure_user("acme", "ada"))  # the first session migrates it
+    assert counts(path) == before | {"schema_version": 10}
+    assert metadata_blocks(path) < blocks
+    with duckdb.connect(str(path), read_only=True) as con:
+        kinds = {r[0] for r in con.execute("SELECT constraint_type FROM duckdb_constraints()").fetchall()}
+        indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+    assert "FOREIGN KEY" not in kinds and {"PRIMARY KEY", "UNIQUE", "CHECK", "NOT NULL"} <= kinds
+    assert indexes == {"workflows_org_name", "executions_workflow"}
+    assert scope.catalog.workflow(scope.user.organization_id, "w").execution_count == 40
+    bob = scope.catalog.ensure_user("initech", "bob")  # the sequences go on from where they were
+    assert bob.id > 2 and bob.organization_id > 2
+    with session(path) as con, pytest.raises(duckdb.ConstraintException, match="e3"):
+        con.execute("INSERT INTO workflow_executions (id, workflow_id, version, mode, user_id, status) "
+                    "VALUES ('e3', 1, 1, 'API', 1, 'QUEUED')")  # fmt: skip
+    assert maintenance.check(path).problems == ()
+    with session(path) as con:  # no foreign key refuses an orphan now: the check names it
+        con.execute("DELETE FROM workflow_executions WHERE id = 'e5'")
+    assert maintenance.check(path).problems == ("table node_executions: 1 rows whose (execution_id) has no row in "
+                                                "workflow_executions",)  # fmt: skip
 
 
 def test_quick_history_benchmark(tmp_path: Path) -> None:

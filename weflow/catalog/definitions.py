@@ -189,12 +189,7 @@ class Workflows(Repository):
         return WORKFLOW.records(fetched, configuration=_json_page)
 
     def delete(self, workflow: Workflow, purge: bool = False) -> None:
-        """Soft delete (history kept) or purge every row of the workflow.
-
-        DuckDB checks a foreign key against rows deleted earlier in the same transaction as
-        if they were still there, so a purge deletes children and parents in separate
-        transactions; the first one also soft-deletes, so every step leaves a consistent state.
-        """
+        """Soft delete (history kept) or purge every row of the workflow, in one transaction."""
         with self.transaction() as con:
             now = datetime.now(UTC)
             con.execute("UPDATE workflows SET deleted_at = ?, is_active = false WHERE id = ?", [now, workflow.id])
@@ -211,10 +206,8 @@ class Workflows(Repository):
                 "node_failure_hours", "recent_durations", "sample_pins", "cursors",
             ):  # fmt: skip
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
-        with self.transaction() as con:
             for table in ("workflow_executions", "workflow_versions"):
                 con.execute(f"DELETE FROM {table} WHERE workflow_id = ?", [workflow.id])
-        with self.transaction() as con:
             con.execute("DELETE FROM workflows WHERE id = ?", [workflow.id])
 
 

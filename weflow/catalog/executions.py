@@ -129,7 +129,7 @@ def _close(con: duckdb.DuckDBPyConnection, execution: Execution, nodes: Sequence
     con.execute(
         "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = ? WHERE id = ?",
         [execution.finished_at or datetime.now(UTC), execution.workflow_id],
-    )  # not RETURNING: DuckDB 2.0.1 then took the row for deleted and refused it as a foreign key's target
+    )
     row = con.execute("SELECT execution_count FROM workflows WHERE id = ?", [execution.workflow_id]).fetchone()
     roll_up(con, execution, nodes, failures, row[0] if row else 1)
 

@@ -28,17 +28,11 @@ from pathlib import Path
 
 import duckdb
 
-from weflow.catalog.schema import MIGRATIONS
+from weflow.catalog.schema import MIGRATIONS, RELATIONS
 from weflow.catalog.session import forget_migrations, path_literal, session
 from weflow.errors import CatalogError
 
 MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
-# Relations the schema does not declare as foreign keys (declared ones are read from DuckDB):
-# (child table, child columns, parent table, parent columns).
-UNDECLARED = (
-    ("execution_leases", ("execution_id",), "workflow_executions", ("id",)),
-    ("workflows", ("id", "current_version"), "workflow_versions", ("workflow_id", "number")),
-)
 
 
 @dataclass(frozen=True)
@@ -302,9 +296,9 @@ def _readable(cur: duckdb.DuckDBPyConnection, db: str, counts: dict[str, int]) -
     return problems
 
 
-def _constraints(cur: duckdb.DuckDBPyConnection, db: str, kind: str) -> list[tuple[str, list[str], str, list[str]]]:
+def _constraints(cur: duckdb.DuckDBPyConnection, db: str, kind: str) -> list[tuple[str, list[str]]]:
     return cur.execute(
-        "SELECT table_name, constraint_column_names, coalesce(referenced_table, ''), referenced_column_names "
+        "SELECT table_name, constraint_column_names "
         "FROM duckdb_constraints() WHERE database_name = ? AND schema_name = 'main' AND constraint_type = ?",
         [db, kind],
     ).fetchall()
@@ -314,7 +308,7 @@ def _keys(cur: duckdb.DuckDBPyConnection, db: str) -> list[str]:
     """Primary and unique keys held by more than one row."""
     problems = []
     for kind in ("PRIMARY KEY", "UNIQUE"):
-        for table, columns, _, _ in _constraints(cur, db, kind):
+        for table, columns in _constraints(cur, db, kind):
             cols = ", ".join(_quote(c) for c in columns)
             sql = (f"SELECT count(*) FROM (SELECT {cols} FROM {_quote(db)}.main.{_quote(table)} "
                    f"GROUP BY ALL HAVING count(*) > 1)")  # fmt: skip
@@ -325,12 +319,11 @@ def _keys(cur: duckdb.DuckDBPyConnection, db: str) -> list[str]:
 
 
 def _orphans(cur: duckdb.DuckDBPyConnection, db: str) -> list[str]:
-    """Rows whose parent row is missing, for declared foreign keys and the relations in ``UNDECLARED``."""
-    declared = [(t, tuple(c), p, tuple(pc)) for t, c, p, pc in _constraints(cur, db, "FOREIGN KEY") if p]
+    """Rows whose parent row is missing, for the schema's ``RELATIONS`` (none is a declared foreign key)."""
     sql = "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = 'main'"
     columns = {(t, c) for t, c in cur.execute(sql, [db]).fetchall()}
     problems = []
-    for child, cols, parent, parent_cols in [*declared, *UNDECLARED]:
+    for child, cols, parent, parent_cols in RELATIONS:
         if not all((child, c) in columns for c in cols) or not all((parent, c) in columns for c in parent_cols):
             continue  # a relation of another schema version
         on = " AND ".join(f"p.{_quote(pc)} = c.{_quote(c)}" for c, pc in zip(cols, parent_cols, strict=True))

@@ -1,10 +1,8 @@
 """Retention on the storage side: which ended executions a policy lets go, and removing their rows.
 
 An execution's rows: itself, its node executions, contract failures, compensations, lease, the
-resume links from or to it and the alert deliveries about it. DuckDB checks a foreign key against
-rows deleted earlier in the same transaction, so one batch is two sessions: the dependent rows,
-then the executions (a crash between them leaves executions without node records, which the next
-prune removes). Versions and the counters of ``metrics`` are never touched. Files are the
+resume links from or to it and the alert deliveries about it, all in one transaction per batch.
+Versions and the counters of ``metrics`` are never touched. Files are the
 service's (``weflow.retention``): here only which paths the removed rows named, and which of some
 paths kept executions still name.
 """
@@ -120,10 +118,7 @@ class Retentions(Repository):
                     con.execute(f"DELETE FROM {table} WHERE {condition}")
             row = con.execute(f"SELECT count(*) FROM {_GONE}").fetchone()
             removed.rows["workflow_executions"] = row[0] if row else 0
-            gone = [r[0] for r in con.execute("SELECT id FROM _weflow_gone").fetchall()]
-        if not dry_run and gone:
-            with self.transaction() as con:
-                _ids(con, "_weflow_gone", gone)
+            if not dry_run:
                 con.execute(f"DELETE FROM workflow_executions WHERE id IN {_GONE}")
         return removed
 
