@@ -8,6 +8,7 @@ the recycling test runs a second one on a queue of its own.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -82,6 +84,15 @@ nodes:
 connections:
   - {from: orders, to: paid}
 """
+SINGLE = """
+name: single
+status: ACTIVE
+nodes:
+  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
+  - {name: paid, type: filter, config: {condition: "status = 'paid'"}}
+connections:
+  - {from: orders, to: paid}
+"""  # the default max_concurrent_runs: 1
 MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
 # Executions posted to the API at the same moment. Issue 17 asks 200 (`WEFLOW_TEST_AT_ONCE=200`: ~5 min here,
 # bound by Prefect's server on SQLite); the suite posts 8: twice what one process sends Prefect at once
@@ -117,6 +128,7 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
         workflows.apply(parse(DIE), scope)
         workflows.apply(parse(HANG), scope)
         workflows.apply(parse(SAMPLE), scope)
+        workflows.apply(parse(SINGLE), scope)
         deploy.deploy(scope)
         yield scope
 
@@ -414,6 +426,32 @@ def test_executions_posted_to_the_api_at_once_all_succeed_each_recorded_once(
         e.flow_run_id for e in recorded)}, "state": {"type": {"any_": ["COMPLETED"]}}}}).json()  # fmt: skip
     assert counted == AT_ONCE  # one COMPLETED Prefect flow run each
     assert hot.child() == child  # all in the one long-lived worker, which carries on
+
+
+def test_runs_over_a_workflows_limit_run_one_at_a_time_each_as_soon_as_the_slot_frees(
+    scope: Scope, hot: Hot, prefect_api: str
+) -> None:
+    """Prefect sends a run over its deployment's limit back to wait (AwaitingConcurrencySlot) and retries it later
+    (30 s by default, 2 s on the tests' server); the worker starts the longest-waiting one as soon as a run of that
+    deployment ends here, and its Running state does not wait for the retry time its Pending state inherited."""
+    ids = [execution.submit("single", scope, Mode.API, queue=True).id for _ in range(4)]
+    ended = [execution.wait(i, scope, timeout=300) for i in ids]
+    assert {e.status for e in ended} == {RunState.SUCCEEDED}, {e.error_message for e in ended}
+    histories = [
+        httpx.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": e.flow_run_id}).json() for e in ended
+    ]
+    assert any(s["name"] == "AwaitingConcurrencySlot" for h in histories for s in h)  # the limit was reached
+
+    def at(history: list[dict[str, Any]], kind: str, field: str = "timestamp") -> datetime:
+        state = next(s for s in history if s["type"] == kind)
+        return datetime.fromisoformat(state[field] if field == "timestamp" else state["state_details"][field])
+
+    for history in histories:  # no run held the slot idle until a retry time (Prefect's WaitForScheduledTime)
+        assert at(history, "PENDING", "scheduled_time") <= at(history, "PENDING"), history
+    spans = sorted((at(h, "RUNNING"), at(h, "COMPLETED")) for h in histories)
+    for (_, ended_at), (started_at, _) in itertools.pairwise(spans):
+        assert started_at >= ended_at  # the workflow's limit of 1 held
+        assert (started_at - ended_at).total_seconds() < 10, spans  # the next one started once the slot came free
 
 
 def test_a_concurrency_lease_is_first_renewed_when_it_needs_it_not_as_the_run_starts(

@@ -47,17 +47,30 @@ from prefect._flow_run_suspension import (
 )
 from prefect._internal.observers import FlowRunCancellingObserver, FlowRunSuspendingObserver
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+    WorkQueueFilter,
+    WorkQueueFilterName,
+)
 from prefect.client.schemas.objects import Flow as APIFlow
-from prefect.client.schemas.objects import FlowRun, State, WorkPool
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
-from prefect.exceptions import InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import Abort, InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_engine import AsyncFlowRunEngine
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import (
     get_current_settings,
 )
-from prefect.states import Cancelled, Crashed
+from prefect.states import Cancelled, Crashed, Pending
 from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+from prefect.utilities.engine import propose_state
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker, ProcessWorkerResult
 from pydantic import Field, PrivateAttr
 
@@ -68,6 +81,7 @@ Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
 POLLED_KEPT = 1000  # flow runs a worker remembers its polls returned (for their Scheduled events)
 POLLED_FRESH = 5.0  # seconds: a Scheduled event later than this after a poll returned its run gets a poll
+WAITING = "AwaitingConcurrencySlot"  # Prefect's Scheduled state for a run its deployment's limit sent back
 
 
 _base_env: list[Any] = [None, {}]  # the settings object and its env (Prefect's settings are immutable)
@@ -252,6 +266,7 @@ class WeflowWorker(ProcessWorker):
         self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
         self._full = False  # the last poll filled every slot
         self._polled: dict[UUID, float] = {}  # flow runs its polls returned lately: when (monotonic)
+        self._waiting: set[UUID] = set()  # deployments seen with runs waiting for a concurrency slot
         self.on_slot_free: Callable[[], None] | None = None  # set by the serving loop: poll now
 
     async def setup(self) -> None:
@@ -271,6 +286,65 @@ class WeflowWorker(ProcessWorker):
     async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
         """No Submitting state: a run starts in this process (or its own child) right away, so Prefect's
         Pending -> Submitting -> Running would cost a state transition and an event per run for nothing."""
+
+    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
+        """Prefect's, except that a run which waited for its deployment's concurrency slot starts now.
+
+        Prefect sends a run over its deployment's limit back to Scheduled (``AwaitingConcurrencySlot``), due again
+        30 s later; its Pending state keeps that time, and its Running state then waits for it, holding the slot
+        idle. A workflow's default limit is 1: a burst of runs drained one per ~20 s, each run taking 50 ms.
+        A Pending state proposing its own scheduled time (now) is Prefect's way to start earlier
+        (``CopyScheduledTime``). A rejected run marks its deployment as having runs waiting (``_take_waiting``).
+        """
+        run_logger = self.get_flow_run_logger(flow_run)
+        waited = flow_run.state is not None and flow_run.state.name == WAITING
+        pending: State[Any] = (
+            Pending(state_details=StateDetails(scheduled_time=datetime.now(UTC))) if waited else Pending()
+        )
+        try:
+            state = await propose_state(self.client, pending, flow_run_id=flow_run.id)
+        except Abort as exc:
+            run_logger.info(f"Aborted submission of flow run '{flow_run.id}'. Server sent an abort signal: {exc}")
+            return False
+        except Exception:
+            run_logger.exception(f"Failed to update state of flow run '{flow_run.id}'")
+            return False
+        if not state.is_pending():
+            if state.name == WAITING and flow_run.deployment_id is not None:
+                self._waiting.add(flow_run.deployment_id)
+            run_logger.info(
+                f"Aborted submission of flow run '{flow_run.id}': Server returned a non-pending state {state.name!r}"
+            )
+            return False
+        return True
+
+    async def _take_waiting(self, deployment_id: UUID) -> None:
+        """A run of this deployment just ended here, freeing its slot: its longest-waiting run starts now rather than
+        when Prefect would next retry it. One read per run while the deployment has runs waiting, none otherwise."""
+        if self.draining or self._poll_lock is None or self._work_pool is None:
+            return
+        queues = (
+            WorkQueueFilter(name=WorkQueueFilterName(any_=sorted(self._work_queues))) if self._work_queues else None
+        )
+        async with self._poll_lock:  # not beside a poll, which could return the same run
+            try:
+                found = await self.client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=[WAITING]))),
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                    work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
+                    work_queue_filter=queues, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1,
+                )  # fmt: skip
+            except Exception as exc:  # Prefect retries the run at its scheduled time anyway
+                self._logger.warning(f"Could not read the runs waiting for deployment {deployment_id}: {exc}")
+                return
+            if not found:
+                self._waiting.discard(deployment_id)
+                return
+            run = found[0]
+            response = WorkerFlowRunResponse(
+                work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run
+            )
+            await self._submit_scheduled_flow_runs([response])
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
         """The worker's labels on the run (the UI's link to this worker), written beside the run, not before it.
@@ -323,6 +397,11 @@ class WeflowWorker(ProcessWorker):
                 return []
             raise
         found = WorkerFlowRunResponse.model_validate_list(answer.json())
+        # runs sent back to wait for their deployment's slot, not yet due: proposing them again before their time
+        # (the poll looks 10 s ahead) would be turned down again at once, a state and an event each time
+        early = {r.flow_run.id: r.flow_run.deployment_id for r in found if _waits(r.flow_run, datetime.now(UTC))}
+        self._waiting.update(deployment for deployment in early.values() if deployment is not None)
+        found = [r for r in found if r.flow_run.id not in early]
         seen = time.monotonic()
         self._polled.update((response.flow_run.id, seen) for response in found)
         while len(self._polled) > POLLED_KEPT:
@@ -378,7 +457,7 @@ class WeflowWorker(ProcessWorker):
             try:
                 return await super().run(flow_run, configuration, status)
             finally:
-                self._ended()
+                self._ended(flow_run)
         flow = self._flows.get(entrypoint)
         if flow is None:
             flow = self._flows[entrypoint] = await anyio.to_thread.run_sync(
@@ -397,7 +476,7 @@ class WeflowWorker(ProcessWorker):
                 if observer is not None:
                     observer.remove_in_flight_flow_run_id(flow_run.id)
             del self._in_flight[flow_run.id]
-            self._ended()
+            self._ended(flow_run)
             self.record()
         return WeflowWorkerResult(status_code=code, identifier=str(os.getpid()))
 
@@ -414,9 +493,12 @@ class WeflowWorker(ProcessWorker):
             return None, "it has no deployment whose code is a local file"
         return entrypoint, ""
 
-    def _ended(self) -> None:
+    def _ended(self, flow_run: FlowRun | None = None) -> None:
         self.runs_done += 1
         self.check_health()
+        if flow_run is not None and flow_run.deployment_id in self._waiting and self._runs_task_group is not None:
+            # runs once this run's worker slot is given back (BaseWorker, right after ``run`` returns)
+            self._runs_task_group.start_soon(self._take_waiting, flow_run.deployment_id)
         if self._full and self.on_slot_free is not None:  # a burst larger than --limit: poll now, not at the interval
             self._full = False
             self.on_slot_free()
@@ -471,6 +553,13 @@ class WeflowWorker(ProcessWorker):
                 "draining": self.draining,
             },
         )
+
+
+def _waits(flow_run: FlowRun, now: datetime) -> bool:
+    """Whether ``flow_run`` waits for its deployment's concurrency slot and Prefect retries it after ``now``."""
+    state = flow_run.state
+    due = state.state_details.scheduled_time if state is not None else None
+    return state is not None and state.name == WAITING and due is not None and due > now
 
 
 def _suspended(flow_run_id: UUID, state: State[Any]) -> None:
