@@ -207,7 +207,7 @@ async def dispatch(run: PlanRun, step: Step, queue: str | None) -> None:
     else:
         future = await _submit(node_task(queue), kwargs)
         try:
-            outcome = await future.result_async()
+            outcome = await result_of(future)
         except asyncio.CancelledError:
             await _cancel(future.task_run_id)
             raise
@@ -246,6 +246,28 @@ async def _submit(node: Task[..., Any], kwargs: dict[str, Any]) -> PrefectDistri
     )
     task_run = await created
     return PrefectDistributedFuture(task_run_id=task_run.id)
+
+
+UNRECORDED_FOR = 30.0  # seconds a step's task run may show no state before waiting on it fails
+
+
+async def result_of(future: PrefectDistributedFuture[Any], patience: float = UNRECORDED_FOR) -> Any:
+    """``future.result_async()``, once the server shows the task run's state.
+
+    Prefect's future reads the task run first and fails at once if it has no state ("hasn't
+    started yet"); the server's task-run recorder writes task-run states from events in batches,
+    so under load a step's task run was read without one and the run failed for nothing (seen in
+    a full test run on 2 busy cores). Read again, every 0.1-1 s, for up to ``patience`` s.
+    """
+    deadline, pause = asyncio.get_running_loop().time() + patience, 0.1
+    while True:
+        try:
+            return await future.result_async()
+        except RuntimeError as exc:
+            if "has no state" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(1.0, pause * 2)
 
 
 async def _cancel(task_run_id: Any) -> None:
