@@ -88,11 +88,8 @@ SINGLE = """
 name: single
 status: ACTIVE
 nodes:
-  - {name: orders, type: read_csv, config: {path: data/samples/orders.csv}}
-  - {name: paid, type: filter, config: {condition: "status = 'paid'"}}
-connections:
-  - {from: orders, to: paid}
-"""  # the default max_concurrent_runs: 1
+  - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: 3}}}
+"""  # the default max_concurrent_runs: 1; each run lasts longer than submitting the next, even on a busy machine
 MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
 # Executions posted to the API at the same moment. Issue 17 asks 200 (`WEFLOW_TEST_AT_ONCE=200`: ~5 min here,
 # bound by Prefect's server on SQLite); the suite posts 8: twice what one process sends Prefect at once

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from polars.testing import assert_frame_equal
 
 from weflow import execution, parse, workflows
 from weflow.core.entities import RunState
+from weflow.engine import node_worker
 from weflow.engine.remote import result_of
 from weflow.prefect_gateway import server
 from weflow.workflows import Scope
@@ -82,6 +84,32 @@ def node_queue(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> It
             w.wait()
             stuck.append(w.pid)
     assert not stuck, f"node workers {stuck} did not stop within 30 s of SIGTERM"
+
+
+def test_sigterm_stops_a_node_worker_cleanly(prefect_api: str, tmp_path: Path) -> None:
+    """SIGTERM (what `weflow up` and service managers send) stops a node worker: exit 0 and "stopped".
+
+    Before: Prefect's handler raised its stop exception out of the signal handler, through the CLI: "error:
+    StopTaskWorker" and exit 1 (and once, in a test run, no exit at all 8 minutes later).
+    """
+    queue = f"stop-{uuid.uuid4().hex[:6]}"
+    worker = server.start_node_worker(prefect_api, queue, tmp_path, limit=1)
+    log = tmp_path / f"node-worker-{queue}.log"
+    try:
+        for _ in range(600):  # serving: subscribed to its queue's task runs
+            if "Subscribing to runs" in (log.read_text() if log.exists() else ""):
+                break
+            time.sleep(0.1)
+        os.killpg(worker.pid, signal.SIGTERM)
+        code = worker.wait(timeout=node_worker.STOP_GRACE + 20)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    text = log.read_text()
+    assert "Subscribing to runs" in text, text
+    assert code == 0, text
+    assert text.rstrip().endswith("stopped") and "error" not in text.lower(), text
 
 
 def test_steps_run_on_the_node_workers_and_give_the_in_process_answer(

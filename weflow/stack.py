@@ -85,4 +85,6 @@ def point_at_server() -> str:
 
 def serve_nodes(queue: str, limit: int) -> None:
     """Be a node worker on ``queue``, ``limit`` steps at a time, until interrupted."""
-    asyncio.run(remote.serve(queue, limit))
+    from weflow.engine import node_worker  # deferred: Prefect's task worker imports FastAPI and uvicorn
+
+    asyncio.run(node_worker.serve(queue, limit))

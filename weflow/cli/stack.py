@@ -121,9 +121,10 @@ def node_worker(
     name = stack.node_queue(queue)
     out.print(f"node worker on node queue {name!r}, {limit} at a time")
     try:
-        stack.serve_nodes(name, limit)
+        stack.serve_nodes(name, limit)  # returns on SIGTERM
     except KeyboardInterrupt:
-        out.print("stopped")
+        pass
+    out.print("stopped")
 
 
 alerts_app = typer.Typer(help="Alert deliveries and the missed-schedule check.", no_args_is_help=True)

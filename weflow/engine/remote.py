@@ -288,10 +288,3 @@ def dask_runner(address: str) -> Any:
         cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
         return DaskTaskRunner(cluster_kwargs={**cluster, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
     return DaskTaskRunner(address=address)
-
-
-async def serve(queue: str | None = None, limit: int | None = 10) -> None:
-    """Be a node worker: take steps from ``queue`` (``WORKFLOW_NODE_QUEUE``) until stopped."""
-    from prefect.task_worker import serve as prefect_serve
-
-    await prefect_serve(node_task(queue or node_queue()), limit=limit)  # type: ignore[misc]
