@@ -24,7 +24,6 @@ from typing import Any
 import polars as pl
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectDistributedFuture
 from prefect.states import Cancelled
@@ -40,6 +39,7 @@ from weflow.engine.runtime import NodeRecord, PlanRun, RunSpec, StepExecutor
 from weflow.errors import ContractError, NodeError
 from weflow.files import write_atomic
 from weflow.nodes.registry import node_types
+from weflow.prefect_gateway.client import shared_client
 
 DEFAULT_QUEUE = "workflow-nodes"
 
@@ -272,7 +272,7 @@ async def result_of(future: PrefectDistributedFuture[Any], patience: float = UNR
 
 async def _cancel(task_run_id: Any) -> None:
     try:
-        async with get_client() as client:
+        async with shared_client() as client:
             await client.set_task_run_state(task_run_id, Cancelled(), force=True)
     except Exception:  # best effort: the flow is going away anyway
         traceback.print_exc()

@@ -201,6 +201,19 @@ def client() -> PrefectClient:
     return _skip_csrf(_Client(url, **arguments))
 
 
+def shared_client() -> PrefectClient:
+    """What ``prefect.get_client()`` gives, without its ~45 ms of a new SSL context: the client of the Prefect
+    client context this code runs in (a worker's, a flow run's) on this loop, else a new ``client()``.
+
+    ``execution.wait`` polls Prefect through this about twice a second; with ``get_client()`` the SSL
+    contexts were ~13 s of CPU in a full test run (py-spy)."""
+    context = AsyncClientContext.get()
+    if context is not None and context.client is not None:
+        if getattr(context.client, "_loop", None) in (asyncio.get_running_loop(), None):
+            return context.client
+    return client()
+
+
 @asynccontextmanager
 async def run_clients() -> AsyncIterator[None]:
     """One sync and one async Prefect client for a flow run, made here, that the engine then reuses.

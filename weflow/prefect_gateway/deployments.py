@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, StateType
@@ -24,7 +24,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from weflow.errors import DeployError
 from weflow.prefect_gateway import triggers
-from weflow.prefect_gateway.client import on_server
+from weflow.prefect_gateway.client import on_server, shared_client
 
 FLOW_NAME = "run_workflow"
 CRASH_AUTOMATION = "weflow: crashed flow runs"
@@ -142,7 +142,7 @@ async def _existing(client: PrefectClient) -> dict[str, Any]:
 
 async def _apply(specs: list[dict[str, Any]]) -> list[Applied]:
     results: list[Applied] = []
-    async with get_client() as client:
+    async with shared_client() as client:
         replaced = await _ensure_pool(client)
         await _ensure_crash_detection(client)
         flow_id = await client.create_flow_from_name(FLOW_NAME)

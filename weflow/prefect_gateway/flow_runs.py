@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from prefect import runtime as prefect_runtime
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -24,7 +23,7 @@ from prefect.states import Cancelled, Cancelling
 from weflow.core.entities import Execution
 from weflow.errors import DeployError, ServerError
 from weflow.prefect_gateway import deployments
-from weflow.prefect_gateway.client import client, on_server
+from weflow.prefect_gateway.client import client, on_server, shared_client
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ async def auto_scheduled(flow_run_id: str | None) -> bool:
     """The flow run was started by a deployment's schedule."""
     if flow_run_id is None:
         return False
-    async with get_client() as client:
+    async with shared_client() as client:
         flow_run = await client.read_flow_run(UUID(flow_run_id))
     return bool(flow_run.auto_scheduled)
 
@@ -122,7 +121,7 @@ def states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
 
 
 async def _states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
-    async with get_client() as client:
+    async with shared_client() as client:
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
         )
@@ -137,7 +136,7 @@ def logs(flow_run_id: str, limit: int) -> list[LogLine]:
 
 
 async def _read_logs(flow_run_id: str, limit: int) -> list[LogLine]:
-    async with get_client() as client:
+    async with shared_client() as client:
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
         )
@@ -183,7 +182,7 @@ def cancel(flow_run_id: str) -> None:
 
 
 async def _cancel(flow_run_id: str) -> None:
-    async with get_client() as client:
+    async with shared_client() as client:
         flow_run = await client.read_flow_run(UUID(flow_run_id))
         running = flow_run.state is not None and flow_run.state.is_running()
         await client.set_flow_run_state(UUID(flow_run_id), Cancelling() if running else Cancelled(), force=True)

@@ -7,9 +7,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-
-from weflow.prefect_gateway.client import client, on_server
+from weflow.prefect_gateway.client import client, on_server, shared_client
 
 
 async def started_by(flow_run_id: str | None) -> tuple[Literal["schedule", "automation", "other"], datetime | None]:
@@ -17,7 +15,7 @@ async def started_by(flow_run_id: str | None) -> tuple[Literal["schedule", "auto
     start), an automation (an event trigger), or anyone else (the Prefect UI, ``prefect deployment run``)."""
     if flow_run_id is None:
         return "other", None
-    async with get_client() as prefect:
+    async with shared_client() as prefect:
         flow_run = await prefect.read_flow_run(UUID(flow_run_id))
     if flow_run.auto_scheduled:
         return "schedule", flow_run.expected_start_time

@@ -46,7 +46,6 @@ from prefect._flow_run_suspension import (
     register_flow_run_suspension_request,
 )
 from prefect._internal.observers import FlowRunCancellingObserver, FlowRunSuspendingObserver
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -75,7 +74,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, P
 from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import concurrency_lease, worker_home
-from weflow.prefect_gateway.client import on_server, run_clients
+from weflow.prefect_gateway.client import on_server, run_clients, shared_client
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -574,7 +573,7 @@ def _run_in_thread(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun) 
 async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun) -> int:
     """Prefect's ``run_flow_async`` on the existing flow run; 0 when Prefect holds the run's final state."""
     if not handle.attach():
-        async with get_client() as client:
+        async with shared_client() as client:
             await client.set_flow_run_state(flow_run.id, Cancelled(message="cancelled before it started"), force=True)
         return 0
     args, kwargs = parameters_to_args_kwargs(flow.fn, flow_run.parameters or {})
@@ -597,7 +596,7 @@ def crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
 
 async def _crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
     changed = []
-    async with get_client() as client:
+    async with shared_client() as client:
         for flow_run_id in flow_run_ids:
             try:
                 found = await client.read_flow_run(UUID(flow_run_id))
