@@ -95,7 +95,11 @@ def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 
 
 
 def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:
-    """Block until an execution ends (syncing from Prefect meanwhile); ExecutionTimeout past ``timeout``."""
+    """Block until an execution ends; ExecutionTimeout past ``timeout``.
+
+    Meanwhile each poll syncs that execution alone (``sync``'s two repairs: its flow run ended in Prefect, its
+    holder died), not every unfinished one of the organization with a retention check: two catalog sessions a
+    poll, not four."""
     deadline = time.monotonic() + timeout
     while True:
         found = scope.catalog.execution(execution_id)
@@ -103,7 +107,8 @@ def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 
             return found
         if time.monotonic() > deadline:
             raise ExecutionTimeout(f"execution {execution_id} still {found.status.value} after {timeout:g} s")
-        sync(scope)
+        if not (found.flow_run_id and _sync_from_prefect(scope, [found])):
+            leases.reap(scope, [found.id])
         time.sleep(poll)
 
 
