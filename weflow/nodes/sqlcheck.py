@@ -10,6 +10,7 @@ read_parquet, ...) while it merely builds the expression.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -117,8 +118,11 @@ def check_query(query: str) -> None:
 # --- expressions (filter, select, with_columns, aggregate) -------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text; a workflow is checked at apply, run and preview
 def check_expression(text: str) -> None:
-    """Refuse an expression that is not one select item built from allowed constructs; raise ValueError."""
+    """Refuse an expression that is not one select item built from allowed constructs; raise ValueError.
+
+    Accepted texts are remembered (a refused one raises, so it is checked again)."""
     _check_characters(text)
     tree = _serialize(text)
     statements = tree.get("statements") or []
