@@ -42,7 +42,7 @@ system:
 	@$(if $(strip $(SYSTEM_PACKAGES)),apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null,true)
 
 test: lint system docs bytecode
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or reference fails.
 docs: install

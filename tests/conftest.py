@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
+import httpx
 import pytest
 
 from weflow import config
@@ -18,18 +20,29 @@ from weflow.catalog import Catalog
 from weflow.workflows import Scope
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The tests' own HTTP requests go through one client: httpx.get/post build a client, and with it an SSL context
+# loaded from the CA bundle, for every call, even to http:// (~20 ms of CPU each: ~30 s of a full run under py-spy).
+# Thread-safe; like those calls it keeps no cookies between requests.
+web = httpx.Client(cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
 # The longest files first (seconds per file in a full run here, longest first): with `--dist loadfile` each xdist
 # worker takes the next file when it is done with one, so a long file handed out last runs on one core while the
-# other idles. The rest keep their collection order after these.
+# other idles. The rest keep their collection order after these. The Makefile's `--no-loadscope-reorder` keeps
+# this order: by default xdist hands files out by their number of tests, most first, which put the one-test
+# benchmark smoke files (20-50 s each) last.
 LONGEST_FIRST = (
-    "tests/test_hot_worker.py", "tests/test_deploy.py", "tests/hostile/test_servers.py", "tests/test_scale_out.py",
-    "tests/test_api.py", "tests/test_benchmarks_processes.py", "tests/hostile/test_crashes.py",
-    "tests/hostile/test_cli_output.py", "tests/hostile/test_timeouts.py", "tests/hostile/test_outbound.py",
-    "tests/test_benchmarks_hot.py", "tests/test_benchmarks_throughput.py", "tests/test_backfills.py",
-    "tests/test_wheel.py", "tests/test_execution.py",
+    "tests/hostile/test_servers.py", "tests/test_hot_worker.py", "tests/test_deploy.py", "tests/test_scale_out.py",
+    "tests/hostile/test_crashes.py", "tests/hostile/test_timeouts.py", "tests/test_benchmarks_throughput.py",
+    "tests/test_api.py", "tests/test_benchmarks_processes.py", "tests/test_wheel.py",
+    "tests/hostile/test_cli_output.py", "tests/hostile/test_outbound.py", "tests/test_benchmarks_hot.py",
+    "tests/test_notebooks.py", "tests/test_benchmarks_profiles.py", "tests/test_execution.py",
+    "tests/hostile/test_data_roots.py", "tests/test_handoff.py", "tests/test_benchmarks.py",
+    "tests/hostile/test_expressions.py", "tests/test_backfills.py", "tests/test_catalog_cost.py", "tests/test_dask.py",
+    "tests/test_node_queue.py", "tests/test_cli.py", "tests/hostile/test_documents.py", "tests/test_object_storage.py",
+    "tests/test_postgres_nodes.py",
 )  # fmt: skip
 
 

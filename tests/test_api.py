@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from weflow.catalog import Catalog, auth
 from weflow.core import document
 
-from .conftest import REPO, RESOURCES, render, weflow_exe
+from .conftest import REPO, RESOURCES, render, web, weflow_exe
 
 pytestmark = pytest.mark.slow
 BODY_LIMIT = 64 * 1024
@@ -433,14 +433,14 @@ def test_cli_users_keys_and_hooks_through_the_console_script(api: Api) -> None:
     assert made.stdout == key + "\n" and key.startswith("wfk_") and "store it now" in made.stderr
 
     token, hook_id = hook.stdout.strip(), hook.stderr.split()[1]
-    refused = httpx.post(f"{api.url}/hooks/{token}", json={"unknown": 1})  # reaches the workflow; bad input, no run
+    refused = web.post(f"{api.url}/hooks/{token}", json={"unknown": 1})  # reaches the workflow; bad input, no run
     assert refused.status_code == 422 and refused.json()["problems"][0]["path"] == "input_data.unknown"
     headers = {"Authorization": f"Bearer {key}"}
-    assert httpx.get(f"{api.url}/workflows", headers=headers).status_code == 200
+    assert web.get(f"{api.url}/workflows", headers=headers).status_code == 200
 
     listed, unhooked = weflow(api, ("keys", "list", "-f", "json"), ("hooks", "revoke", hook_id))
     assert unhooked.returncode == 0 and "revoked" in unhooked.stdout
-    assert httpx.post(f"{api.url}/hooks/{token}", json={}).status_code == 404
+    assert web.post(f"{api.url}/hooks/{token}", json={}).status_code == 404
     mine = next(k for k in json.loads(listed.stdout) if key.startswith(k["prefix"]))
     assert (mine["organization"], mine["user"], mine["revoked"]) == ("acme", "eve", None)
     assert key not in listed.stdout
@@ -450,7 +450,7 @@ def test_cli_users_keys_and_hooks_through_the_console_script(api: Api) -> None:
 
     [revoked] = weflow(api, ("keys", "revoke", str(mine["id"])))
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
-    assert httpx.get(f"{api.url}/workflows", headers=headers).status_code == 401
+    assert web.get(f"{api.url}/workflows", headers=headers).status_code == 401
 
 
 def fuzz(operation: Any, key: str, examples: int, negative: bool = True, **fixed: Any) -> None:
@@ -504,8 +504,8 @@ def test_visualizer_page_shows_every_node_and_the_failure_in_a_browser(api: Api,
         final = wait_final(client, started["id"])
         assert final["status"] == "FAILED"
         assert client.get(f"/ui/executions/{started['id']}").status_code == 200
-    assert httpx.get(f"{api.url}/ui/executions/{started['id']}").status_code == 401
-    other = httpx.get(f"{api.url}/ui/executions/{started['id']}", params={"key": api.keys["globex"]})
+    assert web.get(f"{api.url}/ui/executions/{started['id']}").status_code == 401
+    other = web.get(f"{api.url}/ui/executions/{started['id']}", params={"key": api.keys["globex"]})
     assert other.status_code == 404
     dom = render(f"{api.url}/ui/executions/{started['id']}?key={api.keys['acme']}", tmp_path)
     assert "<svg" in dom, "Mermaid did not draw the graph"
@@ -523,6 +523,6 @@ def test_visualizer_page_shows_every_node_and_the_failure_in_a_browser(api: Api,
 def test_swagger_ui_works_offline_in_a_browser(api: Api, tmp_path: Path) -> None:
     dom = render(f"{api.url}/docs", tmp_path)
     assert "swagger-ui" in dom and "/workflows/{workflow_id}/executions" in dom
-    assert "cdn" not in httpx.get(f"{api.url}/docs").text.lower()
+    assert "cdn" not in web.get(f"{api.url}/docs").text.lower()
     for name in ("../app.py", "app.py", "%2e%2e%2fapp.py", "nothing.js"):
-        assert httpx.get(f"{api.url}/ui/static/{name}").status_code == 404
+        assert web.get(f"{api.url}/ui/static/{name}").status_code == 404

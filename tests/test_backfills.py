@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import eventually
+from tests.conftest import eventually, web
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import backfills, config, deploy, execution, parse, workflows
 from weflow.api.app import create_app
@@ -141,7 +140,7 @@ def test_a_ten_slot_backfill_twice_makes_no_duplicate_and_binds_each_interval(
     for start, e in by_start.items():  # the node filtered by $interval_start: rows only from 05:00 on
         late = next(n for n in scope.catalog.execution(e.id).nodes if n.node == "late")
         assert (late.rows_out or 0) > 0 if start >= "2024-02-29T05" else late.rows_out == 0, (start, late.rows_out)
-    flow_run = httpx.get(f"{prefect_api}/flow_runs/{runs[0].flow_run_id}").json()
+    flow_run = web.get(f"{prefect_api}/flow_runs/{runs[0].flow_run_id}").json()
     assert f"backfill:{first.id}" in flow_run["tags"]
 
     again = backfills.create(scope, "hourly", "2024-02-29T00:00", "2024-02-29T10:00", max_parallel=3)
@@ -162,12 +161,10 @@ def test_a_ten_slot_backfill_twice_makes_no_duplicate_and_binds_each_interval(
 
 
 def test_a_run_the_schedule_starts_gets_its_interval(scope: Scope, worker: object, prefect_api: str) -> None:
-    deployment = next(
-        d for d in httpx.post(f"{prefect_api}/deployments/filter", json={}).json() if d["name"] == "hourly"
-    )
+    deployment = next(d for d in web.post(f"{prefect_api}/deployments/filter", json={}).json() if d["name"] == "hourly")
     body = {"start_time": "2024-02-29T13:00:00Z", "end_time": "2024-02-29T13:30:00Z", "max_runs": 1}
     url = f"{prefect_api}/deployments/{deployment['id']}/schedule"
-    assert eventually(lambda: httpx.post(url, json=body).status_code < 300, 30)  # SQLite's 503 under load: again
+    assert eventually(lambda: web.post(url, json=body).status_code < 300, 30)  # SQLite's 503 under load: again
     slot = {"interval_start": "2024-02-29T13:00:00+00:00", "interval_end": "2024-02-29T14:00:00+00:00"}
     # that slot's run, and only once it ended
     found = eventually(lambda: [e for e in runs_of(scope, "hourly") if e.input_data == slot and e.status.final], 90)

@@ -28,7 +28,7 @@ from weflow.prefect_gateway import flow_runs, server
 from weflow.prefect_gateway.client import QUICK_PAUSES
 from weflow.workflows import Scope
 
-from .conftest import REPO, eventually, render
+from .conftest import REPO, eventually, render, web
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -60,7 +60,7 @@ def wait_for(scope: Scope, execution_id: str, seconds: float = 180) -> Execution
 
 
 def deployments(api: str) -> dict[str, dict]:
-    found = httpx.post(f"{api}/deployments/filter", json={}).json()
+    found = web.post(f"{api}/deployments/filter", json={}).json()
     return {d["name"]: d for d in found}
 
 
@@ -122,11 +122,11 @@ def test_a_pool_made_meanwhile_by_another_process_is_taken_not_an_error(prefect_
     pool_url = f"{prefect_api}/work_pools/{deploy.work_pool()}"
     try:
         assert asyncio.run(at_once()) == [False] * 4  # none replaced a pool, none failed
-        assert httpx.get(pool_url).json()["type"] == gateway.POOL_TYPE
-        queues = httpx.post(f"{pool_url}/queues/filter", json={}).json()
+        assert web.get(pool_url).json()["type"] == gateway.POOL_TYPE
+        queues = web.post(f"{pool_url}/queues/filter", json={}).json()
         assert deploy.execution_queue() in {q["name"] for q in queues}
     finally:
-        httpx.delete(pool_url)  # the session's server is shared by the module's other tests
+        web.delete(pool_url)  # the session's server is shared by the module's other tests
 
 
 def test_queued_run_completes_on_the_worker(scope: Scope, worker: object, tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object, prefect
     def scheduled() -> list[dict]:
         state = {"type": {"any_": ["SCHEDULED"]}}
         body = {"flow_runs": {"deployment_id": {"any_": [str(deployed.deployment_id)]}, "state": state}}
-        found = httpx.post(f"{prefect_api}/flow_runs/filter", json={**body, "sort": "EXPECTED_START_TIME_ASC"})
+        found = web.post(f"{prefect_api}/flow_runs/filter", json={**body, "sort": "EXPECTED_START_TIME_ASC"})
         return [r for r in found.json() if r["auto_scheduled"]]
 
     first = eventually(scheduled, seconds=120)
@@ -185,7 +185,7 @@ def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object, prefect
     if slot - datetime.now(UTC) > timedelta(seconds=20):  # nearer, the worker may have it already: let it run
         at = datetime.now(UTC).isoformat()
         now = {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": at}}
-        moved = httpx.post(f"{prefect_api}/flow_runs/{run['id']}/set_state", json={"state": now, "force": True})
+        moved = web.post(f"{prefect_api}/flow_runs/{run['id']}/set_state", json={"state": now, "force": True})
         assert moved.status_code in {200, 201}, moved.text
 
     def cron_runs() -> list[Execution]:
@@ -199,7 +199,7 @@ def test_cron_schedule_produces_a_cron_run(scope: Scope, worker: object, prefect
     assert isinstance(found, list)
     done = wait_for(scope, found[0].id)
     assert done.status is RunState.SUCCEEDED and str(done.flow_run_id) == run["id"]
-    kept = httpx.get(f"{prefect_api}/flow_runs/{run['id']}").json()
+    kept = web.get(f"{prefect_api}/flow_runs/{run['id']}").json()
     assert kept["auto_scheduled"] and datetime.fromisoformat(kept["expected_start_time"]) == slot  # still its slot
     workflows.apply(parse(text.replace("ACTIVE", "PAUSED")), scope)
     deploy.deploy(scope)
@@ -227,13 +227,13 @@ def test_cancel_a_running_execution_and_the_concurrency_limit_queues_the_next_ru
     done = wait_for(scope, running.id, seconds=120)
     assert done.status is RunState.CANCELLED
     url = f"{prefect_api}/flow_runs/{done.flow_run_id}"
-    eventually(lambda: httpx.get(url).json()["state_type"] == "CANCELLED", seconds=120)
+    eventually(lambda: web.get(url).json()["state_type"] == "CANCELLED", seconds=120)
     hold.unlink()  # the waiting run need not sleep: it only has to start after the first one ended
 
     after = wait_for(scope, waiting.id, 120)
     assert after.status is RunState.SUCCEEDED, after.error_message
-    ended = datetime.fromisoformat(httpx.get(url).json()["end_time"])
-    started = datetime.fromisoformat(httpx.get(f"{prefect_api}/flow_runs/{after.flow_run_id}").json()["start_time"])
+    ended = datetime.fromisoformat(web.get(url).json()["end_time"])
+    started = datetime.fromisoformat(web.get(f"{prefect_api}/flow_runs/{after.flow_run_id}").json()["start_time"])
     assert ended <= started, "two runs of a workflow limited to one ran at the same time"
     assert isinstance(after.started_at, datetime) and after.started_at.tzinfo is not None
     assert ended <= after.started_at <= datetime.now(UTC)
@@ -292,7 +292,7 @@ class _Forward(BaseHTTPRequestHandler):
                 self._answer(503, b'{"exception_message": "Service Unavailable"}', "application/json")
                 return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
-        got = httpx.request(self.command, self.server.upstream + self.path, content=body, headers=headers, timeout=60)
+        got = web.request(self.command, self.server.upstream + self.path, content=body, headers=headers, timeout=60)
         self._answer(got.status_code, got.content, got.headers.get("content-type", "application/json"))
 
     def _answer(self, status: int, body: bytes, kind: str) -> None:
@@ -318,13 +318,13 @@ def refusing(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Refu
 
 
 def runs_of(prefect_api: str, execution_id: str) -> list[dict[str, Any]]:
-    found = httpx.post(f"{prefect_api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC"}).json()
+    found = web.post(f"{prefect_api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC"}).json()
     return [r for r in found if r["parameters"].get("execution_id") == execution_id]
 
 
 def weflow_runs(prefect_api: str, workflow: str) -> set[str]:
     """The ids of the flow runs weflow created for ``workflow`` (a schedule's have no execution id)."""
-    found = httpx.post(f"{prefect_api}/flow_runs/filter", json={}).json()
+    found = web.post(f"{prefect_api}/flow_runs/filter", json={}).json()
     return {
         r["id"] for r in found if r["parameters"].get("workflow") == workflow and r["parameters"].get("execution_id")
     }
@@ -349,7 +349,7 @@ def test_a_flow_run_the_server_refuses_is_asked_again_at_once_and_made_once(
     assert refusing.creates == 4  # refused three times, then made
     [made] = runs_of(prefect_api, queued.id)
     assert made["id"] == queued.flow_run_id and scope.catalog.execution(queued.id).status is RunState.QUEUED
-    httpx.delete(f"{prefect_api}/flow_runs/{made['id']}")  # no worker of a later test module finds it
+    web.delete(f"{prefect_api}/flow_runs/{made['id']}")  # no worker of a later test module finds it
 
 
 def test_a_flow_run_the_server_keeps_refusing_leaves_nothing_behind(
@@ -376,15 +376,15 @@ def test_the_server_weflow_starts_queues_conflicting_writes_instead_of_refusing_
     deploy.deploy(scope)
     [found] = [d for d in deployments(prefect_api).values() if d["name"] == "daily_sales"]
     create = f"{prefect_api}/deployments/{found['id']}/create_flow_run"
-    made = [httpx.post(create, json={}, timeout=60) for _ in range(12)]
+    made = [web.post(create, json={}, timeout=60) for _ in range(12)]
     assert {m.status_code for m in made} == {201}
 
     def label(i: int) -> int:
         url = f"{prefect_api}/flow_runs/{made[i].json()['id']}/labels"
-        return httpx.patch(url, json={"n": i}, timeout=60).status_code
+        return web.patch(url, json={"n": i}, timeout=60).status_code
 
     def another() -> httpx.Response:
-        return httpx.post(create, json={}, timeout=60)
+        return web.post(create, json={}, timeout=60)
 
     with ThreadPoolExecutor(24) as pool:  # all at once, plain httpx: no client that asks again
         labels = [pool.submit(label, i) for i in range(12)]
@@ -394,6 +394,6 @@ def test_the_server_weflow_starts_queues_conflicting_writes_instead_of_refusing_
     ours = [m.json()["id"] for m in made] + [a.json()["id"] for a in answers if a.status_code == 201]
     assert (sorted(set(labelled)), sorted(set(created))) == ([204], [201])
     for i, m in enumerate(made):
-        assert httpx.get(f"{prefect_api}/flow_runs/{m.json()['id']}").json()["labels"]["n"] == i
+        assert web.get(f"{prefect_api}/flow_runs/{m.json()['id']}").json()["labels"]["n"] == i
     for run in ours:  # no worker of a later test module on this server finds them in its pool
-        httpx.delete(f"{prefect_api}/flow_runs/{run}")
+        web.delete(f"{prefect_api}/flow_runs/{run}")

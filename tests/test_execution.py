@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -22,7 +21,7 @@ from weflow.core.entities import RunState
 from weflow.execution import logs, preview, run
 from weflow.workflows import Scope
 
-from .conftest import REPO, weflow_exe
+from .conftest import REPO, web, weflow_exe
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -84,14 +83,14 @@ def test_multi_branch_workflow_matches_hand_written_polars(scope: Scope, tmp_pat
     assert by_node["paid"].group == "by_segment"  # fused into one lazy plan, still recorded
     wf = workflows.get("customer_revenue", scope)
     assert wf.execution_count == 1 and wf.last_executed_at is not None
-    flow_run = httpx.get(f"{prefect_api}/flow_runs/{record.flow_run_id}").json()
+    flow_run = web.get(f"{prefect_api}/flow_runs/{record.flow_run_id}").json()
     assert flow_run["state_type"] == "COMPLETED"
     assert flow_run["parameters"]["input_data"] == {"min_amount": 100}
     expected_tasks = {"by_segment (+4 fused)", "top_regions", "save", "archive"}
     query = {"flow_runs": {"id": {"any_": [record.flow_run_id]}}}
 
     def task_names() -> set[str]:
-        return {t["name"] for t in httpx.post(f"{prefect_api}/task_runs/filter", json=query).json()}
+        return {t["name"] for t in web.post(f"{prefect_api}/task_runs/filter", json=query).json()}
 
     assert eventually(lambda: task_names() == expected_tasks), task_names()  # Prefect records task runs async
 
@@ -143,7 +142,7 @@ def test_contract_failure_stops_the_branch_and_names_node_column_check(
     artifacts: list[dict[str, str]] = []
 
     def published() -> bool:
-        artifacts[:] = httpx.post(f"{prefect_api}/artifacts/filter", json=query).json()
+        artifacts[:] = web.post(f"{prefect_api}/artifacts/filter", json=query).json()
         return bool(artifacts)
 
     assert eventually(published)

@@ -16,13 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import polars as pl
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from starlette.testclient import TestClient
 
-from tests.conftest import eventually, weflow_exe
+from tests.conftest import eventually, web, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from tests.test_hot_worker import MODULES, PIDS
 from weflow import deploy, execution, handoff, parse, workflows
@@ -139,20 +138,20 @@ def test_a_hand_off_without_the_token_is_refused_and_runs_nothing(scope: Scope, 
     body = {"workflow": "pids", "catalog": env["WEFLOW_CATALOG"], "organization": "acme", "user": "ada"}
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
         for path in ("/run", "/execute", "/wait"):
-            answer = httpx.post(f"http://127.0.0.1:{record['port']}{path}", json=body, headers=headers, timeout=30)
+            answer = web.post(f"http://127.0.0.1:{record['port']}{path}", json=body, headers=headers, timeout=30)
             assert answer.status_code == 401, answer.text
             assert answer.json() == {"error": "hand-off refused: missing or wrong token"}
     token = hot.home / worker_home.FOLDER / worker_home.TOKEN
     assert token.stat().st_mode & 0o777 == 0o600
     signed = {"Authorization": f"Bearer {token.read_text().strip()}"}
     for bad in (b"[1]", b"not json", b'"a string"'):  # with the token, a body that is no JSON object: 400
-        answer = httpx.post(f"http://127.0.0.1:{record['port']}/run", content=bad, headers=signed, timeout=30)
+        answer = web.post(f"http://127.0.0.1:{record['port']}/run", content=bad, headers=signed, timeout=30)
         assert answer.status_code == 400 and answer.json() == {"error": "hand-off body: expected a JSON object"}
     # a wake-up names its flow run by UUID only (it goes into the request line); a bad query is a plain wake-up
     with pytest.raises(ValueError):
         worker_home.wake(hot.home, "x HTTP/1.0\r\nX-Evil: 1")
     for query in ("?flow_run=not-a-uuid", "?flow_run=", ""):
-        assert httpx.post(f"http://127.0.0.1:{record['port']}/wake{query}", timeout=30).status_code == 204
+        assert web.post(f"http://127.0.0.1:{record['port']}/wake{query}", timeout=30).status_code == 204
     unknown = weflow(env, "run", "nosuch")  # refused by the worker: the same one line as a local run's
     _, err = unknown.communicate(timeout=120)
     assert unknown.returncode == 1 and err.strip().splitlines() == ["error: no workflow named 'nosuch'"], err

@@ -32,7 +32,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency import _leases
 from prefect.concurrency._leases import amaintain_concurrency_lease
 
-from tests.conftest import REPO, eventually, weflow_exe
+from tests.conftest import REPO, eventually, web, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from tests.test_api import weflow_serve
 from weflow import deploy, execution, parse, workflows
@@ -137,7 +137,7 @@ def hot(scope: Scope, env: dict[str, str], place: Path) -> Iterator[Hot]:
 
 
 def flow_run(prefect_api: str, flow_run_id: str | None) -> dict[str, Any]:
-    return dict(httpx.get(f"{prefect_api}/flow_runs/{flow_run_id}").json())
+    return dict(web.get(f"{prefect_api}/flow_runs/{flow_run_id}").json())
 
 
 def mine(scope: Scope, workflow: str) -> list[Execution]:
@@ -177,15 +177,15 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
         labelled = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["labels"].get("prefect.worker.type"), 60)
         assert labelled == "weflow"
         assert flow_run(prefect_api, e.flow_run_id)["labels"]["prefect.work-pool.name"] == deploy.work_pool()
-    pool = httpx.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
+    pool = web.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
     assert pool["type"] == "weflow" and "isolation" in pool["base_job_template"]["variables"]["properties"]
-    workers = httpx.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/workers/filter", json={}).json()
+    workers = web.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/workers/filter", json={}).json()
     assert any(w["name"].startswith("weflow ") and w["status"] == "ONLINE" for w in workers), workers
 
 
 def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefect_api: str, place: Path) -> None:
     child = hot.child()
-    deployed = httpx.post(f"{prefect_api}/deployments/filter", json={}).json()
+    deployed = web.post(f"{prefect_api}/deployments/filter", json={}).json()
     assert {d["name"]: d["job_variables"].get("isolation") for d in deployed}["isolated"] == "process"
     done = execution.wait(execution.submit("isolated", scope, Mode.API, queue=True).id, scope, timeout=120)
     assert done.status is RunState.SUCCEEDED, done.error_message
@@ -251,7 +251,7 @@ def test_cancel_from_weflow_stops_an_in_process_run(scope: Scope, hot: Hot, pref
     done = execution.wait(queued.id, scope, timeout=60)
     assert done.status is RunState.CANCELLED, done.error_message
     assert eventually(lambda: flow_run(prefect_api, done.flow_run_id)["state_type"] == "CANCELLED", 30)
-    history = httpx.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": done.flow_run_id}).json()
+    history = web.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": done.flow_run_id}).json()
     assert "CRASHED" not in {s["type"] for s in history}
     assert hot.child() == child  # the worker itself carries on
 
@@ -301,7 +301,7 @@ def test_a_run_cancelled_before_it_started_gives_the_worker_its_slot_back(prefec
     try:
         tokens, state = asyncio.run(go())
     finally:  # the pool and its run stay off the session's server
-        httpx.delete(f"{prefect_api}/work_pools/slots-{os.getpid()}")
+        web.delete(f"{prefect_api}/work_pools/slots-{os.getpid()}")
     assert (tokens, state) == (1, "CANCELLED")
 
 
@@ -331,7 +331,7 @@ def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tm
     try:
         woken = asyncio.run(go())
     finally:  # the pool, its deployment and its runs stay off the session's server
-        httpx.delete(f"{prefect_api}/work_pools/{pool}")
+        web.delete(f"{prefect_api}/work_pools/{pool}")
     assert woken == ["again", "unpolled"]
 
 
@@ -363,7 +363,7 @@ def test_a_poll_asks_for_no_more_runs_than_free_slots_and_a_full_worker_is_not_w
     try:
         polled, woken = asyncio.run(go())
     finally:
-        httpx.delete(f"{prefect_api}/work_pools/{pool}")
+        web.delete(f"{prefect_api}/work_pools/{pool}")
     assert (polled, woken) == (2, ["free"])
 
 
@@ -419,7 +419,7 @@ def test_executions_posted_to_the_api_at_once_all_succeed_each_recorded_once(
     recorded = mine(scope, "sample")
     assert len(recorded) == AT_ONCE and {e.id for e in recorded} == ids  # each recorded once, none extra
     assert len({e.flow_run_id for e in recorded}) == AT_ONCE and None not in {e.flow_run_id for e in recorded}
-    counted = httpx.post(f"{prefect_api}/flow_runs/count", json={"flow_runs": {"id": {"any_": sorted(
+    counted = web.post(f"{prefect_api}/flow_runs/count", json={"flow_runs": {"id": {"any_": sorted(
         e.flow_run_id for e in recorded)}, "state": {"type": {"any_": ["COMPLETED"]}}}}).json()  # fmt: skip
     assert counted == AT_ONCE  # one COMPLETED Prefect flow run each
     assert hot.child() == child  # all in the one long-lived worker, which carries on
@@ -435,7 +435,7 @@ def test_runs_over_a_workflows_limit_run_one_at_a_time_each_as_soon_as_the_slot_
     ended = [execution.wait(i, scope, timeout=300) for i in ids]
     assert {e.status for e in ended} == {RunState.SUCCEEDED}, {e.error_message for e in ended}
     histories = [
-        httpx.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": e.flow_run_id}).json() for e in ended
+        web.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": e.flow_run_id}).json() for e in ended
     ]
     assert any(s["name"] == "AwaitingConcurrencySlot" for h in histories for s in h)  # the limit was reached
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import httpx
 import polars as pl
 import pytest
 from moto.server import ThreadedMotoServer
 from polars.testing import assert_frame_equal
 
+from tests.conftest import web
 from weflow import DefinitionError, accounts, config, parse, secrets, workflows
 from weflow.core.secret_ref import SecretRef, revealed
 from weflow.errors import OutboundError
@@ -100,14 +100,14 @@ def s3() -> Iterator[S3]:
     key = iam.create_access_key(UserName="ada")["AccessKey"]
     for bucket in ("lake", "other"):
         boto3.client("s3", region_name="us-east-1", **boot).create_bucket(Bucket=bucket)
-    httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0").raise_for_status()  # keys are checked from now on
+    web.post(f"{endpoint}/moto-api/reset-auth", content=b"0").raise_for_status()  # keys are checked from now on
     found = S3(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
     found.put("in/orders.parquet", parquet(ORDERS))
     found.put("in/regions.csv", REGIONS.write_csv().encode())
     try:
         yield found
     finally:
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf")
+        web.post(f"{endpoint}/moto-api/reset-auth", content=b"inf")
         server.stop()
 
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
@@ -30,7 +29,7 @@ from weflow.prefect_gateway import server
 from weflow.workflows import Scope
 
 from . import postgres
-from .conftest import REPO, descendants, eventually, weflow_exe
+from .conftest import REPO, descendants, eventually, web, weflow_exe
 from .test_api import _free_port, _wait_healthy
 
 pytestmark = pytest.mark.postgres
@@ -219,7 +218,7 @@ def test_catalogless_workers_record_every_concurrent_run_once_and_a_killed_one_l
         # the catalog record ends before the flow process reports its final state: wait for Prefect
         # before a worker is killed (killing it kills its flow processes)
         def prefect_final() -> bool:
-            states = [httpx.get(f"{prefect}/flow_runs/{e.flow_run_id}").json()["state_type"] for e in [*ended, outside]]
+            states = [web.get(f"{prefect}/flow_runs/{e.flow_run_id}").json()["state_type"] for e in [*ended, outside]]
             return all(s in ("COMPLETED", "FAILED") for s in states)
 
         eventually(prefect_final, 60)
@@ -240,7 +239,7 @@ def test_catalogless_workers_record_every_concurrent_run_once_and_a_killed_one_l
         # the runs above may take longer than that between their first heartbeat and their end on a busy machine.
         monkeypatch.setenv("WEFLOW_CRASH_AFTER_SECONDS", "10")
         deploy.deploy(scope, api_url=api_url)
-        automations = httpx.post(f"{prefect}/automations/filter", json={}).json()
+        automations = web.post(f"{prefect}/automations/filter", json={}).json()
         assert [a["trigger"]["within"] for a in automations if a["name"] == deploy.CRASH_AUTOMATION] == [10.0]
         doomed = execution.submit("doomed", scope, Mode.API, queue=True)
         eventually(lambda: scope.catalog.execution(doomed.id).status is RunState.RUNNING, 180)
@@ -263,8 +262,8 @@ def test_catalogless_workers_record_every_concurrent_run_once_and_a_killed_one_l
     assert scope.catalog.execution(doomed.id).status is RunState.RUNNING  # nothing left alive to say otherwise
 
     url = f"{prefect}/flow_runs/{flow_run_id}"
-    eventually(lambda: httpx.get(url).json()["state_type"] == "CRASHED", seconds=150)
-    assert "no heartbeat" in httpx.get(url).json()["state"]["message"]
+    eventually(lambda: web.get(url).json()["state_type"] == "CRASHED", seconds=150)
+    assert "no heartbeat" in web.get(url).json()["state"]["message"]
 
     crashed = execution.wait(doomed.id, scope, timeout=60)  # syncs the catalog mirror from Prefect
     assert crashed.status is RunState.FAILED

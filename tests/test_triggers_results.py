@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 import pytest
 
-from tests.conftest import eventually, render
+from tests.conftest import eventually, render, web
 from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import deploy, execution, file_triggers, parse, workflows
 from weflow.cli import app as cli_app
@@ -125,7 +124,7 @@ def ended(scope: Scope, workflow: str, count: int = 1) -> list[Execution]:
 
 def _prefect(prefect_api: str, path: str, body: Any) -> Any:
     """POST to Prefect's API; SQLite's 503 under load is asked again."""
-    response = eventually(lambda: (r := httpx.post(f"{prefect_api}{path}", json=body)).status_code < 500 and r, 30)
+    response = eventually(lambda: (r := web.post(f"{prefect_api}{path}", json=body)).status_code < 500 and r, 30)
     assert response.status_code < 300, response.text  # type: ignore[union-attr]
     return response.json() if response.content else None  # type: ignore[union-attr]
 

@@ -18,10 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import descendants, eventually, weflow_exe
+from tests.conftest import descendants, eventually, web, weflow_exe
 from tests.test_api import create, wait_final
 from weflow import leases, workflows
 from weflow.catalog import Catalog
@@ -181,7 +180,7 @@ def test_a_crashing_node_does_not_take_the_api_down_and_a_run_whose_api_was_kill
         assert ended["errorMessage"].startswith("the process running this execution ended")  # whoever saw it first
         assert {n["node"]: n["status"] for n in ended["nodes"]} == {"boom": "FAILED", "after": "FAILED"}
 
-        assert httpx.get(f"{api.url}/health", timeout=5).status_code == 200  # the API outlived the crash
+        assert web.get(f"{api.url}/health", timeout=5).status_code == 200  # the API outlived the crash
         assert globex.get("/workflows").status_code == 200
         quick = globex.post(f"/workflows/{other['id']}/executions", json={})
         assert wait_final(globex, quick.json()["id"], 60)["status"] == "SUCCEEDED"

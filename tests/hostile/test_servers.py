@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO, weflow_exe
+from tests.conftest import REPO, web, weflow_exe
 from weflow import config, workflows
 from weflow.prefect_gateway import server, supervisor
 from weflow.workflows import Scope
@@ -212,9 +211,9 @@ def test_first_runs_at_once_share_one_server_and_servers_stop_when_idle_not_unde
             record = supervisor.read_record(home[b])
             assert record is not None
             api = record["api_url"]
-            flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
+            flow = web.post(f"{api}/flows/", json={"name": "elsewhere"}).json()
             running = {"type": "RUNNING", "name": "Running"}
-            run = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
+            run = web.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": running}).json()
         no_client = time.monotonic()
         deadline = no_client + 60
         while serving({home[a]}) and time.monotonic() < deadline:
@@ -223,7 +222,7 @@ def test_first_runs_at_once_share_one_server_and_servers_stop_when_idle_not_unde
         time.sleep(max(0.0, no_client + 3 * idle - time.monotonic()))  # three idle periods without a client
         assert len(prefect_servers({home[b]})) == 1, "stopped under a running flow run"
         done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
-        assert httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done).status_code in {200, 201}
+        assert web.post(f"{api}/flow_runs/{run['id']}/set_state", json=done).status_code in {200, 201}
         deadline = time.monotonic() + 60
         while serving({home[b]}) and time.monotonic() < deadline:
             time.sleep(0.3)

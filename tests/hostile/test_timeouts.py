@@ -17,12 +17,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import descendants, weflow_exe
+from tests.conftest import descendants, web, weflow_exe
 from tests.test_api import Api, create, wait_final
 from weflow import parse, workflows
 from weflow.core.entities import Execution, RunState
@@ -302,7 +301,7 @@ def test_through_the_api_a_timeout_and_the_memory_limit_end_the_run_and_free_the
         ended = wait_final(acme, started.json()["id"], 60)
         assert ended["status"] == "FAILED", ended
         assert ended["errorMessage"].startswith("execution stopped: memory limit of 1200 MB exceeded (RSS "), ended
-        assert httpx.get(f"{api.url}/health", timeout=5).status_code == 200  # the API serves on
+        assert web.get(f"{api.url}/health", timeout=5).status_code == 200  # the API serves on
 
 
 def run_processes() -> set[int]:
