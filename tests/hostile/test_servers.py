@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, web, weflow_exe
+from tests.conftest import REPO, descendants, eventually, web, weflow_exe
 from weflow import config, workflows
 from weflow.prefect_gateway import server, supervisor
 from weflow.workflows import Scope
@@ -360,3 +360,68 @@ def test_a_server_owned_by_a_process_stops_when_that_process_is_killed(tmp_path:
             owner.kill()
         server.stop(home)
         kill_all({home})
+
+
+def test_weflow_up_stopped_by_sigterm_stops_its_server_and_workers(tmp_path: Path, migrated_db: Path) -> None:
+    """`weflow up` ended by SIGTERM (a service manager, `docker stop`, `kill`) stops what it started, as Ctrl-C
+    does: the server, the weflow worker and the node worker. (SIGHUP, a closed terminal, takes the same handler;
+    a second `weflow up` to send it would cost ~10 s of CPU.)
+
+    Before: only Ctrl-C did; SIGTERM ended `weflow up` alone and left the three running.
+    """
+    [folder] = projects(tmp_path / "stack")
+    home = folder / "data" / "prefect"
+    home.mkdir(parents=True)
+    shutil.copy(migrated_db, home / "prefect.db")
+    up = launch(folder, "up", "--port", "0")
+    started: set[int] = set()
+    try:
+        assert up.stdout is not None
+        lines = []
+        for line in up.stdout:  # blocks until `weflow up` says it runs (or exits)
+            lines.append(line)
+            if line.startswith("running;"):
+                break
+        assert lines and lines[-1].startswith("running;"), "".join(lines) + up.stderr.read()  # type: ignore[union-attr]
+
+        def stack() -> set[int] | None:  # once the weflow worker's child runs too
+            found = descendants(up.pid)
+            commands = " ".join(_cmdline(p) for p in found)
+            wanted = ("prefect_server.py server start", "weflow worker", "weflow node-worker", "-m weflow.workers")
+            return found if all(w in commands for w in wanted) else None
+
+        found = eventually(stack, 60)
+        assert isinstance(found, set)
+        started = found
+        up.send_signal(signal.SIGTERM)
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 0, err
+        assert "stopping ..." in out
+        left = [p for p in started if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        assert left == [], f"left running after `weflow up` ended: {left}"
+        assert serving({home}) == {}
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        kill_all({home})
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    """The command line, space-separated, each absolute path as its last part (``prefect_server.py``, ``weflow``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    return " ".join(Path(a).name if a.startswith("/") else a for a in argv)

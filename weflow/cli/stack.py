@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import signal
 import threading
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +47,8 @@ def up(
     from weflow import deploy, retention, stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
     from weflow import execution as service
 
+    for each in STOP_SIGNALS:
+        signal.signal(each, _interrupt)
     running = stack.Stack(port)
     watching = threading.Event()  # set: the file triggers' watcher stops
     api = running.server
@@ -74,8 +77,19 @@ def up(
     except KeyboardInterrupt:
         out.print("stopping ...")
     finally:
+        for each in STOP_SIGNALS:  # a second one must not cut the stop short
+            signal.signal(each, signal.SIG_IGN)
         watching.set()
         running.stop()
+
+
+# What service managers (systemd, `docker stop`, `kill`) and a closed terminal send: `weflow up` then stops its
+# stack as on Ctrl-C. Python's default for both ended the process at once and left the server and workers running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _watch_files(sc: Scope, stop: threading.Event) -> None:
