@@ -6,6 +6,7 @@ the worker's loopback hand-off port with the home's token file, DuckDB catalog f
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -110,6 +111,15 @@ def test_weflow_run_runs_on_the_worker_and_prints_the_node_table(
     )  # fmt: skip
     assert worker_home.hand_over(hot.home, "/wait", {**where, "execution_id": "no-such-run"})[0] == 404  # type: ignore[index]
     assert worker_home.hand_over(hot.home, "/wait", where) == (400, {"error": "execution_id: required"})
+    # listing it: every run ended, nothing to ask Prefect, so `weflow executions` imports neither Prefect nor the
+    # engine (it imported both, ~2 s of CPU, for every listing)
+    listing = weflow({**env, "PYTHONPROFILEIMPORTTIME": "1"}, "executions", "--format", "json")
+    out, err = listing.communicate(timeout=120)
+    assert listing.returncode == 0, err
+    assert done.id in {e["id"] for e in json.loads(out)}
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    # history's modules are there (importlib's own imports are not in Python's import-time log), Prefect's are not
+    assert "weflow.retention" in imported and not {"prefect", "polars", "weflow.compile.flow"} & imported
 
     failing = weflow(env, "run", "fails")
     out, err = failing.communicate(timeout=120)

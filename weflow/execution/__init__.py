@@ -12,35 +12,88 @@ Entry points (``from weflow import execution``; every interface goes through the
 Display (a run's Markdown and Mermaid graph) lives in ``weflow.display``. Inside, imports point down
 (an import-linter contract): deployed | queue | resuming | history > lifecycle > record.
 No module is named like a function exported here (``run``, ``resume``), so none shadows it.
+The names load on first use (PEP 562): reading history (``executions``, ``current``, ``wait``) imports neither
+Prefect nor the engine; a run, a submit or a Prefect read does.
 """
 
-from weflow.execution.deployed import run_deployed
-from weflow.execution.history import cancel, contract_failures, current, executions, find, logs, sync, wait
-from weflow.execution.lifecycle import (
-    Prepared,
-    RunResult,
-    begin,
-    conclude,
-    execute,
-    prepare,
-    preview,
-    resolve_inputs,
-    run,
-    run_in_flow,
-    start_execution,
-)
-from weflow.execution.queue import run_queued, submit
-from weflow.execution.record import (
-    ApiRecorder,
-    CatalogRecorder,
-    Recorder,
-    new_execution,
-    report_created,
-    report_finished,
-    report_running,
-)
-from weflow.execution.resuming import resume
-from weflow.prefect_gateway.flow_runs import LogLine
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from weflow.execution.deployed import run_deployed
+    from weflow.execution.history import cancel, contract_failures, current, executions, find, logs, sync, wait
+    from weflow.execution.lifecycle import (
+        Prepared,
+        RunResult,
+        begin,
+        conclude,
+        execute,
+        prepare,
+        preview,
+        resolve_inputs,
+        run,
+        run_in_flow,
+        start_execution,
+    )
+    from weflow.execution.queue import run_queued, submit
+    from weflow.execution.record import (
+        ApiRecorder,
+        CatalogRecorder,
+        Recorder,
+        new_execution,
+        report_created,
+        report_finished,
+        report_running,
+    )
+    from weflow.execution.resuming import resume
+    from weflow.prefect_gateway.flow_runs import LogLine
+
+_HOMES = {  # each exported name -> its module
+    "run_deployed": "weflow.execution.deployed",
+    "cancel": "weflow.execution.history",
+    "contract_failures": "weflow.execution.history",
+    "current": "weflow.execution.history",
+    "executions": "weflow.execution.history",
+    "find": "weflow.execution.history",
+    "logs": "weflow.execution.history",
+    "sync": "weflow.execution.history",
+    "wait": "weflow.execution.history",
+    "Prepared": "weflow.execution.lifecycle",
+    "RunResult": "weflow.execution.lifecycle",
+    "begin": "weflow.execution.lifecycle",
+    "conclude": "weflow.execution.lifecycle",
+    "execute": "weflow.execution.lifecycle",
+    "prepare": "weflow.execution.lifecycle",
+    "preview": "weflow.execution.lifecycle",
+    "resolve_inputs": "weflow.execution.lifecycle",
+    "run": "weflow.execution.lifecycle",
+    "run_in_flow": "weflow.execution.lifecycle",
+    "start_execution": "weflow.execution.lifecycle",
+    "run_queued": "weflow.execution.queue",
+    "submit": "weflow.execution.queue",
+    "ApiRecorder": "weflow.execution.record",
+    "CatalogRecorder": "weflow.execution.record",
+    "Recorder": "weflow.execution.record",
+    "new_execution": "weflow.execution.record",
+    "report_created": "weflow.execution.record",
+    "report_finished": "weflow.execution.record",
+    "report_running": "weflow.execution.record",
+    "resume": "weflow.execution.resuming",
+    "LogLine": "weflow.prefect_gateway.flow_runs",
+}
+
+
+def __getattr__(name: str) -> object:
+    """An exported name, imported from its module the first time it is read (then a plain attribute)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApiRecorder",

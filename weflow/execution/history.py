@@ -5,15 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weflow import children, leases, monitor, retention
 from weflow.core.entities import Execution, RunState, Workflow
 from weflow.errors import ConflictError, ExecutionTimeout
-from weflow.prefect_gateway import flow_runs
-from weflow.prefect_gateway.flow_runs import LogLine
 from weflow.prefect_gateway.states import final_state
 from weflow.workflows import Scope, get, version
+
+if TYPE_CHECKING:
+    from weflow.prefect_gateway.flow_runs import LogLine
+
+# Prefect's client (weflow.prefect_gateway.flow_runs, ~1.5 s of imports) loads where a function needs it: a listing
+# or a wait with nothing to ask Prefect (`weflow executions`, `weflow execution`) does not import Prefect.
 
 current = leases.current  # the API's and CLI's read of one execution
 
@@ -57,6 +61,8 @@ def sync(scope: Scope) -> list[Execution]:
 
 
 def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution]:
+    from weflow.prefect_gateway import flow_runs
+
     repaired = []
     states = flow_runs.states([e.flow_run_id for e in pending if e.flow_run_id])
     for e in pending:
@@ -85,6 +91,8 @@ def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution
 
 def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 5000) -> list[LogLine]:
     """An execution's log lines from Prefect (the system of record), oldest first, per node if asked."""
+    from weflow.prefect_gateway import flow_runs
+
     execution = find(execution_id, scope)
     if execution.flow_run_id is None:
         return []
@@ -133,6 +141,8 @@ def cancel(execution_id: str, scope: Scope) -> Execution:
         if children.cancel(execution.id):  # a run this process (the API) handed to a child
             return scope.catalog.execution(execution_id)
         raise ConflictError(f"execution {execution_id} runs in a process weflow cannot reach; it cannot be cancelled")
+    from weflow.prefect_gateway import flow_runs
+
     flow_runs.cancel(execution.flow_run_id)
     if execution.status is RunState.QUEUED:
         scope.catalog.update_execution(execution.id, status=RunState.CANCELLED, finished_at=datetime.now(UTC))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect.client.schemas.objects import State
+from typing import TYPE_CHECKING, Any
 
 from weflow.core.entities import RunState
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 _FINAL = {
     "COMPLETED": RunState.SUCCEEDED,
