@@ -80,8 +80,11 @@ def _quiet_prefect_console() -> None:
 
     A failing run printed two full Prefect tracebacks on stderr (issue 14); the CLI prints one line
     instead. Prefect's API handler sits on its own loggers, so every line still reaches ``weflow logs``.
-    Call after importing the services (importing Prefect configures logging once per process).
+    Importing Prefect configures its logging once per process, so the run engine (which imports Prefect) is loaded
+    first: ``weflow.execution`` loads its names on first use, and a handler added after this would print.
     """
+    import weflow.execution.lifecycle  # noqa: F401  (the callers run flows next: nothing extra to load)
+
     if _verbose["on"]:
         return
     for handler in logging.getLogger().handlers:
