@@ -52,6 +52,11 @@ def create_app(catalog_path: str | Path | None = None, body_limit: int | None = 
         description="Workflows stored as data, run as Prefect flows. Send `Authorization: Bearer <API key>`.",
     )
     app.state.catalog = open_catalog(catalog_path)
+    # weflow.execution loads its names on first use: the server loads the run path (engine, Prefect) as it starts,
+    # not in its first run's request
+    import weflow.execution.queue
+    import weflow.execution.resuming  # noqa: F401
+
     for router in (
         health,
         definitions.router,
