@@ -62,3 +62,18 @@ def test_every_module_outside_the_prefect_gateway_is_held_to_the_no_prefect_cont
     may_import_prefect = {"weflow.compile", "weflow.engine", "weflow.prefect_gateway"}
     top_level = {f"weflow.{m.name}" for m in pkgutil.iter_modules(weflow.__path__)}
     assert top_level - may_import_prefect == set(contract["source_modules"])
+
+
+def test_the_execution_packages_lazy_names_are_its_exports_and_each_resolves() -> None:
+    """``weflow.execution`` loads its names on first use: the table of where each lives must list exactly
+    ``__all__``, and each must be found there (a name added to one and not the other, or moved, fails here)."""
+    code = (
+        "import sys\nfrom weflow import execution as e\n"
+        "assert sorted(e._HOMES) == sorted(e.__all__), set(e._HOMES) ^ set(e.__all__)\n"
+        "print('prefect' in sys.modules)\n"
+        "for name in e.__all__: getattr(e, name)\n"
+        "print('prefect' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]  # importing the package loads nothing; the engine on use

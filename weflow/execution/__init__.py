@@ -50,38 +50,47 @@ if TYPE_CHECKING:
     from weflow.execution.resuming import resume
     from weflow.prefect_gateway.flow_runs import LogLine
 
-_HOMES = {  # each exported name -> its module
-    "run_deployed": "weflow.execution.deployed",
-    "cancel": "weflow.execution.history",
-    "contract_failures": "weflow.execution.history",
-    "current": "weflow.execution.history",
-    "executions": "weflow.execution.history",
-    "find": "weflow.execution.history",
-    "logs": "weflow.execution.history",
-    "sync": "weflow.execution.history",
-    "wait": "weflow.execution.history",
-    "Prepared": "weflow.execution.lifecycle",
-    "RunResult": "weflow.execution.lifecycle",
-    "begin": "weflow.execution.lifecycle",
-    "conclude": "weflow.execution.lifecycle",
-    "execute": "weflow.execution.lifecycle",
-    "prepare": "weflow.execution.lifecycle",
-    "preview": "weflow.execution.lifecycle",
-    "resolve_inputs": "weflow.execution.lifecycle",
-    "run": "weflow.execution.lifecycle",
-    "run_in_flow": "weflow.execution.lifecycle",
-    "start_execution": "weflow.execution.lifecycle",
-    "run_queued": "weflow.execution.queue",
-    "submit": "weflow.execution.queue",
-    "ApiRecorder": "weflow.execution.record",
-    "CatalogRecorder": "weflow.execution.record",
-    "Recorder": "weflow.execution.record",
-    "new_execution": "weflow.execution.record",
-    "report_created": "weflow.execution.record",
-    "report_finished": "weflow.execution.record",
-    "report_running": "weflow.execution.record",
-    "resume": "weflow.execution.resuming",
-    "LogLine": "weflow.prefect_gateway.flow_runs",
+_HOMES = {  # each exported name -> its module (the names imported above for type checkers)
+    name: module
+    for module, names in {
+        "weflow.execution.deployed": ("run_deployed",),
+        "weflow.execution.history": (
+            "cancel",
+            "contract_failures",
+            "current",
+            "executions",
+            "find",
+            "logs",
+            "sync",
+            "wait",
+        ),
+        "weflow.execution.lifecycle": (
+            "Prepared",
+            "RunResult",
+            "begin",
+            "conclude",
+            "execute",
+            "prepare",
+            "preview",
+            "resolve_inputs",
+            "run",
+            "run_in_flow",
+            "start_execution",
+        ),
+        "weflow.execution.queue": ("run_queued", "submit"),
+        "weflow.execution.record": (
+            "ApiRecorder",
+            "CatalogRecorder",
+            "Recorder",
+            "new_execution",
+            "report_created",
+            "report_finished",
+            "report_running",
+        ),
+        "weflow.execution.resuming": ("resume",),
+        "weflow.prefect_gateway.flow_runs": ("LogLine",),
+    }.items()
+    for name in names
 }
 
 
