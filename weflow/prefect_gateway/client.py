@@ -205,8 +205,8 @@ def shared_client() -> PrefectClient:
     """What ``prefect.get_client()`` gives, without its ~45 ms of a new SSL context: the client of the Prefect
     client context this code runs in (a worker's, a flow run's) on this loop, else a new ``client()``.
 
-    ``execution.wait`` polls Prefect through this about twice a second; with ``get_client()`` the SSL
-    contexts were ~13 s of CPU in a full test run (py-spy)."""
+    Waiters, listings and workers read flow-run states through this many times a run; with ``get_client()`` the
+    SSL contexts were ~13 s of CPU in a full test run (py-spy)."""
     context = AsyncClientContext.get()
     if context is not None and context.client is not None:
         if getattr(context.client, "_loop", None) in (asyncio.get_running_loop(), None):
