@@ -170,6 +170,14 @@ def eventually(check: Callable[[], object], seconds: float = 180) -> object:
     raise AssertionError("condition not met in time")
 
 
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def descendants(pid: int) -> set[int]:
     """Every process started (transitively) by ``pid``, from /proc."""
     children: dict[int, list[int]] = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import descendants, eventually, web, weflow_exe
+from tests.conftest import descendants, eventually, web, weflow_exe, zombie
 from tests.test_api import create, wait_final
 from weflow import leases, workflows
 from weflow.catalog import Catalog
@@ -198,7 +198,7 @@ def test_a_crashing_node_does_not_take_the_api_down_and_a_run_whose_api_was_kill
         [server] = [p for p in descendants(os.getpid()) if _run_children(p)]
         orphans = _run_children(server)
         os.kill(server, signal.SIGKILL)
-        eventually(lambda: not any(Path(f"/proc/{c}").exists() and not _zombie(c) for c in orphans), 10)
+        eventually(lambda: not any(Path(f"/proc/{c}").exists() and not zombie(c) for c in orphans), 10)
     with serve(env_extra=fast_beats) as again:
         acme = again.client("acme")
         found = wait_final(acme, killed["id"], 10)
@@ -209,13 +209,6 @@ def test_a_crashing_node_does_not_take_the_api_down_and_a_run_whose_api_was_kill
         children = _run_children(os.getpid())
         assert children, "the run is not in a child process of the API"
     for child in children:  # the API stopped its children when it shut down
-        assert not Path(f"/proc/{child}").exists() or _zombie(child), f"child {child} outlived weflow serve"
+        assert not Path(f"/proc/{child}").exists() or zombie(child), f"child {child} outlived weflow serve"
     left = again.catalog.execution(long["id"])
     assert left.status is RunState.FAILED and "weflow stopped" in (left.error_message or ""), left
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

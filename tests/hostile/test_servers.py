@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, descendants, eventually, web, weflow_exe
+from tests.conftest import REPO, descendants, eventually, web, weflow_exe, zombie
 from weflow import config, workflows
 from weflow.prefect_gateway import server, supervisor
 from weflow.workflows import Scope
@@ -397,7 +397,7 @@ def test_weflow_up_stopped_by_sigterm_stops_its_server_and_workers(tmp_path: Pat
         out, err = up.communicate(timeout=120)
         assert up.returncode == 0, err
         assert "stopping ..." in out
-        left = [p for p in started if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        left = [p for p in started if Path(f"/proc/{p}").exists() and not zombie(p)]
         assert left == [], f"left running after `weflow up` ended: {left}"
         assert serving({home}) == {}
     finally:
@@ -409,13 +409,6 @@ def test_weflow_up_stopped_by_sigterm_stops_its_server_and_workers(tmp_path: Pat
             except ProcessLookupError:
                 pass
         kill_all({home})
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _cmdline(pid: int) -> str:
