@@ -1,7 +1,9 @@
 """The local stack ``weflow up`` supervises: the home's Prefect server, deployments, a weflow worker, a node worker.
 
 A ``Stack`` owns what it starts: ``stop`` ends its workers, and the server too unless it found one
-already running. ``serve_nodes`` is the node worker itself (``weflow node-worker``).
+already running; and all of them end by themselves when the stack's process dies without a ``stop``
+(SIGKILL, the OOM killer). Start it from the main thread. ``serve_nodes`` is the node worker itself
+(``weflow node-worker``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Stack:
 
     def __init__(self, port: int = 4200) -> None:
         self.home: Path = server.default_home()
-        self.server = server.acquire(self.home, port=port)  # one it starts runs until ``stop``
+        self.server = server.acquire(self.home, port=port, owner=os.getpid())  # one it starts: until ``stop``
         self.reused = not self.server.started
         server.use_api(self.server.api_url)
         self.worker: subprocess.Popen[bytes] | None = None
@@ -45,12 +47,12 @@ class Stack:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A long-lived weflow worker (``weflow worker``, its supervisor) on the execution queue of the work pool."""
-        self.worker = server.start_weflow_worker(self.server.api_url, self.home)
+        self.worker = server.start_weflow_worker(self.server.api_url, self.home, tied=True)
         return self.worker
 
     def start_node_worker(self) -> subprocess.Popen[bytes]:
         """A node worker on the node queue."""
-        self.node_worker = server.start_node_worker(self.server.api_url, node_queue(), self.home)
+        self.node_worker = server.start_node_worker(self.server.api_url, node_queue(), self.home, tied=True)
         return self.node_worker
 
     def watch(self, scope: Scope) -> Iterator[AlertDelivery]:
@@ -83,8 +85,11 @@ def point_at_server() -> str:
     return os.environ["PREFECT_API_URL"]
 
 
-def serve_nodes(queue: str, limit: int) -> None:
-    """Be a node worker on ``queue``, ``limit`` steps at a time, until interrupted."""
+def serve_nodes(queue: str, limit: int, parent: int | None = None) -> None:
+    """Be a node worker on ``queue``, ``limit`` steps at a time, until interrupted or ``parent`` (the process
+    that started this one) ends."""
+    if parent is not None:
+        worker_home.die_with(parent, "the process that started this node worker")
     from weflow.engine import node_worker  # deferred: Prefect's task worker imports FastAPI and uvicorn
 
     asyncio.run(node_worker.serve(queue, limit))

@@ -47,6 +47,7 @@ class WorkerOptions:
     max_runs: int | None = None
     max_memory_mb: int | None = None
     name: str | None = None
+    parent: int | None = None  # the process that started this one: stop when it ends (``weflow up``)
 
 
 class Supervisor:
@@ -84,6 +85,8 @@ class Supervisor:
         """Start children until a signal stops it (then the child's runs get a grace period); 0."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._signal)
+        if self.options.parent is not None:  # its end is a SIGTERM here: the same graceful stop
+            worker_home.die_with(self.options.parent, "the process that started this weflow worker")
         quick_deaths = 0
         while True:
             started = time.monotonic()

@@ -362,12 +362,16 @@ def test_a_server_owned_by_a_process_stops_when_that_process_is_killed(tmp_path:
         kill_all({home})
 
 
-def test_weflow_up_stopped_by_sigterm_stops_its_server_and_workers(tmp_path: Path, migrated_db: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_weflow_up_ended_by_a_signal_leaves_none_of_its_server_and_workers(
+    tmp_path: Path, migrated_db: Path, how: signal.Signals
+) -> None:
     """`weflow up` ended by SIGTERM (a service manager, `docker stop`, `kill`) stops what it started, as Ctrl-C
-    does: the server, the weflow worker and the node worker. (SIGHUP, a closed terminal, takes the same handler;
-    a second `weflow up` to send it would cost ~10 s of CPU.)
+    does: the server, the weflow worker and the node worker. Killed outright (SIGKILL, the OOM killer), it can do
+    nothing; what it started sees it gone and stops by itself. (SIGHUP, a closed terminal, takes SIGTERM's
+    handler; a third `weflow up` to send it would cost ~10 s of CPU.)
 
-    Before: only Ctrl-C did; SIGTERM ended `weflow up` alone and left the three running.
+    Before: only Ctrl-C did; SIGTERM ended `weflow up` alone and left the three running, and so did SIGKILL.
     """
     [folder] = projects(tmp_path / "stack")
     home = folder / "data" / "prefect"
@@ -393,12 +397,21 @@ def test_weflow_up_stopped_by_sigterm_stops_its_server_and_workers(tmp_path: Pat
         found = eventually(stack, 60)
         assert isinstance(found, set)
         started = found
-        up.send_signal(signal.SIGTERM)
+        up.send_signal(how)
         out, err = up.communicate(timeout=120)
-        assert up.returncode == 0, err
-        assert "stopping ..." in out
-        left = [p for p in started if Path(f"/proc/{p}").exists() and not zombie(p)]
-        assert left == [], f"left running after `weflow up` ended: {left}"
+        if how == signal.SIGTERM:
+            assert up.returncode == 0, err
+            assert "stopping ..." in out
+        else:
+            assert up.returncode == -signal.SIGKILL
+
+        def left() -> list[int]:
+            return [p for p in started if Path(f"/proc/{p}").exists() and not zombie(p)]
+
+        deadline = time.monotonic() + (60 if how == signal.SIGKILL else 0)
+        while left() and time.monotonic() < deadline:  # killed: each notices by itself (the worker's grace period)
+            time.sleep(0.5)
+        assert left() == [], f"left running after `weflow up` ended: {[_cmdline(p) for p in left()]}"
         assert serving({home}) == {}
     finally:
         if up.poll() is None:

@@ -127,6 +127,9 @@ def node_worker(
         str | None, typer.Option(help="node queue (default: $WORKFLOW_NODE_QUEUE or workflow-nodes)")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="steps run at once by this worker")] = 10,
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="stop when this process, the one starting it, ends (weflow up)")
+    ] = None,
 ) -> None:
     """Run steps of workflows with settings.node_queue on (a Prefect task worker); Ctrl-C stops it."""
     from weflow import stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
@@ -135,7 +138,7 @@ def node_worker(
     name = stack.node_queue(queue)
     out.print(f"node worker on node queue {name!r}, {limit} at a time")
     try:
-        stack.serve_nodes(name, limit)  # returns on SIGTERM
+        stack.serve_nodes(name, limit, parent)  # returns on SIGTERM
     except KeyboardInterrupt:
         pass
     out.print("stopped")

@@ -21,11 +21,14 @@ def worker_(
         typer.Option("--max-memory-mb", min=64, help="recycle the worker process once its RSS goes over this"),
     ] = None,
     name: Annotated[str | None, typer.Option(help="worker name in the Prefect UI (default: weflow HOST PID)")] = None,
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="stop when this process, the one starting it, ends (weflow up)")
+    ] = None,
 ) -> None:
     """Run queued flow runs inside a long-lived worker process (restarted when it recycles or dies); Ctrl-C stops it."""
     if name is not None and ("/" in name or "%" in name):
         raise typer.BadParameter(f"{name!r}: a worker name cannot contain '/' or '%'", param_hint="--name")
-    options = workers.WorkerOptions(limit=limit, max_runs=max_runs, max_memory_mb=max_memory_mb, name=name)
+    options = workers.WorkerOptions(limit, max_runs, max_memory_mb, name, parent)
     out.print(f"weflow worker: up to {limit} run(s) at once" + (f", recycled after {max_runs} runs" if max_runs else "")
               + (f", or above {max_memory_mb} MB" if max_memory_mb else "") + "; Ctrl-C stops it")  # fmt: skip
     workers.supervise(options, say=lambda line: out.print(line, highlight=False))

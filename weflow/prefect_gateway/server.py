@@ -278,11 +278,13 @@ def acquire(
     keep: bool = False,
     quiet: bool = False,
     timeout: float = 90.0,
+    owner: int | None = None,
 ) -> Server:
     """The home's one server: the recorded one, else one started with ``idle_seconds`` (``started``).
 
     Under the home's lock, so concurrent callers start one server. ``keep``: a server already
     running stops idling (``weflow server start``). While this process lives it counts as a client.
+    ``owner``: a server started here stops when that process ends (``weflow up``'s, even killed).
     """
     target = _home(home)
     try:
@@ -291,7 +293,7 @@ def acquire(
             if found is None:
                 # leftovers of the home that do not answer: never two servers on one database
                 supervisor.terminate(p.pid for p in find(target))
-                found = start(target, port=port, timeout=timeout, quiet=quiet, idle_seconds=idle_seconds)
+                found = start(target, port=port, timeout=timeout, quiet=quiet, idle_seconds=idle_seconds, owner=owner)
             elif keep and found.idle_seconds is not None:
                 supervisor.write_record(target, {"api_url": found.api_url, "pid": found.pid, "idle_seconds": None})
                 found = Server(found.api_url, found.pid, found.started)
@@ -397,26 +399,35 @@ def start_weflow_worker(
     home: Path | None = None,
     limit: int | None = None,
     env_extra: Mapping[str, str] | None = None,
+    tied: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """``weflow worker``: the supervisor of a long-lived weflow worker on the execution queue (``worker.py``)."""
+    """``weflow worker``: the supervisor of a long-lived weflow worker on the execution queue (``worker.py``).
+
+    ``tied``: it stops (its runs get their grace period) when this process ends, even killed."""
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env_extra or {}), "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
     log = (home / "weflow-worker-supervisor.log").open("ab")
     cmd = [str(Path(sys.executable).with_name("weflow")), "worker"] + (["--limit", str(limit)] if limit else [])
+    cmd += ["--parent", str(os.getpid())] if tied else []
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
 
 
-def start_node_worker(api_url: str, queue: str, home: Path | None = None, limit: int = 10) -> subprocess.Popen[bytes]:
-    """A weflow node worker (a Prefect task worker) taking steps from the node queue ``queue``."""
+def start_node_worker(
+    api_url: str, queue: str, home: Path | None = None, limit: int = 10, tied: bool = False
+) -> subprocess.Popen[bytes]:
+    """A weflow node worker (a Prefect task worker) taking steps from the node queue ``queue``.
+
+    ``tied``: it stops when this process ends, even killed."""
     home = _home(home)
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(PREFECT_API_URL=api_url, WORKFLOW_NODE_QUEUE=queue)
     log = (home / f"node-worker-{queue}.log").open("ab")
     cmd = [str(Path(sys.executable).with_name("weflow")), "node-worker", "--limit", str(limit)]
+    cmd += ["--parent", str(os.getpid())] if tied else []
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )

@@ -204,16 +204,18 @@ def hand_over(
     return None
 
 
-def die_with(parent: int) -> None:
-    """In a worker child: get SIGTERM when its supervisor dies, even by SIGKILL (DESIGN decision 14).
+def die_with(parent: int, what: str = "the weflow worker supervisor") -> None:
+    """Get SIGTERM when ``parent``, the process that started this one (``what``), dies, even by SIGKILL
+    (DESIGN decision 14): a worker child and its supervisor; the workers ``weflow up`` starts and ``up``.
 
-    Set by the child itself, not in ``preexec_fn`` (unsafe in a supervisor with threads); a
-    supervisor that died before this call is caught by the parent check.
+    Set by the process itself, not in ``preexec_fn`` (unsafe in a parent with threads); a parent that
+    died before this call is caught by the parent check. The parent must start it from a thread that
+    lives as long as it does (Linux signals the child when the forking thread ends).
     """
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:
-        raise SystemExit(f"the weflow worker supervisor (pid {parent}) is gone")
+        raise SystemExit(f"{what} (pid {parent}) is gone")
 
 
 def start_child(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
