@@ -230,6 +230,13 @@ def test_bad_worker_options_and_isolation_are_refused(env: dict[str, str], tmp_p
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             f"error: WEFLOW_WORKER_POLL_SECONDS={poll!r}: expected a number of seconds above 0"
         ], done.stderr
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that ended: `weflow up` killed before its worker got going
+    done = subprocess.run([weflow_exe(), "worker", "--parent", str(gone.pid)], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"error: the process that started this weflow worker (pid {gone.pid}) is gone"
+    ], done.stderr
     catalog = tmp_path / "weflow.duckdb"
     bad = REPO / "tests/resources/bad/isolation_unknown.yaml"
     done = subprocess.run([weflow_exe(), "--catalog", str(catalog), "apply", str(bad)], env=env,

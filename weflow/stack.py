@@ -85,11 +85,14 @@ def point_at_server() -> str:
     return os.environ["PREFECT_API_URL"]
 
 
-def serve_nodes(queue: str, limit: int, parent: int | None = None) -> None:
-    """Be a node worker on ``queue``, ``limit`` steps at a time, until interrupted or ``parent`` (the process
-    that started this one) ends."""
-    if parent is not None:
-        worker_home.die_with(parent, "the process that started this node worker")
+def end_with(parent: int, what: str) -> None:
+    """This process (``what``) gets SIGTERM when ``parent``, the process that started it, ends, even killed; it
+    exits at once with one line if ``parent`` is gone already."""
+    worker_home.die_with(parent, f"the process that started this {what}")
+
+
+def serve_nodes(queue: str, limit: int) -> None:
+    """Be a node worker on ``queue``, ``limit`` steps at a time, until interrupted."""
     from weflow.engine import node_worker  # deferred: Prefect's task worker imports FastAPI and uvicorn
 
     asyncio.run(node_worker.serve(queue, limit))

@@ -54,6 +54,8 @@ class Supervisor:
     """One ``weflow worker``: its child, restarted until a signal stops both."""
 
     def __init__(self, options: WorkerOptions, say: Callable[[str], None] = print) -> None:
+        if options.parent is not None:  # first: a parent already gone starts nothing (its end: a SIGTERM, see run)
+            worker_home.die_with(options.parent, "the process that started this weflow worker")
         self.options = options
         self.say = say
         self.grace = worker_home.grace_seconds()  # read first: a bad value is refused before anything starts
@@ -83,10 +85,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start children until a signal stops it (then the child's runs get a grace period); 0."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a tied parent's end too (``parent``)
             signal.signal(signum, self._signal)
-        if self.options.parent is not None:  # its end is a SIGTERM here: the same graceful stop
-            worker_home.die_with(self.options.parent, "the process that started this weflow worker")
         quick_deaths = 0
         while True:
             started = time.monotonic()

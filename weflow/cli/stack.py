@@ -134,11 +134,13 @@ def node_worker(
     """Run steps of workflows with settings.node_queue on (a Prefect task worker); Ctrl-C stops it."""
     from weflow import stack  # deferred: importing Prefect costs ~1.5 s that other commands skip
 
+    if parent is not None:  # first: a parent already gone starts nothing
+        stack.end_with(parent, "node worker")
     stack.point_at_server()
     name = stack.node_queue(queue)
     out.print(f"node worker on node queue {name!r}, {limit} at a time")
     try:
-        stack.serve_nodes(name, limit, parent)  # returns on SIGTERM
+        stack.serve_nodes(name, limit)  # returns on SIGTERM
     except KeyboardInterrupt:
         pass
     out.print("stopped")

@@ -215,7 +215,7 @@ def die_with(parent: int, what: str = "the weflow worker supervisor") -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:
-        raise SystemExit(f"{what} (pid {parent}) is gone")
+        raise SystemExit(f"error: {what} (pid {parent}) is gone")
 
 
 def start_child(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
