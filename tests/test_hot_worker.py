@@ -147,6 +147,8 @@ def mine(scope: Scope, workflow: str) -> list[Execution]:
 def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
     scope: Scope, hot: Hot, prefect_api: str, place: Path, env: dict[str, str]
 ) -> None:
+    from weflow.flow_entry import run_workflow  # the flow the worker runs (importing it reads the settings)
+
     child = hot.child()
     started = subprocess.run(
         [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "run_workflow/pids"],
@@ -171,6 +173,8 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
         found = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
         assert found
         assert flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child)
+        # the flow's version, which the worker writes with the pid (the engine's own write of it is skipped)
+        assert flow_run(prefect_api, e.flow_run_id)["flow_version"] == run_workflow.version
         # named after the workflow: the UI's run renamed by the engine, weflow's made with the name (not renamed)
         assert flow_run(prefect_api, e.flow_run_id)["name"] == "pids"
         # the worker's labels (the UI's link to it), written beside the run rather than before it

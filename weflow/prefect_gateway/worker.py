@@ -167,6 +167,7 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
     """
 
     weflow_cancel: threading.Event | None = None
+    weflow_policy_by_worker = False  # the worker writes this run's flow version (``policy_by_worker``)
 
     @contextmanager
     def setup_flow_run_suspension_request(self) -> Iterator[FlowRunSuspensionRequest]:
@@ -180,6 +181,13 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
         with register_flow_run_suspension_request(self.flow_run.id, request):
             request.raise_if_requested()
             yield request
+
+    @property
+    def client(self) -> Any:
+        """Prefect's; until the engine's start-up write of the run's flow version and retry policy, one that skips
+        that write when the worker makes it (``policy_by_worker``)."""
+        found = super().client
+        return _PolicyByWorker(found, self) if self.weflow_policy_by_worker else found
 
     async def begin_run(self) -> State:
         """Prefect's, without renaming a flow run that already has the name its flow gives it (weflow names the
@@ -195,6 +203,31 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
             await self.handle_cancellation(exc)
         else:
             await super().handle_crash(exc)
+
+
+def policy_by_worker(flow: Flow[..., Any]) -> bool:
+    """Whether the worker writes a run's flow version with its infrastructure pid, one request it makes anyway,
+    and the engine skips its own write of version and retry policy at the run's start (one request less on the
+    way to Running). Only for a flow without retries: the policy the engine would write (0 retries, no delay)
+    then means what a deployment's run already has (none: ``RetryFailedFlows`` retries neither)."""
+    return not flow.retries and not flow.retry_delay_seconds
+
+
+class _PolicyByWorker:
+    """The engine's client, without its start-up ``update_flow_run(flow_version=, empirical_policy=)``."""
+
+    def __init__(self, client: Any, engine: _Engine) -> None:
+        self._client = client
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
+        if {k for k, v in fields.items() if v is not None} <= {"flow_version", "empirical_policy"}:
+            self._engine.weflow_policy_by_worker = False  # once: later calls go to Prefect's client
+            return None
+        return await self._client.update_flow_run(flow_run_id, **fields)
 
 
 def rss_mb() -> float:
@@ -220,6 +253,7 @@ class _CachedReads:
         self._client = client
         self._ttl = ttl
         self._seen: dict[tuple[str, UUID], tuple[float, Any]] = {}
+        self.versions: dict[UUID, str] = {}  # flow versions to write with the runs' infrastructure pids
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -237,6 +271,13 @@ class _CachedReads:
 
     async def read_flow(self, flow_id: UUID) -> APIFlow:
         return await self._cached("flow", flow_id, self._client.read_flow)  # type: ignore[no-any-return]
+
+    async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
+        """Prefect's; BaseWorker's write of a run's infrastructure pid also carries the flow version of a run the
+        worker runs in its threads (``policy_by_worker``), which its engine then does not write."""
+        if "infrastructure_pid" in fields and (version := self.versions.pop(flow_run_id, None)) is not None:
+            fields.setdefault("flow_version", version)
+        return await self._client.update_flow_run(flow_run_id, **fields)
 
 
 class WeflowWorker(ProcessWorker):
@@ -467,10 +508,14 @@ class WeflowWorker(ProcessWorker):
             if observer is not None:
                 observer.add_in_flight_flow_run_id(flow_run.id)
         self.record()
+        if policy_by_worker(flow) and isinstance(self._client, _CachedReads) and flow.version is not None:
+            self._client.versions[flow_run.id] = flow.version
         status.started(os.getpid())
         try:
             code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads)
         finally:
+            if isinstance(self._client, _CachedReads):
+                self._client.versions.pop(flow_run.id, None)
             for observer in (self._observer, self._suspensions):
                 if observer is not None:
                     observer.remove_in_flight_flow_run_id(flow_run.id)
@@ -579,6 +624,7 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
     args, kwargs = parameters_to_args_kwargs(flow.fn, flow_run.parameters or {})
     engine = _Engine(flow=flow, parameters=get_call_parameters(flow.fn, args, kwargs), flow_run=flow_run)
     engine.weflow_cancel = handle.cancelled
+    engine.weflow_policy_by_worker = policy_by_worker(flow)
     try:
         async with run_clients(), engine.start():
             while engine.is_running():
