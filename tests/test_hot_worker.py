@@ -39,7 +39,7 @@ from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.prefect_gateway import concurrency_lease, worker_serve
-from weflow.prefect_gateway.worker import WeflowWorker, rss_mb
+from weflow.prefect_gateway.worker import WeflowWorker, policy_by_worker, rss_mb
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -196,6 +196,15 @@ def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefe
     [pid] = pl.read_csv(place / "isolated.csv")["pid"].unique().to_list()
     assert pid != child and hot.child() == child
     assert len(mine(scope, "isolated")) == 1
+
+
+def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -> None:
+    from weflow.flow_entry import run_workflow
+
+    assert policy_by_worker(run_workflow)
+    # a flow with retries keeps Prefect's write of its retry policy: the server's retries depend on it
+    assert not policy_by_worker(run_workflow.with_options(retries=2))
+    assert not policy_by_worker(run_workflow.with_options(retry_delay_seconds=5))
 
 
 def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:

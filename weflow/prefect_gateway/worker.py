@@ -139,6 +139,7 @@ class _InProcess:
     def __init__(self, flow_run_id: UUID) -> None:
         self.flow_run_id = flow_run_id
         self.cancelled = threading.Event()
+        self.policy_by_worker = False  # the worker writes its flow version; its engine skips that write
         self._lock = threading.Lock()
         self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
 
@@ -510,6 +511,7 @@ class WeflowWorker(ProcessWorker):
         self.record()
         if policy_by_worker(flow) and isinstance(self._client, _CachedReads) and flow.version is not None:
             self._client.versions[flow_run.id] = flow.version
+            handle.policy_by_worker = True
         status.started(os.getpid())
         try:
             code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads)
@@ -624,7 +626,7 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
     args, kwargs = parameters_to_args_kwargs(flow.fn, flow_run.parameters or {})
     engine = _Engine(flow=flow, parameters=get_call_parameters(flow.fn, args, kwargs), flow_run=flow_run)
     engine.weflow_cancel = handle.cancelled
-    engine.weflow_policy_by_worker = policy_by_worker(flow)
+    engine.weflow_policy_by_worker = handle.policy_by_worker
     try:
         async with run_clients(), engine.start():
             while engine.is_running():
