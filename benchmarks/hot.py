@@ -443,7 +443,13 @@ def _warm(stack: Stack, first: int) -> float:
     """``first`` queued runs, one after the other; the worker child's RSS after them. Checks they ran in it."""
     done = [record(stack.scope, execution.submit(NAME, stack.scope, Mode.API, queue=True).id) for _ in range(first)]
     stack.served += len(done)
-    ran = _prefect("GET", f"{stack.api}/flow_runs/{done[-1].flow_run_id}").json().get("infrastructure_pid")
+    deadline = time.monotonic() + 10  # the worker writes the pid beside the run: it may land after the record's end
+    while (
+        ran := _prefect("GET", f"{stack.api}/flow_runs/{done[-1].flow_run_id}").json().get("infrastructure_pid")
+    ) is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(POLL)
     if ran != str(stack.child):
         raise RuntimeError(f"a run ran in process {ran}, not in the weflow worker {stack.child}")
     return rss_mb(stack.child)

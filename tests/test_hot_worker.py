@@ -29,6 +29,8 @@ import pytest
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.concurrency import _leases
 from prefect.concurrency._leases import amaintain_concurrency_lease
 
@@ -39,7 +41,7 @@ from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.prefect_gateway import concurrency_lease, worker_serve
-from weflow.prefect_gateway.worker import WeflowWorker, policy_by_worker, rss_mb
+from weflow.prefect_gateway.worker import WeflowWorker, _CachedReads, policy_by_worker, rss_mb
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -172,7 +174,8 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
     for e in runs:
         found = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
         assert found
-        assert flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child)
+        # the worker writes the pid beside the run (BaseWorker): it may land after the run's end
+        assert eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["infrastructure_pid"] == str(child), 30)
         # the flow's version, which the worker writes with the pid (the engine's own write of it is skipped)
         assert flow_run(prefect_api, e.flow_run_id)["flow_version"] == run_workflow.version
         # named after the workflow: the UI's run renamed by the engine, weflow's made with the name (not renamed)
@@ -205,6 +208,42 @@ def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -
     # a flow with retries keeps Prefect's write of its retry policy: the server's retries depend on it
     assert not policy_by_worker(run_workflow.with_options(retries=2))
     assert not policy_by_worker(run_workflow.with_options(retry_delay_seconds=5))
+
+
+class _CountingClient:
+    """A Prefect client's two reads the worker caches, counted (what is tested is the cache in front of them)."""
+
+    def __init__(self, *deployments: DeploymentResponse) -> None:
+        self.deployments = {d.id: d for d in deployments}
+        self.reads: list[UUID] = []
+
+    async def read_deployment(self, deployment_id: UUID) -> DeploymentResponse:
+        self.reads.append(deployment_id)
+        return self.deployments[deployment_id]
+
+
+def test_a_managed_deployment_at_its_runs_version_is_not_read_again_before_each_run() -> None:
+    flow_id = uuid4()
+    weflows = DeploymentResponse(id=uuid4(), name="a", flow_id=flow_id, version="f1", tags=["weflow", "workflow:a"])
+    other = DeploymentResponse(id=uuid4(), name="b", flow_id=flow_id, version="f1", tags=["weflow"])  # prefect.yaml's
+    prefect = _CountingClient(weflows, other)
+    cache = _CachedReads(prefect, ttl=0.0)  # every plain read has expired
+
+    def runs_of(deployment: DeploymentResponse, version: str, n: int = 2, reads: _CachedReads = cache) -> None:
+        async def submitted() -> None:
+            for _ in range(n):
+                reads.expect([FlowRun(flow_id=flow_id, deployment_id=deployment.id, deployment_version=version)])
+                assert await reads.read_deployment(deployment.id) is prefect.deployments[deployment.id]
+
+        asyncio.run(submitted())
+
+    runs_of(weflows, "f1", 3)
+    assert prefect.reads == [weflows.id]  # read once for three runs made from it
+    runs_of(weflows, "f0", 1)  # a run made from another version reads it again
+    runs_of(other, "f1")  # a deployment weflow does not manage can change in place: read every time
+    assert prefect.reads == [weflows.id] * 2 + [other.id] * 2
+    runs_of(weflows, "f1", reads=_CachedReads(prefect, ttl=0.0, known_ttl=0.0))  # a UI edit: seen within known_ttl
+    assert prefect.reads[-2:] == [weflows.id] * 2
 
 
 def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, StateType
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -134,10 +135,16 @@ async def _ensure_pool(client: PrefectClient) -> bool:
     return replaced
 
 
+def managed(deployment: DeploymentResponse) -> bool:
+    """Whether weflow manages ``deployment`` (the entrypoint's, tagged with a workflow; not prefect.yaml's): ``apply``
+    never changes one in place, it replaces it (a new id) when its fingerprint changes."""
+    return any(t.startswith("workflow:") for t in deployment.tags or [])
+
+
 async def _existing(client: PrefectClient) -> dict[str, Any]:
-    """The deployments weflow manages: the entrypoint's, tagged with a workflow (not prefect.yaml's)."""
+    """The deployments weflow manages, by name."""
     found = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
-    return {d.name: d for d in found if any(t.startswith("workflow:") for t in d.tags or [])}
+    return {d.name: d for d in found if managed(d)}
 
 
 async def _apply(specs: list[dict[str, Any]]) -> list[Applied]:

@@ -30,7 +30,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +75,7 @@ from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import concurrency_lease, worker_home
 from weflow.prefect_gateway.client import on_server, run_clients, shared_client
+from weflow.prefect_gateway.deployments import managed
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -248,30 +249,51 @@ class _CachedReads:
     BaseWorker reads a flow run's deployment twice and its flow once before each run (a check that
     the deployment still exists, then the job configuration): at a few runs per second that is
     most of the worker's reads. A redeploy or a deleted deployment is seen within ``ttl``.
+
+    A deployment weflow manages is never changed in place: ``weflow deploy`` replaces it, under a new id, when its
+    fingerprint (its ``version``) changes. For such a deployment read at the version the runs being submitted were
+    made from (their ``deployment_version``, ``expect``), the read holds for ``known_ttl`` instead: the first run
+    after a pause (an analyst's Run, a webhook) no longer waits for a read of its deployment before its Pending
+    state. ``known_ttl`` bounds what an edit made around weflow (in the Prefect UI) takes to be seen; a flow (a name,
+    the same for every run of the entrypoint) is read once per ``known_ttl`` too.
     """
 
-    def __init__(self, client: Any, ttl: float = 2.0) -> None:
+    def __init__(self, client: Any, ttl: float = 2.0, known_ttl: float = 60.0) -> None:
         self._client = client
         self._ttl = ttl
+        self._known_ttl = known_ttl
         self._seen: dict[tuple[str, UUID], tuple[float, Any]] = {}
+        self._expected: dict[UUID, str] = {}  # deployment id -> deployment_version of its runs being submitted
         self.versions: dict[UUID, str] = {}  # flow versions to write with the runs' infrastructure pids
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    async def _cached(self, kind: str, key: UUID, read: Any) -> Any:
+    def expect(self, flow_runs: Iterable[FlowRun]) -> None:
+        """These runs are about to be submitted: their deployments at the versions they were made from will do."""
+        for run in flow_runs:
+            if run.deployment_id is not None and run.deployment_version is not None:
+                self._expected[run.deployment_id] = run.deployment_version
+
+    async def _cached(self, kind: str, key: UUID, read: Any, ttl: float | None = None) -> Any:
         found = self._seen.get((kind, key))
-        if found is not None and time.monotonic() - found[0] < self._ttl:
+        if found is not None and time.monotonic() - found[0] < (self._ttl if ttl is None else ttl):
             return found[1]
         value = await read(key)
         self._seen[(kind, key)] = (time.monotonic(), value)
         return value
 
     async def read_deployment(self, deployment_id: UUID) -> DeploymentResponse:
+        found = self._seen.get(("deployment", deployment_id))
+        if found is not None and time.monotonic() - found[0] < self._known_ttl:
+            deployment: DeploymentResponse = found[1]
+            if managed(deployment) and deployment.version == self._expected.get(deployment_id):
+                return deployment
         return await self._cached("deployment", deployment_id, self._client.read_deployment)  # type: ignore[no-any-return]
 
     async def read_flow(self, flow_id: UUID) -> APIFlow:
-        return await self._cached("flow", flow_id, self._client.read_flow)  # type: ignore[no-any-return]
+        found: APIFlow = await self._cached("flow", flow_id, self._client.read_flow, self._known_ttl)
+        return found
 
     async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
         """Prefect's; BaseWorker's write of a run's infrastructure pid also carries the flow version of a run the
@@ -478,6 +500,8 @@ class WeflowWorker(ProcessWorker):
         for the next worker (BaseWorker submits without an await from here on, so the check cannot go stale)."""
         if self.draining:
             return []
+        if isinstance(self._client, _CachedReads):
+            self._client.expect(response.flow_run for response in flow_run_response)
         return await super()._submit_scheduled_flow_runs(flow_run_response)
 
     def preload(self, entrypoints: Sequence[str]) -> None:
