@@ -4,7 +4,8 @@ A process that records many runs (the API, a worker, a hot worker) hands each be
 ``Batcher``; its daemon thread writes what has gathered with ``weflow.catalog.batch.write`` in
 one transaction, so while one batch waits for the catalog lock the next one grows, and the
 sessions per second stay flat as the load grows. A ``put`` either returns at once (the record
-is written within ``max_delay``, or its own ``linger``, or when ``max_records`` gathered, or at
+is written in the next batch: at once if none is being written, else right after it, or within
+``max_delay`` when one is set, or its own ``linger``, or when ``max_records`` gathered, or at
 ``flush``/exit, or with any batch that is due first) or, with ``wait``, returns when its batch is
 committed (a group commit: durable, raising what failed).
 
@@ -32,7 +33,7 @@ from weflow.catalog.session import Repository
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000  # begins and ends per batch: about 0.2 s of a session on this machine
-MAX_DELAY = 0.01  # seconds a record waits for others before its batch is written
+MAX_DELAY = 0.0  # seconds a record waits for others: none, the batch in flight is the wait (group commit)
 ENDS_KEPT = 10_000  # ended executions remembered for late waiters (a few hundred KB)
 
 

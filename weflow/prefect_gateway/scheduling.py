@@ -7,16 +7,22 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from prefect.context import FlowRunContext
+
 from weflow.prefect_gateway.client import client, on_server, shared_client
 
 
 async def started_by(flow_run_id: str | None) -> tuple[Literal["schedule", "automation", "other"], datetime | None]:
     """Who started a flow run weflow did not create: a deployment's schedule (and its slot, the expected
-    start), an automation (an event trigger), or anyone else (the Prefect UI, ``prefect deployment run``)."""
+    start), an automation (an event trigger), or anyone else (the Prefect UI, ``prefect deployment run``).
+    The run this code runs in is the engine's, read when it started: no request to the server."""
     if flow_run_id is None:
         return "other", None
-    async with shared_client() as prefect:
-        flow_run = await prefect.read_flow_run(UUID(flow_run_id))
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    if flow_run is None or str(flow_run.id) != flow_run_id:  # not the run this code runs in: ask the server
+        async with shared_client() as prefect:
+            flow_run = await prefect.read_flow_run(UUID(flow_run_id))
     if flow_run.auto_scheduled:
         return "schedule", flow_run.expected_start_time
     automated = flow_run.created_by is not None and flow_run.created_by.type == "AUTOMATION"
