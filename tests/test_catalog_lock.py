@@ -199,3 +199,32 @@ def test_a_long_lived_process_gets_a_fresh_in_memory_duckdb_every_so_many_sessio
         first.execute("INSERT INTO t VALUES (7)")  # its host is no longer the process's, and it still works
     with session(path) as con:
         assert con.execute("SELECT count(*), sum(n) FROM t").fetchone() == (8, 28)
+
+
+# A process that writes one user of a new organization once it is told to (a line on stdin).
+WRITER = """
+import sys
+from weflow.catalog import Catalog
+sys.stdin.readline()
+Catalog(sys.argv[1]).ensure_user("elsewhere", "someone")
+"""
+
+
+def test_a_reader_waiting_for_a_write_sees_another_process_commit_and_never_its_own_reads(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "weflow.duckdb")
+    catalog.ensure_user("here", "me")
+    seen = catalog.stamp()
+    for _ in range(3):  # reads, as many as a waiter makes, are not taken for a change
+        catalog.organizations()
+    assert not catalog.changed(seen, 0.3)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(catalog.path)], env=env, text=True,
+                              stdin=subprocess.PIPE, cwd=REPO)  # fmt: skip
+    with _stopped(writer):
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+        assert catalog.changed(seen, 60)  # the waiter holds no session: the writer gets the catalog meanwhile
+        assert writer.wait(timeout=60) == 0
+    assert {o.name for o in catalog.organizations()} == {"here", "elsewhere"}
+    assert not catalog.changed(catalog.stamp(), 0.1)  # and no change once it is seen

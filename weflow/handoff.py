@@ -35,7 +35,7 @@ from weflow.prefect_gateway import server, worker_home
 if TYPE_CHECKING:
     from weflow.workflows import Catalog, Scope
 
-POLL = 0.1  # seconds between reads of the record by a client no worker answers (a read: ~20 ms)
+POLL = 0.1  # seconds at least between reads of the record by a client no worker answers (a read: ~20 ms)
 WAIT_SLICE = 0.5  # a /wait slice: the record is read again after this without word from the worker's batcher
 DEFAULT_TIMEOUT, SLACK = 300.0, 120.0  # an execution's default timeout; how long past it a waiter still waits
 
@@ -79,13 +79,17 @@ def run_on_worker(
 
 
 def wait_for_end(catalog: Path, execution_id: str) -> Execution:
-    """The execution's record once it ended, read from the catalog every ``POLL`` s (no worker to ask)."""
+    """The execution's record once it ended (no worker to ask), read from the catalog when the file changed, at
+    most ``POLL`` s apart otherwise, never sooner than ``POLL`` after the last read."""
     from weflow.workflows import open_catalog  # deferred, as below: the hand-off itself loads no catalog (DuckDB)
 
     store = open_catalog(catalog)
-    while (found := _slice(store, execution_id, POLL)) is None:
-        pass
-    return found
+    while True:
+        seen, read_at = store.stamp(), time.monotonic()
+        if (found := _slice(store, execution_id, 0.0)) is not None:
+            return found
+        store.changed(seen, max(0.0, read_at + WAIT_SLICE - time.monotonic()))
+        time.sleep(max(0.0, read_at + POLL - time.monotonic()))
 
 
 def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:

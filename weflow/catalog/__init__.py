@@ -9,7 +9,8 @@ session and the ``Repository`` base, ``rows`` the mapping between rows and ``cor
 Contracts: every method is one short transaction under a file lock (DESIGN decision 7); bulk
 writes go through Arrow (``rows.insert``); rows are read by column name, the columns of a record
 derived from its dataclass (``rows.Columns``), so a field added in ``core.entities`` needs no list
-here; timestamps come back as UTC datetimes.
+here; timestamps come back as UTC datetimes. A caller waiting for another process's write
+(``Catalog.stamp`` then ``Catalog.changed``) looks at the file between its reads, without a session.
 """
 
 from weflow.catalog import auth

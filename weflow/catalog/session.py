@@ -12,6 +12,10 @@ a session of one insert 22.7 ms against 6.5 ms attached. The in-memory DuckDB ke
 from every ATTACH and DETACH, so a long-lived process (a worker) gets a fresh one every
 ``HOST_SESSIONS`` sessions: 3,000 sessions here grew a process by 14 MB on one, by none on fresh
 ones (the old one goes once its last session closed).
+
+A reader waiting for another process's write (``Repository.changed``) looks at the file instead
+of opening sessions: every committed write changes the size or modification time of the file or
+of its write-ahead log, a read changes neither, so two ``stat`` calls tell it when to read again.
 """
 
 from __future__ import annotations
@@ -150,6 +154,18 @@ def session(path: Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnec
             _close(con, alias)
 
 
+Stamp = tuple[tuple[int, int] | None, tuple[int, int] | None]
+STAMP_EVERY = 0.005  # seconds between two looks at the file of a reader waiting for a change (two stats)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_mtime_ns, found.st_size
+
+
 class Repository:
     """Base of the catalog's repositories: where the file is, and one short transaction on it."""
 
@@ -165,6 +181,22 @@ class Repository:
         """A raw transaction, for batching several operations in one session."""
         with session(self.path, self.lock_timeout) as con:
             yield con
+
+    def stamp(self) -> Stamp:
+        """Size and modification time of the file and of its write-ahead log: what any process's committed write
+        changes and no read does. Taken before a read, it tells ``changed`` what that read saw."""
+        return _stat(self.path), _stat(self.path.with_name(self.path.name + ".wal"))
+
+    def changed(self, since: Stamp, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a write committed after ``since`` (a ``stamp``), by any process: True as soon
+        as one is seen (within ``STAMP_EVERY``), False after ``timeout``. No session: the lock stays free."""
+        deadline = time.monotonic() + timeout
+        while self.stamp() == since:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(STAMP_EVERY, left))
+        return True
 
 
 def forget_migrations() -> None:

@@ -103,12 +103,14 @@ def logs(execution_id: str, scope: Scope, node: str | None = None, limit: int = 
 
 
 REPAIR_EVERY = 5.0  # seconds between a waiter's repairs of the run it waits for (its record is read every poll)
+READ_GAP = 0.1  # seconds at least between two reads of a waiter, however often the catalog changes
 
 
 def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 0.5) -> Execution:
     """Block until an execution ends; ExecutionTimeout past ``timeout``.
 
-    Each poll reads the record, which a run that ends, well or not, writes itself. Every ``REPAIR_EVERY`` s, and
+    Each poll reads the record, which a run that ends, well or not, writes itself: at once when the catalog file
+    changed (``Catalog.changed``), at most ``poll`` s after the last read otherwise. Every ``REPAIR_EVERY`` s, and
     once more at the deadline, it also repairs that execution alone (``sync``'s two repairs: its flow run ended in
     Prefect, its holder died), so a run whose process died ends within seconds. Repairing at every poll cost a
     Prefect read or a lease reap (a catalog session) twice a second per waiter, for runs that nearly always end
@@ -116,6 +118,7 @@ def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 
     deadline = time.monotonic() + timeout
     repaired = -REPAIR_EVERY
     while True:
+        seen, read_at = scope.catalog.stamp(), time.monotonic()
         found = scope.catalog.execution(execution_id)
         if found.status.final:
             return found
@@ -129,7 +132,10 @@ def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 
                 if found.status.final:
                     return found
                 raise ExecutionTimeout(f"execution {execution_id} still {found.status.value} after {timeout:g} s")
-        time.sleep(poll)
+        # read again once the catalog changed (any process's write: two stats, no session), else after ``poll``;
+        # never sooner than READ_GAP after this read, so a busy catalog is not read at each of its writes
+        scope.catalog.changed(seen, max(0.0, read_at + poll - time.monotonic()))
+        time.sleep(max(0.0, read_at + min(READ_GAP, poll) - time.monotonic()))
 
 
 def cancel(execution_id: str, scope: Scope) -> Execution:
