@@ -248,7 +248,7 @@ class _CachedReads:
 
     BaseWorker reads a flow run's deployment twice and its flow once before each run (a check that
     the deployment still exists, then the job configuration): at a few runs per second that is
-    most of the worker's reads. A redeploy or a deleted deployment is seen within ``ttl``.
+    most of the worker's reads. A deployment changed in place or deleted is seen within ``ttl``.
 
     A deployment weflow manages is never changed in place: ``weflow deploy`` replaces it, under a new id, when its
     fingerprint (its ``version``) changes. For such a deployment read at the version the runs being submitted were
