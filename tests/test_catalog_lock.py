@@ -227,4 +227,6 @@ def test_a_reader_waiting_for_a_write_sees_another_process_commit_and_never_its_
         assert catalog.changed(seen, 60)  # the waiter holds no session: the writer gets the catalog meanwhile
         assert writer.wait(timeout=60) == 0
     assert {o.name for o in catalog.organizations()} == {"here", "elsewhere"}
+    began = time.monotonic()  # a waiter's gap: a change seen at once is still answered no sooner than it
+    assert catalog.changed(seen, 60, gap=0.3) and time.monotonic() - began >= 0.3
     assert not catalog.changed(catalog.stamp(), 0.1)  # and no change once it is seen

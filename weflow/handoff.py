@@ -85,11 +85,10 @@ def wait_for_end(catalog: Path, execution_id: str) -> Execution:
 
     store = open_catalog(catalog)
     while True:
-        seen, read_at = store.stamp(), time.monotonic()
+        seen = store.stamp()
         if (found := _slice(store, execution_id, 0.0)) is not None:
             return found
-        store.changed(seen, max(0.0, read_at + WAIT_SLICE - time.monotonic()))
-        time.sleep(max(0.0, read_at + POLL - time.monotonic()))
+        store.changed(seen, WAIT_SLICE, gap=POLL)
 
 
 def ended(catalog: str, execution_id: str) -> tuple[int, dict[str, Any]]:

@@ -187,15 +187,18 @@ class Repository:
         changes and no read does. Taken before a read, it tells ``changed`` what that read saw."""
         return _stat(self.path), _stat(self.path.with_name(self.path.name + ".wal"))
 
-    def changed(self, since: Stamp, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for a write committed after ``since`` (a ``stamp``), by any process: True as soon
-        as one is seen (within ``STAMP_EVERY``), False after ``timeout``. No session: the lock stays free."""
-        deadline = time.monotonic() + timeout
+    def changed(self, since: Stamp, timeout: float, gap: float = 0.0) -> bool:
+        """Wait up to ``timeout`` s for a write committed after ``since`` (a ``stamp``), by any process: True once one
+        is seen (within ``STAMP_EVERY``, but not before ``gap`` s, so that a waiter does not read a busy catalog at
+        each of its writes), False after ``timeout``. No session: the lock stays free."""
+        now = time.monotonic()
+        deadline, earliest = now + timeout, now + min(gap, timeout)
         while self.stamp() == since:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             time.sleep(min(STAMP_EVERY, left))
+        time.sleep(max(0.0, earliest - time.monotonic()))
         return True
 
 

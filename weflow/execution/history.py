@@ -118,7 +118,7 @@ def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 
     deadline = time.monotonic() + timeout
     repaired = -REPAIR_EVERY
     while True:
-        seen, read_at = scope.catalog.stamp(), time.monotonic()
+        seen = scope.catalog.stamp()
         found = scope.catalog.execution(execution_id)
         if found.status.final:
             return found
@@ -132,10 +132,7 @@ def wait(execution_id: str, scope: Scope, timeout: float = 600.0, poll: float = 
                 if found.status.final:
                     return found
                 raise ExecutionTimeout(f"execution {execution_id} still {found.status.value} after {timeout:g} s")
-        # read again once the catalog changed (any process's write: two stats, no session), else after ``poll``;
-        # never sooner than READ_GAP after this read, so a busy catalog is not read at each of its writes
-        scope.catalog.changed(seen, max(0.0, read_at + poll - time.monotonic()))
-        time.sleep(max(0.0, read_at + min(READ_GAP, poll) - time.monotonic()))
+        scope.catalog.changed(seen, poll, gap=READ_GAP)  # read again on any process's write, else after ``poll``
 
 
 def cancel(execution_id: str, scope: Scope) -> Execution:
