@@ -8,6 +8,7 @@ the recycling test runs a second one on a queue of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import anyio
 import duckdb
 import httpx
 import polars as pl
@@ -41,7 +43,8 @@ from weflow import deploy, execution, parse, workflows
 from weflow.catalog import auth
 from weflow.core.entities import Execution, Mode, RunState
 from weflow.prefect_gateway import concurrency_lease, worker_serve
-from weflow.prefect_gateway.worker import WeflowWorker, _CachedReads, policy_by_worker, rss_mb
+from weflow.prefect_gateway import worker as worker_module
+from weflow.prefect_gateway.worker import WeflowWorker, _CachedReads, _InProcess, policy_by_worker, rss_mb
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -244,6 +247,56 @@ def test_a_managed_deployment_at_its_runs_version_is_not_read_again_before_each_
     assert prefect.reads == [weflows.id] * 2 + [other.id] * 2
     runs_of(weflows, "f1", reads=_CachedReads(prefect, ttl=0.0, known_ttl=0.0))  # a UI edit: seen within known_ttl
     assert prefect.reads[-2:] == [weflows.id] * 2
+
+
+class _WritesClient:
+    """The worker's two writes about a run, in the order they reach Prefect (what is tested is when it makes them)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, UUID]] = []
+
+    async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> None:
+        self.writes.append(("pid", flow_run_id))
+
+    async def update_flow_run_labels(self, flow_run_id: UUID, labels: dict[str, Any]) -> None:
+        assert labels["prefect.worker.type"] == "weflow"
+        self.writes.append(("labels", flow_run_id))
+
+
+def test_the_workers_writes_about_a_run_here_wait_until_it_ended_or_ran_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labels and the infrastructure pid of a run in the worker's threads go once it ended (made as it started,
+    they competed with its Running state and first steps), or once it ran DESCRIBE_AFTER s (a long run shows its
+    worker in the UI while it runs); a run in a process of its own is labelled at once."""
+    monkeypatch.setattr(worker_module, "DESCRIBE_AFTER", 0.5)
+    short, long, own = uuid4(), uuid4(), uuid4()
+
+    async def go() -> list[list[tuple[str, UUID]]]:
+        prefect = _WritesClient()
+        worker = WeflowWorker(work_pool_name=f"writes-{os.getpid()}", home=tmp_path)
+        worker._client = reads = _CachedReads(prefect)  # type: ignore[assignment]
+        seen = []
+        async with anyio.create_task_group() as runs:
+            worker._runs_task_group = runs
+            handles = {run: _InProcess(run) for run in (short, long)}
+            for run, handle in handles.items():
+                worker._describe(run, handle)
+                runs.start_soon(functools.partial(reads.update_flow_run, run, infrastructure_pid="1"))
+            worker._describe(own)  # isolation: process
+            await anyio.sleep(0.1)
+            seen.append(list(prefect.writes))
+            handles[short].ended.set()  # what ``run`` does as the run ends
+            await anyio.sleep(0.1)
+            seen.append(list(prefect.writes))
+            await anyio.sleep(0.6)
+            seen.append(list(prefect.writes))
+        return seen
+
+    started, one_ended, later = asyncio.run(go())
+    assert started == [("labels", own)]
+    assert sorted(one_ended[1:]) == [("labels", short), ("pid", short)]
+    assert sorted(later[3:]) == [("labels", long), ("pid", long)]
 
 
 def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
 POLLED_KEPT = 1000  # flow runs a worker remembers its polls returned (for their Scheduled events)
 POLLED_FRESH = 5.0  # seconds: a Scheduled event later than this after a poll returned its run gets a poll
+DESCRIBE_AFTER = 2.0  # seconds into a run here at most before the worker writes its labels and pid on it
 WAITING = "AwaitingConcurrencySlot"  # Prefect's Scheduled state for a run its deployment's limit sent back
 
 
@@ -141,8 +142,14 @@ class _InProcess:
         self.flow_run_id = flow_run_id
         self.cancelled = threading.Event()
         self.policy_by_worker = False  # the worker writes its flow version; its engine skips that write
+        self.ended = anyio.Event()  # on the worker's loop
         self._lock = threading.Lock()
         self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+
+    async def under_way(self) -> None:
+        """Until the run ended or has run ``DESCRIBE_AFTER`` s."""
+        with anyio.move_on_after(DESCRIBE_AFTER):
+            await self.ended.wait()
 
     def attach(self) -> bool:
         """Called in the run's thread: cancel reaches this task from now on; False if already cancelled."""
@@ -265,6 +272,7 @@ class _CachedReads:
         self._seen: dict[tuple[str, UUID], tuple[float, Any]] = {}
         self._expected: dict[UUID, str] = {}  # deployment id -> deployment_version of its runs being submitted
         self.versions: dict[UUID, str] = {}  # flow versions to write with the runs' infrastructure pids
+        self.starting: dict[UUID, _InProcess] = {}  # runs here whose infrastructure pid waits (``under_way``)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -297,9 +305,13 @@ class _CachedReads:
 
     async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
         """Prefect's; BaseWorker's write of a run's infrastructure pid also carries the flow version of a run the
-        worker runs in its threads (``policy_by_worker``), which its engine then does not write."""
-        if "infrastructure_pid" in fields and (version := self.versions.pop(flow_run_id, None)) is not None:
-            fields.setdefault("flow_version", version)
+        worker runs in its threads (``policy_by_worker``), which its engine then does not write, and waits until that
+        run is under way (``WeflowWorker._describe``)."""
+        if "infrastructure_pid" in fields:
+            if (version := self.versions.pop(flow_run_id, None)) is not None:
+                fields.setdefault("flow_version", version)
+            if (handle := self.starting.pop(flow_run_id, None)) is not None:
+                await handle.under_way()
         return await self._client.update_flow_run(flow_run_id, **fields)
 
 
@@ -410,16 +422,31 @@ class WeflowWorker(ProcessWorker):
             await self._submit_scheduled_flow_runs([response])
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
-        """The worker's labels on the run (the UI's link to this worker), written beside the run, not before it.
+        """Nothing before the run: ``run`` writes the worker's labels on it (the UI's link to this worker) beside it.
 
         Prefect writes them with a read-then-update transaction; on SQLite it failed with ``database is
         locked`` whenever another write (the server's event persister, say) came between, and Prefect's
         client retries such a 503 after ~2 s: a quarter to half of the runs here started 2 s late for it.
         """
-        if self._runs_task_group is not None:
-            self._runs_task_group.start_soon(self._label, flow_run_id)
 
-    async def _label(self, flow_run_id: UUID) -> None:
+    def _describe(self, flow_run_id: UUID, handle: _InProcess | None = None) -> None:
+        """Write the worker's labels on a run; for a run in this process, once it ended or ran ``DESCRIBE_AFTER`` s.
+
+        The labels and the infrastructure pid (``_CachedReads.update_flow_run``, with the flow version) are the
+        worker's two writes about a run, information for the UI. Made as the run started, they competed with its
+        Running state for the server (SQLite takes one write at a time: Running took 62-287 ms beside them instead of
+        ~50 here); made once it was Running, with its first steps for this process (the event loop's requests and
+        the run's thread share one interpreter). Neither is needed to run or cancel it: BaseWorker kills by pid only
+        a run not yet started, and this worker cancels its runs through their handles.
+        """
+        if handle is not None and isinstance(self._client, _CachedReads):
+            self._client.starting[flow_run_id] = handle
+        if self._runs_task_group is not None:
+            self._runs_task_group.start_soon(self._label, flow_run_id, handle)
+
+    async def _label(self, flow_run_id: UUID, handle: _InProcess | None = None) -> None:
+        if handle is not None:
+            await handle.under_way()
         try:
             await super()._give_worker_labels_to_flow_run(flow_run_id)
         except Exception as exc:  # labels are information: a run never fails for them
@@ -519,6 +546,7 @@ class WeflowWorker(ProcessWorker):
         entrypoint, reason = self._placement(configuration)
         if entrypoint is None:
             self.get_flow_run_logger(flow_run).info(f"Running flow run {flow_run.id} in its own process: {reason}")
+            self._describe(flow_run.id)
             try:
                 return await super().run(flow_run, configuration, status)
             finally:
@@ -536,12 +564,15 @@ class WeflowWorker(ProcessWorker):
         if policy_by_worker(flow) and isinstance(self._client, _CachedReads) and flow.version is not None:
             self._client.versions[flow_run.id] = flow.version
             handle.policy_by_worker = True
+        self._describe(flow_run.id, handle)
         status.started(os.getpid())
         try:
             code = await anyio.to_thread.run_sync(_run_in_thread, handle, flow, flow_run, limiter=self._threads)
         finally:
+            handle.ended.set()
             if isinstance(self._client, _CachedReads):
                 self._client.versions.pop(flow_run.id, None)
+                self._client.starting.pop(flow_run.id, None)
             for observer in (self._observer, self._suspensions):
                 if observer is not None:
                     observer.remove_in_flight_flow_run_id(flow_run.id)
