@@ -103,3 +103,31 @@ def test_nodes_lists_types_and_config_fields(cli_env: dict[str, str]) -> None:
     assert types["join"]["inputs"] == ["left", "right"]
     assert {f["name"] for f in types["filter"]["config"]} == {"condition"}
     assert types["union"]["variadic"] is True
+
+
+def test_a_command_loads_only_its_own_module_and_the_table_of_commands_is_the_whole_cli(
+    cli_env: dict[str, str],
+) -> None:
+    import typer.main
+
+    from weflow.cli import app as cli
+
+    whole = typer.main.get_command(cli.app)  # every module loaded
+    assert isinstance(whole, typer.core.TyperGroup)
+    made_by = {}
+    for name, command in whole.commands.items():
+        inner = list(getattr(command, "commands", {}).values()) or [command]  # a group: its commands' module
+        made_by[name] = {c.callback.__module__.removeprefix("weflow.cli.") for c in inner if c.callback}
+    assert made_by == {name: {module} for name, module in cli.COMMANDS.items()}
+    assert set(cli.MODULES) == set(cli.COMMANDS.values())
+    valued = {o for p in whole.params if not getattr(p, "is_flag", True) for o in p.opts}  # global options' values
+    assert valued == cli.VALUED
+    assert cli.modules_for(["--catalog", "run", "run", "x"]) == ("runs",)  # a catalog file named "run"
+    assert cli.modules_for(["--verbose", "--catalog=c.duckdb", "users", "list"]) == ("admin",)
+    for everything in ([], ["--help"], ["--help", "run"], ["no-such-command"], ["--verbose"]):
+        assert cli.modules_for(everything) == cli.MODULES, everything
+    # the console script: an unknown command still gets click's usage error naming it, with every command known
+    proc = weflow(cli_env, "lst", ok=False)
+    assert proc.returncode == 2 and "No such command 'lst'" in proc.stderr, proc.stderr
+    listed = weflow(cli_env, "--help").stdout
+    assert all(name in listed for name in cli.COMMANDS)
