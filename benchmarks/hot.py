@@ -59,7 +59,11 @@ WORKER_LIMIT = 4  # flow runs at once per weflow worker (weflow worker's default
 RUN_LIMIT = 2 * WORKER_LIMIT  # the workflow's max_concurrent_runs: never the limit with 2 workers
 ABOVE = queued.ABOVE
 ROWS_KEPT = 2  # of the CSV's 3 rows, amount > ABOVE
-POLL = 0.05  # seconds between two looks at a flow run; at most between two reads of a record (``record``)
+POLL = 0.05  # seconds between two looks at a flow run (the baselines' runs, Prefect's states)
+# seconds at most between two reads of a record when the catalog file did not change (``record``): a commit changes
+# it, so these reads are a safety net; at 0.05 s they were a catalog session every 50 ms (~20% of a core and the
+# catalog's lock) beside the run being timed, which weflow's own waiters (``execution.wait``, ``weflow run``) do not do
+RECORD_POLL = 1.0
 BATCH_POLL = 0.5
 SYNC_EVERY = 10.0  # seconds between two syncs from Prefect while a batch runs
 RUN_TIMEOUT = 180.0
@@ -270,7 +274,7 @@ def _succeeded(found: Execution) -> Execution:
 
 def record(scope: Scope, execution_id: str) -> Execution:
     """Until the catalog record of ``execution_id`` is final (read whenever the catalog file changed, at least every
-    POLL s: ``Catalog.changed``, two stats every 5 ms and no session in between); it must be SUCCEEDED."""
+    RECORD_POLL s: ``Catalog.changed``, two stats every 5 ms and no session in between); it must be SUCCEEDED."""
     deadline = time.monotonic() + RUN_TIMEOUT
     while True:
         seen = scope.catalog.stamp()
@@ -278,7 +282,7 @@ def record(scope: Scope, execution_id: str) -> Execution:
             return _succeeded(found)
         if time.monotonic() > deadline:
             raise RuntimeError(f"weflow run {execution_id} still {found.status.value} after {RUN_TIMEOUT:g} s")
-        scope.catalog.changed(seen, POLL)
+        scope.catalog.changed(seen, RECORD_POLL)
 
 
 def record_of(stack: Stack, flow_run_id: str) -> Execution:
@@ -294,7 +298,7 @@ def record_of(stack: Stack, flow_run_id: str) -> Execution:
             return _succeeded(mine[0])
         if time.monotonic() > deadline:
             raise RuntimeError(f"flow run {flow_run_id} has no final weflow record after {RUN_TIMEOUT:g} s")
-        stack.scope.catalog.changed(seen, POLL)  # as ``record``
+        stack.scope.catalog.changed(seen, RECORD_POLL)  # as ``record``
 
 
 def via_api(stack: Stack, http: httpx.Client) -> float:
@@ -546,7 +550,7 @@ def run(quick: bool) -> Section:
 The two-node sample (`read_csv` of a 3-row CSV -> `filter`) deployed to a work pool of its own
 (type `weflow`) served by ONE `weflow worker` (`--limit {WORKER_LIMIT}`). Each weflow row is a trigger
 timed until the run's catalog record is SUCCEEDED (read as soon as the catalog file changed, which is looked at
-every 5 ms without opening it, and at least every {POLL:g} s): the REST API (`weflow serve`
+every 5 ms without opening it, and at least every {RECORD_POLL:g} s): the REST API (`weflow serve`
 on loopback with an API key), a webhook, `weflow run NAME` from a shell with the stack up (the
 command's wall clock; it hands the run to the worker and waits on the worker's `/wait`) and the Prefect
 UI's route (a flow run created outside weflow, which wakes the worker through Prefect's event stream).
