@@ -269,10 +269,10 @@ def test_the_workers_writes_about_a_run_here_wait_until_it_ended_or_ran_a_while(
     """The labels and the infrastructure pid of a run in the worker's threads go once it ended (made as it started,
     they competed with its Running state and first steps), or once it ran DESCRIBE_AFTER s (a long run shows its
     worker in the UI while it runs); a run in a process of its own is labelled at once."""
-    monkeypatch.setattr(worker_module, "DESCRIBE_AFTER", 0.5)
+    monkeypatch.setattr(worker_module, "DESCRIBE_AFTER", 1.5)
     short, long, own = uuid4(), uuid4(), uuid4()
 
-    async def go() -> list[list[tuple[str, UUID]]]:
+    async def go() -> tuple[list[list[tuple[str, UUID]]], float]:
         prefect = _WritesClient()
         worker = WeflowWorker(work_pool_name=f"writes-{os.getpid()}", home=tmp_path)
         worker._client = reads = _CachedReads(prefect)  # type: ignore[assignment]
@@ -280,6 +280,7 @@ def test_the_workers_writes_about_a_run_here_wait_until_it_ended_or_ran_a_while(
         async with anyio.create_task_group() as runs:
             worker._runs_task_group = runs
             handles = {run: _InProcess(run) for run in (short, long)}
+            t0 = time.monotonic()
             for run, handle in handles.items():
                 worker._describe(run, handle)
                 runs.start_soon(functools.partial(reads.update_flow_run, run, infrastructure_pid="1"))
@@ -289,14 +290,17 @@ def test_the_workers_writes_about_a_run_here_wait_until_it_ended_or_ran_a_while(
             handles[short].ended.set()  # what ``run`` does as the run ends
             await anyio.sleep(0.1)
             seen.append(list(prefect.writes))
-            await anyio.sleep(0.6)
+            with anyio.fail_after(10):
+                while len(prefect.writes) < 5:
+                    await anyio.sleep(0.02)
+            waited = time.monotonic() - t0
             seen.append(list(prefect.writes))
-        return seen
+        return seen, waited
 
-    started, one_ended, later = asyncio.run(go())
+    (started, one_ended, later), waited = asyncio.run(go())
     assert started == [("labels", own)]
     assert sorted(one_ended[1:]) == [("labels", short), ("pid", short)]
-    assert sorted(later[3:]) == [("labels", long), ("pid", long)]
+    assert sorted(later[3:]) == [("labels", long), ("pid", long)] and waited >= 1.5
 
 
 def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:
