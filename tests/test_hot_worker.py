@@ -422,9 +422,9 @@ def test_a_run_cancelled_before_it_started_gives_the_worker_its_slot_back(prefec
 
 
 def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tmp_path: Path) -> None:
-    """A run weflow makes is announced twice, by its wake-up and by its Scheduled event (often first): the
-    second must not poll again (it would compete with the run's start for the server). A real worker's real
-    poll on a pool of its own; a run no poll returned, or one asked about a second time, still wakes it."""
+    """A run weflow makes is announced twice, by its wake-up and by its Scheduled event (often first): once a poll
+    returned it, its announcement must neither read nor poll again (either would compete with the run's start for the
+    server). A real worker's real poll on a pool of its own; a run of no pool of this worker still wakes the poll."""
     pool = f"polled-{os.getpid()}"
 
     async def go() -> list[str]:
@@ -437,7 +437,7 @@ def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tm
                 other = await client.create_flow_run(flow=Flow(fn=_orphan, name="elsewhere"))  # in no pool
             [returned] = await worker._get_scheduled_flow_runs()  # the poll a wake-up or the event started
             assert returned.flow_run.id == made.id
-            for label, flow_run_id in (("polled", made.id), ("again", made.id), ("unpolled", other.id)):
+            for label, flow_run_id in (("polled", made.id), ("unpolled", other.id)):
                 await worker_serve._poll_unless_polled(worker, flow_run_id, lambda label=label: woken.append(label))
             async with get_client() as client:
                 await client.delete_flow_run(made.id)
@@ -448,7 +448,80 @@ def test_a_run_a_poll_already_returned_wakes_no_second_poll(prefect_api: str, tm
         woken = asyncio.run(go())
     finally:  # the pool, its deployment and its runs stay off the session's server
         web.delete(f"{prefect_api}/work_pools/{pool}")
-    assert woken == ["again", "unpolled"]
+    assert woken == ["unpolled"]
+
+
+def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paused_or_limited(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """A poll is a read and two writes the server makes beside the run's Pending and Running states; a run announced
+    by id (wake-up, Scheduled event) is read and started instead, as the poll would have: a real worker on a pool of
+    its own, with Prefect's event stream, and its start (BaseWorker's submission) recorded rather than run. A run of
+    no pool of this worker, a paused pool (seen through Prefect's event of the pause, the pool read before) and a
+    queue with a concurrency limit (which only the poll applies) get a poll instead; a run taken is not taken twice.
+    (A paused queue is decided by the same check; pausing one hangs Prefect 3.9.1's server on SQLite here.)"""
+    pool = f"take-{os.getpid()}"
+
+    async def go() -> tuple[list[UUID], list[str], list[UUID]]:
+        taken: list[UUID] = []
+        polls: list[str] = []
+
+        async def submitted(responses: list[Any]) -> list[FlowRun]:
+            taken.extend(response.flow_run.id for response in responses)
+            return []
+
+        async with WeflowWorker(work_pool_name=pool, limit=4, home=tmp_path) as worker:
+            worker._submit_scheduled_flow_runs = submitted  # type: ignore[method-assign]
+
+            async def patch(path: str, body: dict[str, Any]) -> None:
+                change = functools.partial(web.patch, f"{prefect_api}/{path}", json=body)
+                answer = await anyio.to_thread.run_sync(change)
+                assert answer.status_code == 204, answer.text
+
+            async def announce(run: FlowRun, label: str) -> None:
+                await worker_serve._poll_unless_polled(worker, run.id, lambda: polls.append(label))
+
+            async with get_client() as client, anyio.create_task_group() as events:
+                events.start_soon(worker_serve._poll_on_events, worker, lambda: polls.append("event"))
+                await eventually_async(lambda: worker._client.pools_watched)
+                flow_id = await client.create_flow(Flow(fn=_orphan, name="take"))
+                deployment = await client.create_deployment(flow_id, "take", work_pool_name=pool)
+                runs: list[FlowRun] = []
+
+                async def scheduled() -> FlowRun:  # announced by its Scheduled event: taken, or polled for
+                    polled = len(polls)
+                    runs.append(await client.create_flow_run_from_deployment(deployment))
+                    await eventually_async(lambda: runs[-1].id in taken or len(polls) > polled)
+                    return runs[-1]
+
+                await announce(await scheduled(), "its wake-up after the event")  # taken once, by the event
+                await announce(await client.create_flow_run(flow=Flow(fn=_orphan, name="elsewhere")), "of no pool")
+                await patch(f"work_pools/{pool}", {"is_paused": True})  # no pools_changed() here: the event does it
+                await eventually_async(lambda: not worker._client._seen)
+                await scheduled()
+                await patch(f"work_pools/{pool}", {"is_paused": False})
+                await patch(f"work_queues/{runs[0].work_queue_id}", {"concurrency_limit": 3})
+                await eventually_async(lambda: not worker._client._seen)
+                await scheduled()
+                await patch(f"work_queues/{runs[0].work_queue_id}", {"concurrency_limit": None})
+                await eventually_async(lambda: not worker._client._seen)
+                await scheduled()
+                events.cancel_scope.cancel()
+        return taken, polls, [run.id for run in runs]
+
+    try:
+        taken, polls, runs = asyncio.run(go())
+    finally:  # the pool, its deployment and its runs stay off the session's server
+        web.delete(f"{prefect_api}/work_pools/{pool}")
+    assert taken == [runs[0], runs[3]]
+    assert polls == ["of no pool", "event", "event"]  # paused pool, then limited queue: polled for, not taken
+
+
+async def eventually_async(check: Any, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await anyio.sleep(0.05)
 
 
 def test_a_poll_asks_for_no_more_runs_than_free_slots_and_a_full_worker_is_not_woken(
@@ -456,31 +529,37 @@ def test_a_poll_asks_for_no_more_runs_than_free_slots_and_a_full_worker_is_not_w
 ) -> None:
     """A deep queue: Prefect's poll asked for up to 200 runs each time a slot freed and dropped all but the few it
     could take. A real worker (--limit 2) on a pool of its own with 3 runs waiting gets 2; once full, a run's
-    announcement wakes no poll (the next run to end polls)."""
+    announcement wakes no poll (the next run to end polls) and reads nothing."""
     pool = f"deep-{os.getpid()}"
 
-    async def go() -> tuple[int, list[str]]:
+    async def go() -> tuple[int, list[str], list[UUID]]:
         woken: list[str] = []
+        read: list[UUID] = []
         async with WeflowWorker(work_pool_name=pool, limit=2, home=tmp_path) as worker:
             async with get_client() as client:
                 flow_id = await client.create_flow(Flow(fn=_orphan, name="deep"))
                 deployment = await client.create_deployment(flow_id, "deep", work_pool_name=pool)
                 made = [await client.create_flow_run_from_deployment(deployment) for _ in range(3)]
             found = await worker._get_scheduled_flow_runs()
+            reading = worker.client.read_flow_run
+
+            async def read_flow_run(flow_run_id: UUID) -> FlowRun:
+                read.append(flow_run_id)
+                return await reading(flow_run_id)
+
+            worker.client.read_flow_run = read_flow_run  # type: ignore[method-assign]
             worker._full = True  # what a poll that took both slots leaves
             await worker_serve._poll_unless_polled(worker, made[2].id, lambda: woken.append("full"))
-            worker._full = False
-            await worker_serve._poll_unless_polled(worker, made[2].id, lambda: woken.append("free"))
             async with get_client() as client:
                 for run in made:
                     await client.delete_flow_run(run.id)
-        return len(found), woken
+        return len(found), woken, read
 
     try:
-        polled, woken = asyncio.run(go())
+        polled, woken, read = asyncio.run(go())
     finally:
         web.delete(f"{prefect_api}/work_pools/{pool}")
-    assert (polled, woken) == (2, ["free"])
+    assert (polled, woken, read) == (2, [], [])
 
 
 def test_recycling_after_max_runs_loses_no_run(

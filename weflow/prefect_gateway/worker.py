@@ -58,7 +58,7 @@ from prefect.client.schemas.filters import (
     WorkQueueFilterName,
 )
 from prefect.client.schemas.objects import Flow as APIFlow
-from prefect.client.schemas.objects import FlowRun, State, StateDetails, WorkPool
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, WorkPool, WorkQueue
 from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import Abort, InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
@@ -80,7 +80,7 @@ from weflow.prefect_gateway.deployments import managed
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
 POLLED_KEPT = 1000  # flow runs a worker remembers its polls returned (for their Scheduled events)
-POLLED_FRESH = 5.0  # seconds: a Scheduled event later than this after a poll returned its run gets a poll
+POLLED_FRESH = 5.0  # seconds: a run's announcement later than this after a poll returned it (or it was taken) is read
 DESCRIBE_AFTER = 2.0  # seconds into a run here at most before the worker writes its labels and pid on it
 WAITING = "AwaitingConcurrencySlot"  # Prefect's Scheduled state for a run its deployment's limit sent back
 
@@ -269,10 +269,11 @@ class _CachedReads:
         self._client = client
         self._ttl = ttl
         self._known_ttl = known_ttl
-        self._seen: dict[tuple[str, UUID], tuple[float, Any]] = {}
+        self._seen: dict[tuple[str, UUID | str], tuple[float, Any]] = {}
         self._expected: dict[UUID, str] = {}  # deployment id -> deployment_version of its runs being submitted
         self.versions: dict[UUID, str] = {}  # flow versions to write with the runs' infrastructure pids
         self.starting: dict[UUID, _InProcess] = {}  # runs here whose infrastructure pid waits (``under_way``)
+        self.pools_watched = False  # Prefect's events of pool and queue changes reach the worker (``open_queues``)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -283,7 +284,7 @@ class _CachedReads:
             if run.deployment_id is not None and run.deployment_version is not None:
                 self._expected[run.deployment_id] = run.deployment_version
 
-    async def _cached(self, kind: str, key: UUID, read: Any, ttl: float | None = None) -> Any:
+    async def _cached(self, kind: str, key: UUID | str, read: Any, ttl: float | None = None) -> Any:
         found = self._seen.get((kind, key))
         if found is not None and time.monotonic() - found[0] < (self._ttl if ttl is None else ttl):
             return found[1]
@@ -302,6 +303,27 @@ class _CachedReads:
     async def read_flow(self, flow_id: UUID) -> APIFlow:
         found: APIFlow = await self._cached("flow", flow_id, self._client.read_flow, self._known_ttl)
         return found
+
+    async def open_queues(self, pool: str) -> set[UUID]:
+        """The queues of ``pool`` a run may start from without the server's poll (``WeflowWorker.take``): none while
+        the pool is paused or has a concurrency limit, else those neither paused nor limited (only the poll applies a
+        limit). The pool and its queues are read together, again after ``forget_pools`` (Prefect's event of a change
+        to a pool or queue), and at least every ``known_ttl`` while those events are watched, ``ttl`` otherwise."""
+        ttl = self._known_ttl if self.pools_watched else self._ttl
+        pool_read = self._cached("work_pool", pool, self._client.read_work_pool, ttl)
+        queues_read = self._cached(
+            "work_queues", pool, lambda name: self._client.read_work_queues(work_pool_name=name), ttl
+        )
+        found: WorkPool
+        queues: list[WorkQueue]
+        found, queues = await asyncio.gather(pool_read, queues_read)
+        if found.is_paused or found.concurrency_limit is not None:
+            return set()
+        return {queue.id for queue in queues if not queue.is_paused and queue.concurrency_limit is None}
+
+    def forget_pools(self) -> None:
+        for key in [key for key in self._seen if key[0] in ("work_pool", "work_queues")]:
+            del self._seen[key]
 
     async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
         """Prefect's; BaseWorker's write of a run's infrastructure pid also carries the flow version of a run the
@@ -503,14 +525,64 @@ class WeflowWorker(ProcessWorker):
         """Its last poll took every free slot: a poll now could take nothing; the next run to end polls."""
         return self._full
 
-    async def polled_lately(self, flow_run_id: UUID) -> bool:
-        """Whether a poll of this worker returned ``flow_run_id`` within ``POLLED_FRESH`` s, once the poll in flight,
-        if any, is done: the flow run's Scheduled event then needs no poll of its own. Forgotten once asked."""
-        if self._poll_lock is not None:
-            async with self._poll_lock:
-                pass
-        seen = self._polled.pop(flow_run_id, None)
-        return seen is not None and time.monotonic() - seen < POLLED_FRESH
+    def watch_pools(self, watched: bool) -> None:
+        """Whether Prefect's events of changes to pools and queues reach this worker now (``pools_changed``)."""
+        if isinstance(self._client, _CachedReads):
+            self._client.pools_watched = watched
+            self._client.forget_pools()
+
+    def pools_changed(self) -> None:
+        """A pool or queue was changed (paused, resumed, its limit): read them again before the next ``take``."""
+        if isinstance(self._client, _CachedReads):
+            self._client.forget_pools()
+
+    async def take(self, flow_run_id: UUID) -> bool:
+        """Start a run announced by id (its Scheduled event, weflow's wake-up after making it) without a poll; False
+        when a poll should look for it instead. True too when a poll returned it lately (a run is announced twice)
+        or no slot is free (the next run to end polls).
+
+        A poll is a read plus two writes the server queues behind it (the pool's queues and deployments marked as
+        polled), which Prefect on SQLite then makes beside the run's Pending and Running states: reading the one run
+        instead took ~45-90 ms off a run's start here. The run is started as the poll would have returned it: of this
+        worker's pool and queues, Scheduled and due within the worker's prefetch, not waiting for its deployment's
+        slot nor for an in-process retry, its pool and queue neither paused nor limited (``_CachedReads.open_queues``:
+        a pause is seen once Prefect's event of it arrived). With a slot free, the last poll left no other run of these
+        queues due.
+        """
+        if self.draining or self._poll_lock is None or self._work_pool is None:
+            return False
+        async with self._poll_lock:  # not beside a poll, which could return the same run
+            seen = self._polled.pop(flow_run_id, None)
+            if seen is not None and time.monotonic() - seen < POLLED_FRESH:
+                return True
+            if flow_run_id in self._submitting_flow_run_ids or (self._limiter and self._limiter.available_tokens < 1):
+                return True
+            client = self._client
+            open_queues = client.open_queues(self._work_pool_name) if isinstance(client, _CachedReads) else None
+            try:
+                run, open_ids = await asyncio.gather(self.client.read_flow_run(flow_run_id), open_queues or _none())
+            except ObjectNotFound:  # deleted, or announced before its creation was committed: the poll finds it
+                return False
+            except Exception as exc:
+                self._logger.warning(f"Could not read announced flow run {flow_run_id}: {exc!r}; polling instead")
+                return False
+            now = datetime.now(UTC)
+            due = run.next_scheduled_start_time
+            if not (
+                open_ids is not None and run.work_queue_id in open_ids
+                and run.work_pool_name == self._work_pool_name
+                and (not self._work_queues or run.work_queue_name in self._work_queues)
+                and run.state is not None and run.state.is_scheduled() and not _waits(run, now)
+                and (due is None or due <= now + timedelta(seconds=self._prefetch_seconds))
+                and run.empirical_policy.retry_type != "in_process"
+            ):  # fmt: skip
+                return False
+            self._polled[run.id] = time.monotonic()  # its other announcement needs no poll
+            await self._submit_scheduled_flow_runs([
+                WorkerFlowRunResponse(work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run)
+            ])  # fmt: skip
+            self._full = self._limiter is not None and self._limiter.available_tokens == 0
+            return True
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""
@@ -654,6 +726,10 @@ class WeflowWorker(ProcessWorker):
                 "draining": self.draining,
             },
         )
+
+
+async def _none() -> None:
+    return None
 
 
 def _waits(flow_run: FlowRun, now: datetime) -> bool:

@@ -1,11 +1,12 @@
 """The weflow worker process's loops (``worker.WeflowWorker``): polls, wake-ups, health, signals.
 
 ``run_worker`` is the body of a worker child (``python -m weflow.workers``): Prefect's two
-service loops (poll every ``PREFECT_WORKER_QUERY_SECONDS``, sync and heartbeat), a poll at once
-on each POST to the worker's loopback wake-up port and on each ``prefect.flow-run.Scheduled`` event
-of the worker's pool in Prefect's event stream (runs created elsewhere: the Prefect UI's Run
-button, ``prefect deployment run``, schedules, automations; not for a run a poll of the worker returned
-lately), and a check every second that refreshes the
+service loops (poll every ``PREFECT_WORKER_QUERY_SECONDS``, sync and heartbeat); a run announced
+by a POST to the worker's loopback wake-up port (``?flow_run=ID``) or by a ``prefect.flow-run.Scheduled``
+event of the worker's pool in Prefect's event stream (runs created elsewhere: the Prefect UI's Run
+button, ``prefect deployment run``, schedules, automations) is read and started at once without a poll
+(``WeflowWorker.take``), else polled for at once (not for a run the worker took or polled lately); and a
+check every second that refreshes the
 worker's record in the Prefect home (its supervisor's hang watchdog reads it) and recycles the
 worker when it is due; SIGTERM or SIGINT drains it the same way. The wake-up port also takes runs
 handed over by processes holding the home's token (``worker_home.hand_over``): ``handoff``
@@ -145,6 +146,7 @@ async def _poll_on_wake(worker: WeflowWorker, wake: list[anyio.Event]) -> None:
 
 
 SCHEDULED = "prefect.flow-run.Scheduled"
+POOL_CHANGES = ("prefect.work-pool.", "prefect.work-queue.")  # a pool or queue made, changed, paused, deleted
 FLOW_RUN = "prefect.flow-run."  # the resource id of a flow run in an event: this, then its id
 
 
@@ -160,13 +162,13 @@ def _uuid(text: str) -> UUID | None:
 
 
 async def _poll_unless_polled(worker: WeflowWorker, flow_run_id: UUID | None, woken: Callable[[], None]) -> None:
-    """Wake the worker's poll for ``flow_run_id``, unless a poll of the worker returned that run lately (a run
-    weflow makes is announced twice, by its wake-up and by its Scheduled event, and a second poll would only
-    compete with the run's start for the server) or every slot is taken (the next run to end polls: with a deep
-    queue each run's announcement was a poll that could take nothing)."""
+    """Start the announced run ``flow_run_id`` without a poll (``WeflowWorker.take``), else wake the worker's poll,
+    unless every slot is taken (the next run to end polls: with a deep queue each run's announcement was a poll that
+    could take nothing). A run weflow makes is announced twice, by its wake-up and by its Scheduled event: the second
+    finds it taken and neither reads nor polls, which would only compete with the run's start for the server."""
     if worker.full:
         return
-    if flow_run_id is None or not await worker.polled_lately(flow_run_id):
+    if flow_run_id is None or not await worker.take(flow_run_id):
         woken()
 
 
@@ -174,19 +176,25 @@ EVENTS_RETRY_SECONDS = 30.0  # after the event stream failed for good (its own r
 
 
 async def _poll_on_events(worker: WeflowWorker, woken: Callable[[], None]) -> None:
-    """Poll at once when Prefect says a flow run of this pool was scheduled (made outside weflow, or by weflow,
-    whose wake-up can come after the event), unless a poll returned it already. While the event stream is refused
-    or down the interval's poll finds them."""
-    only = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
+    """Start (or poll for) a run at once when Prefect says a flow run of this pool was scheduled (made outside weflow,
+    or by weflow, whose wake-up can come after the event), unless the worker took or polled it already; and read the
+    pool and its queues again before the next such start when Prefect says one changed (paused, resumed, its limit).
+    While the event stream is refused or down the interval's poll finds them, and the pool's reads hold 2 s."""
+    only = EventFilter(event=EventNameFilter(prefix=[SCHEDULED, *POOL_CHANGES]))
     while True:
         try:
             async with get_events_subscriber(filter=only, reconnect_on_clean_close=True) as events:
+                worker.watch_pools(True)
                 async for event in events:
-                    if _of_pool(event, worker._work_pool_name):
+                    if event.event != SCHEDULED:
+                        worker.pools_changed()
+                    elif _of_pool(event, worker._work_pool_name):
                         await _poll_unless_polled(worker, _uuid(event.resource.id.removeprefix(FLOW_RUN)), woken)
         except Exception as exc:  # the stream is a shortcut, like a wake-up: polling carries on without it
             log.info("no Prefect event stream (%s): the poll finds runs created outside weflow; "
                      "subscribing again in %.0f s", exc, EVENTS_RETRY_SECONDS)  # fmt: skip
+        finally:
+            worker.watch_pools(False)
         await anyio.sleep(EVENTS_RETRY_SECONDS)
 
 
