@@ -457,9 +457,9 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
     """A poll is a read and two writes the server makes beside the run's Pending and Running states; a run announced
     by id (wake-up, Scheduled event) is read and started instead, as the poll would have: a real worker on a pool of
     its own, with Prefect's event stream, and its start (BaseWorker's submission) recorded rather than run. A run of
-    no pool of this worker, a paused pool (seen through Prefect's event of the pause, the pool read before) and a
-    queue with a concurrency limit (which only the poll applies) get a poll instead; a run taken is not taken twice.
-    (A paused queue is decided by the same check; pausing one hangs Prefect 3.9.1's server on SQLite here.)"""
+    no pool of this worker, a paused pool or queue (seen through Prefect's event of the pause, the pool read before)
+    and a queue with a concurrency limit (which only the poll applies) get a poll instead; a run taken is not taken
+    twice. Pausing the queue also checks weflow's server answers it (its IMMEDIATE transactions once hung on it)."""
     pool = f"take-{os.getpid()}"
 
     async def go() -> tuple[list[UUID], list[str], list[UUID]]:
@@ -500,6 +500,10 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
                 await eventually_async(lambda: not worker._client._seen)
                 await scheduled()
                 await patch(f"work_pools/{pool}", {"is_paused": False})
+                await patch(f"work_queues/{runs[0].work_queue_id}", {"is_paused": True})  # hung weflow's server once
+                await eventually_async(lambda: not worker._client._seen)
+                await scheduled()
+                await patch(f"work_queues/{runs[0].work_queue_id}", {"is_paused": False})
                 await patch(f"work_queues/{runs[0].work_queue_id}", {"concurrency_limit": 3})
                 await eventually_async(lambda: not worker._client._seen)
                 await scheduled()
@@ -513,8 +517,8 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
         taken, polls, runs = asyncio.run(go())
     finally:  # the pool, its deployment and its runs stay off the session's server
         web.delete(f"{prefect_api}/work_pools/{pool}")
-    assert taken == [runs[0], runs[3]]
-    assert polls == ["of no pool", "event", "event"]  # paused pool, then limited queue: polled for, not taken
+    assert taken == [runs[0], runs[4]]
+    assert polls == ["of no pool", "event", "event", "event"]  # paused pool, paused queue, limited queue: polled for
 
 
 async def eventually_async(check: Any, seconds: float = 20) -> None:

@@ -21,21 +21,37 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
+
+_original_begin = AioSqliteConfiguration.begin_transaction
+_inside: ContextVar[bool] = ContextVar("weflow_inside_immediate", default=False)
 
 
 @asynccontextmanager
 async def _begin_immediate(
     self: AioSqliteConfiguration, session: Any, with_for_update: bool = False
 ) -> AsyncGenerator[Any]:
-    """``AioSqliteConfiguration.begin_transaction``, IMMEDIATE whether or not the caller locks rows for update."""
-    token = SQLITE_BEGIN_MODE.set("IMMEDIATE")
+    """``AioSqliteConfiguration.begin_transaction``, IMMEDIATE whether or not the caller locks rows for update.
+
+    Only its own BEGIN: a session opened inside it (Prefect reads the pool in a session of its own to build the event
+    of a work queue paused, while the queue's update holds the write lock) begins as Prefect begins it, DEFERRED. With
+    IMMEDIATE it waited for the lock its own task held: pausing a work queue hung the server (SQLite's busy timeout).
+    A transaction begun inside one of these is Prefect's own too."""
+    if _inside.get():
+        async with _original_begin(self, session, with_for_update) as transaction:
+            yield transaction
+        return
+    token, inside = SQLITE_BEGIN_MODE.set("IMMEDIATE"), _inside.set(True)
     try:
         async with session.begin() as transaction:
+            await session.connection()  # its BEGIN IMMEDIATE now, on its connection
+            SQLITE_BEGIN_MODE.set("DEFERRED")  # what a session opened inside it begins with, as in Prefect
             yield transaction
     finally:
+        _inside.reset(inside)
         SQLITE_BEGIN_MODE.reset(token)
 
 
