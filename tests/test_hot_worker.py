@@ -459,15 +459,16 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
     its own, with Prefect's event stream, and its start (BaseWorker's submission) recorded rather than run. A run of
     no pool of this worker, a paused pool or queue (seen through Prefect's event of the pause, the pool read before)
     and a queue with a concurrency limit (which only the poll applies) get a poll instead; a run taken is not taken
-    twice. Pausing the queue also checks weflow's server answers it (its IMMEDIATE transactions once hung on it)."""
+    twice; before the worker's first poll (or after one that filled every slot) the poll takes runs, in their order.
+    Pausing the queue also checks weflow's server answers it (its IMMEDIATE transactions once hung on it)."""
     pool = f"take-{os.getpid()}"
 
     async def go() -> tuple[list[UUID], list[str], list[UUID]]:
         taken: list[UUID] = []
         polls: list[str] = []
 
-        async def submitted(responses: list[Any]) -> list[FlowRun]:
-            taken.extend(response.flow_run.id for response in responses)
+        async def submitted(flow_run_response: list[Any]) -> list[FlowRun]:
+            taken.extend(response.flow_run.id for response in flow_run_response)
             return []
 
         async with WeflowWorker(work_pool_name=pool, limit=4, home=tmp_path) as worker:
@@ -494,6 +495,8 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
                     await eventually_async(lambda: runs[-1].id in taken or len(polls) > polled)
                     return runs[-1]
 
+                await scheduled()  # before the worker's first poll: older runs may wait, the poll takes them in order
+                await worker.get_and_submit_flow_runs()  # a real poll: it returns that run, and leaves slots free
                 await announce(await scheduled(), "its wake-up after the event")  # taken once, by the event
                 await announce(await client.create_flow_run(flow=Flow(fn=_orphan, name="elsewhere")), "of no pool")
                 await patch(f"work_pools/{pool}", {"is_paused": True})  # no pools_changed() here: the event does it
@@ -517,8 +520,8 @@ def test_an_announced_run_starts_without_a_poll_unless_its_queue_or_pool_is_paus
         taken, polls, runs = asyncio.run(go())
     finally:  # the pool, its deployment and its runs stay off the session's server
         web.delete(f"{prefect_api}/work_pools/{pool}")
-    assert taken == [runs[0], runs[4]]
-    assert polls == ["of no pool", "event", "event", "event"]  # paused pool, paused queue, limited queue: polled for
+    assert taken == [runs[0], runs[1], runs[5]]  # the first by the poll
+    assert polls == ["event", "of no pool", "event", "event", "event"]  # paused pool, queue, limited queue: polled for
 
 
 async def eventually_async(check: Any, seconds: float = 20) -> None:

@@ -362,6 +362,7 @@ class WeflowWorker(ProcessWorker):
         self._poll_lock: anyio.Lock | None = None
         self._threads: anyio.CapacityLimiter | None = None  # one thread per run in flight (anyio's default is 40)
         self._full = False  # the last poll filled every slot
+        self._drained = False  # the last poll left a slot free: no run of its queues was left due then
         self._polled: dict[UUID, float] = {}  # flow runs its polls returned lately: when (monotonic)
         self._waiting: set[UUID] = set()  # deployments seen with runs waiting for a concurrency slot
         self.on_slot_free: Callable[[], None] | None = None  # set by the serving loop: poll now
@@ -547,7 +548,7 @@ class WeflowWorker(ProcessWorker):
         worker's pool and queues, Scheduled and due within the worker's prefetch, not waiting for its deployment's
         slot nor for an in-process retry, its pool and queue neither paused nor limited (``_CachedReads.open_queues``:
         a pause is seen once Prefect's event of it arrived). With a slot free, the last poll left no other run of these
-        queues due.
+        queues due (else the poll takes runs in their order: ``_drained``).
         """
         if self.draining or self._poll_lock is None or self._work_pool is None:
             return False
@@ -557,6 +558,8 @@ class WeflowWorker(ProcessWorker):
                 return True
             if flow_run_id in self._submitting_flow_run_ids or (self._limiter and self._limiter.available_tokens < 1):
                 return True
+            if not self._drained:  # runs may wait that came first: the poll takes them in order
+                return False
             client = self._client
             open_queues = client.open_queues(self._work_pool_name) if isinstance(client, _CachedReads) else None
             try:
@@ -592,6 +595,7 @@ class WeflowWorker(ProcessWorker):
             taken = await super().get_and_submit_flow_runs()
             # every slot taken: more runs may wait, and the next poll would come only after the query interval
             self._full = self._limiter is not None and self._limiter.available_tokens == 0
+            self._drained = not self._full
             return taken
 
     async def _submit_scheduled_flow_runs(self, flow_run_response: list[Any]) -> list[FlowRun]:
