@@ -18,6 +18,7 @@ the catalog).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -55,8 +56,11 @@ def run_on_worker(
     input_data: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     version_number: int | None = None,
+    while_waiting: Callable[[], object] | None = None,
 ) -> Execution | None:
-    """Run ``name`` on a live weflow worker and wait for its end; None when no worker takes it."""
+    """Run ``name`` on a live weflow worker and wait for its end; None when no worker takes it. Once the worker took
+    the run, what reads its record (pydantic's adapter, ~50 ms) and ``while_waiting`` are prepared in a thread while
+    the run runs: this process only waits then."""
     cfg = settings()
     request = {"workflow": name, "input_data": dict(input_data) if input_data is not None else None,
                "timeout": timeout, "version": version_number, "catalog": str(catalog.resolve()),
@@ -68,14 +72,23 @@ def run_on_worker(
     if status >= 300:
         raise WeflowError(str(body.get("error") or f"the weflow worker refused the run (HTTP {status})"))
     execution_id, where = str(body["execution_id"]), str(catalog.resolve())
+    preparing = threading.Thread(target=_prepare, args=(while_waiting,), name="weflow-prepare", daemon=True)
+    preparing.start()
     limit = (timeout or DEFAULT_TIMEOUT) + SLACK + 60  # the worker gives up first and says so
     waited = worker_home.hand_over(server.default_home(), "/wait", {"execution_id": execution_id, "catalog": where},
                                    timeout=limit)  # fmt: skip
+    preparing.join()
     if waited is not None and waited[0] == 200 and isinstance(waited[1].get("execution"), dict):
         return _records().validate_python(waited[1]["execution"])
     if waited is not None and waited[0] == 504:
         raise WeflowError(str(waited[1].get("error")))
     return wait_for_end(catalog, execution_id)  # no worker answers now (stopped, recycling): read the catalog
+
+
+def _prepare(also: Callable[[], object] | None) -> None:
+    _records()
+    if also is not None:
+        also()
 
 
 def wait_for_end(catalog: Path, execution_id: str) -> Execution:

@@ -6,7 +6,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from weflow.cli.console import BadInput, Format, FormatOpt, _when, app, emit_json, note, out, scope, table
+from weflow.cli.console import (
+    BadInput,
+    Format,
+    FormatOpt,
+    _when,
+    app,
+    emit_json,
+    note,
+    out,
+    scope,
+    stderr_console,
+    table,
+)
 
 if TYPE_CHECKING:
     from weflow.core.intervals import Backfill
@@ -27,7 +39,7 @@ def _follow(current: Backfill, name: str) -> Backfill:
         TextColumn("{task.fields[state]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=note, transient=False) as bar:
+    with Progress(*columns, console=stderr_console(), transient=False) as bar:
         task = bar.add_task("slots", total=len(current.items) or 1, state="")
 
         def show(b: Backfill) -> None:

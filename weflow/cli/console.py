@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from weflow.config import settings
 from weflow.errors import WeflowError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
     from weflow.workflows import Scope
 
 app = typer.Typer(
@@ -30,13 +30,61 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Markup and emoji codes off: names, descriptions, conditions, paths and log lines are user text,
-# and a description with `[/x]` made `weflow list` exit 1 (issue 14); styles come from Text only.
-out = Console(soft_wrap=True, markup=False, emoji=False)
-if not out.is_terminal:
-    out.width = 200  # scripts and logs: never truncate columns
+
+
+class _Deferred:
+    """A rich Console made on first use (or by ``prepare``): rich costs ~45 ms of import, which ``weflow run`` spends
+    while its run runs on a worker rather than before handing it over."""
+
+    def __init__(self, make: Callable[[], Console]) -> None:
+        self._make: Callable[[], Console] = make
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+def _out() -> Console:
+    from rich.console import Console
+
+    # Markup and emoji codes off: names, descriptions, conditions, paths and log lines are user text,
+    # and a description with `[/x]` made `weflow list` exit 1 (issue 14); styles come from Text only.
+    made = Console(soft_wrap=True, markup=False, emoji=False)
+    if not made.is_terminal:
+        made.width = 200  # scripts and logs: never truncate columns
+    return made
+
+
+def _note() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+
+_OUT, _NOTE = _Deferred(_out), _Deferred(_note)
+out = cast("Console", _OUT)
 # What came before a secret on stdout: secrets go alone to stdout, what they are to stderr.
-note = Console(stderr=True, soft_wrap=True, highlight=False, markup=False, emoji=False)
+note = cast("Console", _NOTE)
+
+
+def stderr_console() -> Console:
+    """``note`` itself, for what takes a Console and uses it as more than its methods (rich's progress bars)."""
+    return _NOTE.made()
+
+
+def prepare() -> None:
+    """Import rich and make the consoles now (``weflow run`` does it in a thread while it waits for its run)."""
+    from rich.table import Table  # noqa: F401  (``table`` needs it next)
+
+    _OUT.made()
+    _NOTE.made()
+
+
 _catalog: dict[str, Path | None] = {"path": None}
 _verbose = {"on": False}
 
@@ -113,6 +161,9 @@ def emit_json(value: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=title, header_style="bold")
     for c in columns:
         t.add_column(c)
@@ -122,6 +173,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def bold(text: str) -> Text:
+    from rich.text import Text
+
     return Text(text, style="bold")
 
 

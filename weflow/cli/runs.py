@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, NoReturn
 
 import typer
-from rich.text import Text
 
 from weflow import handoff
+from weflow.cli import console
 from weflow.cli.console import (
     BadInput,
     Format,
@@ -60,7 +60,7 @@ def run_(
     if data is not None and not isinstance(data, dict):
         raise BadInput("--input-json: must be a JSON object")
     if not (queue or local or persist or full_refresh):
-        handed = handoff.run_on_worker(name, catalog_path(), data, timeout, version)  # no Prefect import here
+        handed = handoff.run_on_worker(name, catalog_path(), data, timeout, version, while_waiting=console.prepare)
         if handed is not None:
             _show_execution(handed, fmt)
             if handed.status is not RunState.SUCCEEDED:
@@ -137,6 +137,8 @@ def _show_execution(e: Execution, fmt: Format) -> None:
     if fmt is Format.json:
         emit_json(e)
         return
+    from rich.text import Text  # deferred: ``weflow run`` imports rich while its run runs (``console.prepare``)
+
     out.print(f"execution {e.id}")
     out.print(Text.assemble(f"{e.workflow} v{e.version} {e.mode.value}: ", bold(e.status.value),
                             f" in {_ms(e.duration_ms)}"))  # fmt: skip
