@@ -1,3 +1,3 @@
-from weflow.cli.app import run
+from weflow.cli import main
 
-run()
+main()

@@ -1,4 +1,4 @@
-"""Interface: the ``weflow`` CLI (typer). Entry point: ``weflow.cli.app:run`` (the console script).
+"""Interface: the ``weflow`` CLI (typer). Entry point: ``weflow.cli:main`` (the console script).
 
 Modules: ``app`` (global options, the one-line error guard, which module adds which command),
 ``console`` (the Typer app, output, ``scope()``), and the commands by group: ``definitions``, ``runs``,
@@ -14,3 +14,21 @@ the top of its module (a module's other commands are built too): ``weflow run NA
 worker loads no other command module, DuckDB, Polars, Prefect or definition model (test_handoff checks it).
 A new top-level command or group goes in ``app.COMMANDS`` (test_cli checks the table against the whole CLI).
 """
+
+import gc
+import sys
+
+
+def main() -> None:
+    """The ``weflow`` console script: ``weflow.cli.app.run`` with Python's cyclic garbage collector off while the CLI
+    and its command's module load (~100k objects, none of them garbage, walked over and over by the collector), then
+    what they made frozen (no later collection walks it, nor the interpreter's exit) before the command runs."""
+    gc.disable()
+    try:
+        from weflow.cli import app
+
+        app.load(*app.modules_for(sys.argv[1:]))
+    finally:
+        gc.freeze()
+        gc.enable()
+    app.run()
