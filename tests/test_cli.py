@@ -136,7 +136,7 @@ def test_a_command_loads_only_its_own_module_and_the_table_of_commands_is_the_wh
 
 
 def test_the_console_script_loads_its_command_with_the_collector_off_then_frozen(cli_env: dict[str, str]) -> None:
-    """Python's cyclic collector walked the ~100k objects the CLI's imports make, over and over and again at exit:
+    """Python's cyclic collector walked the ~45k objects the CLI's imports make, over and over and again at exit:
     ~130 ms of a `weflow run` handed to a worker (0.81 -> 0.68 s p50). The console script loads its command with the
     collector off, freezes what loading made, and runs the command with the collector on."""
     [script] = entry_points(group="console_scripts", name="weflow")

@@ -13,6 +13,8 @@ The console script loads only the module of the command asked for (``app.COMMAND
 the top of its module (a module's other commands are built too): ``weflow run NAME`` handing a run to a
 worker loads no other command module, DuckDB, Polars, Prefect or definition model (test_handoff checks it).
 A new top-level command or group goes in ``app.COMMANDS`` (test_cli checks the table against the whole CLI).
+``main`` loads the command with Python's cyclic collector off and freezes what loading made; rich loads on first
+output (``console.out``/``note`` are made on first use), which ``weflow run`` does while its run runs on a worker.
 """
 
 import gc
@@ -21,8 +23,9 @@ import sys
 
 def main() -> None:
     """The ``weflow`` console script: ``weflow.cli.app.run`` with Python's cyclic garbage collector off while the CLI
-    and its command's module load (~100k objects, none of them garbage, walked over and over by the collector), then
-    what they made frozen (no later collection walks it, nor the interpreter's exit) before the command runs."""
+    and its command's module load (~45k objects for ``weflow run``, none of them garbage, walked over and over by the
+    collector), then what they made frozen (no later collection walks it, nor the interpreter's exit) before the
+    command runs."""
     gc.disable()
     try:
         from weflow.cli import app
