@@ -569,6 +569,78 @@ def test_a_poll_asks_for_no_more_runs_than_free_slots_and_a_full_worker_is_not_w
     assert (polled, woken, read) == (2, [], [])
 
 
+def test_a_slot_freed_after_a_full_poll_starts_the_next_due_runs_in_order_without_a_poll(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """In a deep queue a worker polled each time a run ended (~0.9 polls a run; a poll reads in a write transaction
+    and marks the queue and deployments polled). A real worker (--limit 2, one queue) on a pool of its own with 4 runs
+    waiting: as its slots free, it reads the runs due next and starts them in their order, no poll; once its queue is
+    paused (only the poll knows what that leaves), a freed slot after a full poll gets a poll."""
+    pool = f"refill-{os.getpid()}"
+
+    async def go() -> tuple[list[UUID], list[UUID], list[str], bool]:
+        taken: list[UUID] = []
+        polls: list[str] = []
+        async with WeflowWorker(work_pool_name=pool, work_queues=["default"], limit=2, home=tmp_path) as worker:
+            limiter = worker._limiter
+            assert limiter is not None
+
+            async def submitted(flow_run_response: list[Any]) -> list[FlowRun]:  # the slots taken, nothing run
+                for response in flow_run_response:
+                    limiter.acquire_on_behalf_of_nowait(response.flow_run.id)
+                    worker._submitting_flow_run_ids.add(response.flow_run.id)  # Scheduled until its Pending is in
+                    taken.append(response.flow_run.id)
+                return []
+
+            async def end(flow_run_id: UUID) -> None:
+                worker._submitting_flow_run_ids.discard(flow_run_id)
+                async with get_client() as client:
+                    await client.delete_flow_run(flow_run_id)
+                limiter.release_on_behalf_of(flow_run_id)
+
+            async def polled() -> list[Any]:
+                polls.append("poll")
+                return []
+
+            worker._submit_scheduled_flow_runs = submitted  # type: ignore[method-assign]
+            worker._get_scheduled_flow_runs = polled  # type: ignore[method-assign]
+            worker.on_slot_free = lambda: polls.append("woken")
+            async with get_client() as client:
+                flow_id = await client.create_flow(Flow(fn=_orphan, name="refill"))
+                deployment = await client.create_deployment(flow_id, "refill", work_pool_name=pool)
+                made = [(await client.create_flow_run_from_deployment(deployment)).id for _ in range(4)]
+            busy = uuid4()
+            limiter.acquire_on_behalf_of_nowait(busy)  # a run in flight: one slot free
+            assert await worker.refill()
+            limiter.release_on_behalf_of(busy)
+            assert await worker.refill()
+            await end(taken[0])  # the first run ended
+            assert await worker.refill()
+            drained = worker._drained  # 3 of 4 taken, the last due still
+            patched = await anyio.to_thread.run_sync(
+                lambda: web.patch(f"{prefect_api}/work_queues/{worker._work_pool.default_queue_id}",  # type: ignore[union-attr]
+                                  json={"is_paused": True})
+            )  # fmt: skip
+            assert patched.status_code == 204, patched.text
+            worker.pools_changed()
+            await end(taken[1])
+            worker._full = True  # what the last refill left, had it filled every slot
+            worker._ended()
+            await eventually_async(lambda: polls)
+            async with get_client() as client:
+                for run in made[2:]:
+                    await client.delete_flow_run(run)
+        return taken, made, polls, drained
+
+    try:
+        taken, made, polls, drained = asyncio.run(go())
+    finally:
+        web.delete(f"{prefect_api}/work_pools/{pool}")
+    assert taken == made[:3]
+    assert not drained
+    assert polls == ["woken"]
+
+
 def test_recycling_after_max_runs_loses_no_run(
     scope: Scope, hot: Hot, env: dict[str, str], place: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

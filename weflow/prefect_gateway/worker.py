@@ -50,15 +50,17 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterNextScheduledStartTime,
     FlowRunFilterState,
     FlowRunFilterStateName,
+    FlowRunFilterStateType,
     WorkPoolFilter,
     WorkPoolFilterName,
     WorkQueueFilter,
     WorkQueueFilterName,
 )
 from prefect.client.schemas.objects import Flow as APIFlow
-from prefect.client.schemas.objects import FlowRun, State, StateDetails, WorkPool, WorkQueue
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType, WorkPool, WorkQueue
 from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import Abort, InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
@@ -523,7 +525,8 @@ class WeflowWorker(ProcessWorker):
 
     @property
     def full(self) -> bool:
-        """Its last poll took every free slot: a poll now could take nothing; the next run to end polls."""
+        """Its last poll (or refill) took every free slot: a poll now could take nothing; the next run to end takes the
+        runs due next (``refill``)."""
         return self._full
 
     def watch_pools(self, watched: bool) -> None:
@@ -540,7 +543,7 @@ class WeflowWorker(ProcessWorker):
     async def take(self, flow_run_id: UUID) -> bool:
         """Start a run announced by id (its Scheduled event, weflow's wake-up after making it) without a poll; False
         when a poll should look for it instead. True too when a poll returned it lately (a run is announced twice)
-        or no slot is free (the next run to end polls).
+        or no slot is free (the next run to end takes the runs due next).
 
         A poll is a read plus two writes the server queues behind it (the pool's queues and deployments marked as
         polled), which Prefect on SQLite then makes beside the run's Pending and Running states: reading the one run
@@ -587,6 +590,64 @@ class WeflowWorker(ProcessWorker):
             ])  # fmt: skip
             self._full = self._limiter is not None and self._limiter.available_tokens == 0
             return True
+
+    async def refill(self) -> bool:
+        """A slot freed after a poll (or a refill) that filled every slot: read the runs due next and start as many as
+        slots are free, in the poll's order; False when only a poll can tell which runs are next.
+
+        A poll reads inside a write transaction and has the server mark the worker's queues and deployments as polled
+        (two writes more), and in a deep queue a worker polled each time a run ended: ~0.9 polls a run, each ~22 ms of
+        the server's CPU here against ~4 ms for a read. The regular poll (every ``PREFECT_WORKER_QUERY_SECONDS``) still
+        shows the queue served. A read can stand for the poll only where the poll's order is the due time alone and no
+        limit applies but this worker's: one queue, neither it nor the pool paused or limited (``open_queues``). Runs
+        waiting for their deployment's slot or for an in-process retry are left to the poll, as ``take`` leaves them.
+        """
+        client = self._client
+        if (
+            self.draining or self._poll_lock is None or self._work_pool is None or self._limiter is None
+            or not isinstance(client, _CachedReads) or len(self._work_queues) != 1
+        ):  # fmt: skip
+            return False
+        async with self._poll_lock:
+            free = int(self._limiter.available_tokens)
+            if free < 1:  # a poll or an announced run took the slot meanwhile
+                return True
+            now = datetime.now(UTC)
+            held = self._submitting_flow_run_ids | set(self._in_flight)  # still Scheduled until their Pending is in
+            try:
+                open_ids = await client.open_queues(self._work_pool_name)
+                found = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                        next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(
+                            before_=now + timedelta(seconds=self._prefetch_seconds)
+                        ),
+                    ),
+                    work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
+                    work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=sorted(self._work_queues))),
+                    sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=free + len(held),
+                )  # fmt: skip
+            except Exception as exc:
+                self._logger.warning(f"Could not read the runs due next: {exc!r}; polling instead")
+                return False
+            found = [run for run in found if run.id not in held][:free]
+            if any(run.work_queue_id not in open_ids for run in found):
+                return False
+            if any(_waits(run, now) or run.empirical_policy.retry_type == "in_process" for run in found):
+                return False
+            seen = time.monotonic()
+            self._polled.update((run.id, seen) for run in found)
+            await self._submit_scheduled_flow_runs([
+                WorkerFlowRunResponse(work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run)
+                for run in found
+            ])  # fmt: skip
+            self._full = self._limiter.available_tokens == 0
+            self._drained = len(found) < free  # none left due: an announced run may be taken without a poll
+            return True
+
+    async def _refill_or_poll(self) -> None:
+        if not await self.refill() and self.on_slot_free is not None:
+            self.on_slot_free()
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         """Poll (also on a wake-up), unless recycling: then no new run is taken."""
@@ -677,9 +738,12 @@ class WeflowWorker(ProcessWorker):
         if flow_run is not None and flow_run.deployment_id in self._waiting and self._runs_task_group is not None:
             # runs once this run's worker slot is given back (BaseWorker, right after ``run`` returns)
             self._runs_task_group.start_soon(self._take_waiting, flow_run.deployment_id)
-        if self._full and self.on_slot_free is not None:  # a burst larger than --limit: poll now, not at the interval
-            self._full = False
-            self.on_slot_free()
+        if self._full and self.on_slot_free is not None:  # a burst larger than --limit: the next runs now, not at the
+            self._full = False  # interval
+            if self._runs_task_group is not None:
+                self._runs_task_group.start_soon(self._refill_or_poll)
+            else:
+                self.on_slot_free()
 
     def check_health(self) -> None:
         """Stop taking runs once ``max_runs`` ran or the RSS passed ``max_memory_mb``."""

@@ -163,9 +163,10 @@ def _uuid(text: str) -> UUID | None:
 
 async def _poll_unless_polled(worker: WeflowWorker, flow_run_id: UUID | None, woken: Callable[[], None]) -> None:
     """Start the announced run ``flow_run_id`` without a poll (``WeflowWorker.take``), else wake the worker's poll,
-    unless every slot is taken (the next run to end polls: with a deep queue each run's announcement was a poll that
-    could take nothing). A run weflow makes is announced twice, by its wake-up and by its Scheduled event: the second
-    finds it taken and neither reads nor polls, which would only compete with the run's start for the server."""
+    unless every slot is taken (the next run to end takes the runs due next: with a deep queue each run's announcement
+    was a poll that could take nothing). A run weflow makes is announced twice, by its wake-up and by its Scheduled
+    event: the second finds it taken and neither reads nor polls, which would only compete with the run's start for
+    the server."""
     if worker.full:
         return
     if flow_run_id is None or not await worker.take(flow_run_id):
