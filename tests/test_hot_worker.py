@@ -35,6 +35,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.concurrency import _leases
 from prefect.concurrency._leases import amaintain_concurrency_lease
+from prefect.states import Pending
 
 from tests.conftest import REPO, eventually, web, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
@@ -639,6 +640,37 @@ def test_a_slot_freed_after_a_full_poll_starts_the_next_due_runs_in_order_withou
     assert taken == made[:3]
     assert not drained
     assert polls == ["woken"]
+
+
+def test_a_run_another_worker_took_first_frees_its_slot_for_the_runs_due_next(prefect_api: str, tmp_path: Path) -> None:
+    """Two workers that read the same next run both propose it Pending; the one turned down gave its slot back and
+    waited for its next poll (up to a second) with runs due. A real worker's Pending for a run already Pending on the
+    server is turned down, and the worker asks for the runs due next at once."""
+    pool = f"raced-{os.getpid()}"
+
+    async def go() -> tuple[bool, list[str]]:
+        asked: list[str] = []
+        async with WeflowWorker(work_pool_name=pool, work_queues=["default"], limit=1, home=tmp_path) as worker:
+
+            async def refill_or_poll() -> None:
+                asked.append("next")
+
+            worker._refill_or_poll = refill_or_poll  # type: ignore[method-assign]
+            async with get_client() as client:
+                flow_id = await client.create_flow(Flow(fn=_orphan, name="raced"))
+                deployment = await client.create_deployment(flow_id, "raced", work_pool_name=pool)
+                run = await client.create_flow_run_from_deployment(deployment)  # as both workers read it: Scheduled
+                await client.set_flow_run_state(run.id, Pending())  # the other worker's Pending came first
+                accepted = await worker._propose_pending_state(run)
+                await eventually_async(lambda: asked)
+                await client.delete_flow_run(run.id)
+        return accepted, asked
+
+    try:
+        accepted, asked = asyncio.run(go())
+    finally:
+        web.delete(f"{prefect_api}/work_pools/{pool}")
+    assert (accepted, asked) == (False, ["next"])
 
 
 def test_recycling_after_max_runs_loses_no_run(

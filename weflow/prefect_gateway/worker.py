@@ -394,7 +394,8 @@ class WeflowWorker(ProcessWorker):
         30 s later; its Pending state keeps that time, and its Running state then waits for it, holding the slot
         idle. A workflow's default limit is 1: a burst of runs drained one per ~20 s, each run taking 50 ms.
         A Pending state proposing its own scheduled time (now) is Prefect's way to start earlier
-        (``CopyScheduledTime``). A rejected run marks its deployment as having runs waiting (``_take_waiting``).
+        (``CopyScheduledTime``). A rejected run marks its deployment as having runs waiting (``_take_waiting``); a run
+        another worker took first frees the slot for the runs due next (``refill``).
         """
         run_logger = self.get_flow_run_logger(flow_run)
         waited = flow_run.state is not None and flow_run.state.name == WAITING
@@ -403,8 +404,9 @@ class WeflowWorker(ProcessWorker):
         )
         try:
             state = await propose_state(self.client, pending, flow_run_id=flow_run.id)
-        except Abort as exc:
+        except Abort as exc:  # no longer Scheduled: another worker took it since it was read, or it ended
             run_logger.info(f"Aborted submission of flow run '{flow_run.id}'. Server sent an abort signal: {exc}")
+            self._next_now()
             return False
         except Exception:
             run_logger.exception(f"Failed to update state of flow run '{flow_run.id}'")
@@ -412,11 +414,19 @@ class WeflowWorker(ProcessWorker):
         if not state.is_pending():
             if state.name == WAITING and flow_run.deployment_id is not None:
                 self._waiting.add(flow_run.deployment_id)
+            elif not state.is_scheduled():
+                self._next_now()
             run_logger.info(
                 f"Aborted submission of flow run '{flow_run.id}': Server returned a non-pending state {state.name!r}"
             )
             return False
         return True
+
+    def _next_now(self) -> None:
+        """A run turned down at its Pending: its slot, given back right after, takes the runs due next now (``refill``),
+        not at the next poll (up to ``PREFECT_WORKER_QUERY_SECONDS`` with runs due)."""
+        if not self.draining and self._runs_task_group is not None:
+            self._runs_task_group.start_soon(self._refill_or_poll)
 
     async def _take_waiting(self, deployment_id: UUID) -> None:
         """A run of this deployment just ended here, freeing its slot: its longest-waiting run starts now rather than
