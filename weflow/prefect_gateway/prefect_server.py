@@ -20,7 +20,7 @@ come first served, and only the one whose turn it is begins its transaction. Wai
 polls for the lock with sleeps growing to 100 ms (SQLite's busy handler): the lock went free while the next writer
 slept, and the writers that came last, still at their shortest sleeps, went first. In 200-run drains here (4 runs at
 a time, one weflow worker) a run's write transactions waited 1.5-1.7 s in all for the lock, while it was held
-~0.18 s per run: 3.41-3.68 runs/s, 3.98-4.10 in turn (A/B alternated on fresh servers).
+~0.18 s per run: 3.41-3.68 runs/s, 3.98-4.25 in turn (A/B alternated on fresh servers).
 """
 
 from __future__ import annotations
