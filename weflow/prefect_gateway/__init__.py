@@ -4,7 +4,7 @@
   workers' processes; ``supervisor``: the standard-library process that owns one server;
   ``prefect_server``: what it runs, ``prefect server start`` with SQLite's write transactions begun
   IMMEDIATE (they wait for the write lock instead of failing with a 503), in turn (queued in the process, first come
-  first served).
+  first served), and a work pool's job-variable schema checked against JSON Schema once, not at each flow run.
 - ``client``: Prefect's clients pointed at that server (``on_server``), ``run_flow`` for a compiled flow; their
   transport asks again within a fraction of a second after a 503 (Prefect's client waits ~2 s).
 - ``states``: the one map from Prefect's flow-run states to weflow's.
