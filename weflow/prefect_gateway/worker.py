@@ -527,10 +527,7 @@ class WeflowWorker(ProcessWorker):
         early = {r.flow_run.id: r.flow_run.deployment_id for r in found if _waits(r.flow_run, datetime.now(UTC))}
         self._waiting.update(deployment for deployment in early.values() if deployment is not None)
         found = [r for r in found if r.flow_run.id not in early]
-        seen = time.monotonic()
-        self._polled.update((response.flow_run.id, seen) for response in found)
-        while len(self._polled) > POLLED_KEPT:
-            del self._polled[next(iter(self._polled))]
+        self._remember_polled(response.flow_run for response in found)
         return found
 
     @property
@@ -594,12 +591,25 @@ class WeflowWorker(ProcessWorker):
                 and run.empirical_policy.retry_type != "in_process"
             ):  # fmt: skip
                 return False
-            self._polled[run.id] = time.monotonic()  # its other announcement needs no poll
-            await self._submit_scheduled_flow_runs([
-                WorkerFlowRunResponse(work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run)
-            ])  # fmt: skip
-            self._full = self._limiter is not None and self._limiter.available_tokens == 0
+            await self._start_read([run])
             return True
+
+    async def _start_read(self, runs: Sequence[FlowRun]) -> None:
+        """Start runs read rather than polled (``take``, ``refill``), as a poll's would start; their announcements need
+        no poll then."""
+        assert self._work_pool is not None
+        self._remember_polled(runs)
+        await self._submit_scheduled_flow_runs([
+            WorkerFlowRunResponse(work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run)
+            for run in runs
+        ])  # fmt: skip
+        self._full = self._limiter is not None and self._limiter.available_tokens == 0
+
+    def _remember_polled(self, runs: Iterable[FlowRun]) -> None:
+        seen = time.monotonic()
+        self._polled.update((run.id, seen) for run in runs)
+        while len(self._polled) > POLLED_KEPT:
+            del self._polled[next(iter(self._polled))]
 
     async def refill(self) -> bool:
         """A slot freed after a poll (or a refill) that filled every slot: read the runs due next and start as many as
@@ -645,17 +655,12 @@ class WeflowWorker(ProcessWorker):
                 return False
             if any(_waits(run, now) or run.empirical_policy.retry_type == "in_process" for run in found):
                 return False
-            seen = time.monotonic()
-            self._polled.update((run.id, seen) for run in found)
-            await self._submit_scheduled_flow_runs([
-                WorkerFlowRunResponse(work_pool_id=self._work_pool.id, work_queue_id=run.work_queue_id, flow_run=run)
-                for run in found
-            ])  # fmt: skip
-            self._full = self._limiter.available_tokens == 0
+            await self._start_read(found)
             self._drained = len(found) < free  # none left due: an announced run may be taken without a poll
             return True
 
     async def _refill_or_poll(self) -> None:
+        """The runs due next for a freed slot: read (``refill``), else the poll woken."""
         if not await self.refill() and self.on_slot_free is not None:
             self.on_slot_free()
 
