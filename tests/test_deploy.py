@@ -397,3 +397,28 @@ def test_the_server_weflow_starts_queues_conflicting_writes_instead_of_refusing_
         assert web.get(f"{prefect_api}/flow_runs/{m.json()['id']}").json()["labels"]["n"] == i
     for run in ours:  # no worker of a later test module on this server finds them in its pool
         web.delete(f"{prefect_api}/flow_runs/{run}")
+
+
+def test_the_runs_a_sync_repairs_are_read_a_page_at_a_time_only_those_that_ended(prefect_api: str) -> None:
+    """``weflow sync`` asks Prefect which of the catalog's unfinished runs ended: more than the server's page of them
+    are all answered, and the runs still going are not sent."""
+    from prefect import flow
+    from prefect.states import Completed, Failed, Running
+
+    @flow(name="weflow-test-ended")
+    def noop() -> None: ...
+
+    async def made() -> tuple[list[str], list[str], list[str]]:
+        async with get_client() as client:
+            await client.create_flow(noop)
+            done = await asyncio.gather(
+                *(client.create_flow_run(noop, state=Completed()) for _ in range(flow_runs.IDS_PER_READ + 2))
+            )
+            failed = await client.create_flow_run(noop, state=Failed(message="boom"))
+            going = await asyncio.gather(*(client.create_flow_run(noop, state=Running()) for _ in range(3)))
+        return [str(r.id) for r in done], [str(failed.id)], [str(r.id) for r in going]
+
+    done, failed, going = asyncio.run(made())
+    found = flow_runs.ended([*going[:1], *done, *going[1:], *failed])
+    assert set(found) == {*done, *failed}  # past the first page, none still going
+    assert {found[i][0] for i in done} == {"COMPLETED"} and found[failed[0]] == ("FAILED", "Failed", "boom")

@@ -64,7 +64,7 @@ def _sync_from_prefect(scope: Scope, pending: list[Execution]) -> list[Execution
     from weflow.prefect_gateway import flow_runs
 
     repaired = []
-    states = flow_runs.states([e.flow_run_id for e in pending if e.flow_run_id])
+    states = flow_runs.ended([e.flow_run_id for e in pending if e.flow_run_id])
     for e in pending:
         kind, name, message = states.get(e.flow_run_id or "", ("", "", ""))
         status = final_state(kind, name) if kind else None

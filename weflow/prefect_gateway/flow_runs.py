@@ -15,14 +15,22 @@ from typing import Any
 from uuid import UUID
 
 from prefect import runtime as prefect_runtime
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 
 from weflow.core.entities import Execution
 from weflow.errors import DeployError, ServerError
-from weflow.prefect_gateway import deployments
+from weflow.prefect_gateway import deployments, states
 from weflow.prefect_gateway.client import client, on_server, shared_client
 
 
@@ -115,19 +123,33 @@ async def auto_scheduled(flow_run_id: str | None) -> bool:
     return bool(flow_run.auto_scheduled)
 
 
-def states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
-    """Flow run id -> (state type, state name, message) of those flow runs."""
-    return on_server(lambda: _states(ids))
+IDS_PER_READ = 200  # flow runs asked for per read: the server's page (PREFECT_API_DEFAULT_LIMIT)
 
 
-async def _states(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+def ended(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Flow run id -> (state type, state name, message) of those of these flow runs that ended (a final state).
+
+    Read ``IDS_PER_READ`` ids at a time, only the ended ones: the server answers at most a page per read (all of a
+    catalog's unfinished runs in one read saw the first 200 only), and the runs still going, most of them while a
+    queue drains, are neither sent nor parsed."""
+    return on_server(lambda: _ended(ids))
+
+
+async def _ended(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    final = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(kind) for kind in states.FINAL_TYPES]))
+    found: dict[str, tuple[str, str, str]] = {}
     async with shared_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
-        )
-    return {
-        str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "") for r in runs if r.state is not None
-    }
+        for start in range(0, len(ids), IDS_PER_READ):
+            chunk = [UUID(i) for i in ids[start : start + IDS_PER_READ]]
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk), state=final), limit=len(chunk)
+            )
+            found |= {
+                str(r.id): (r.state.type.value, r.state.name or "", r.state.message or "")
+                for r in runs
+                if r.state is not None
+            }
+    return found
 
 
 def logs(flow_run_id: str, limit: int) -> list[LogLine]:

@@ -17,6 +17,9 @@ _FINAL = {
 }
 
 
+FINAL_TYPES = tuple(_FINAL)  # Prefect's state types of a flow run that ended
+
+
 def final_state(kind: str, name: str) -> RunState | None:
     """The weflow state of a Prefect state type and name; None while the flow run has not ended."""
     mapped = _FINAL.get(kind)
