@@ -87,6 +87,7 @@ class Supervisor:
         """Start children until a signal stops it (then the child's runs get a grace period); 0."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a tied parent's end too (``parent``)
             signal.signal(signum, self._signal)
+        self.sweep()
         quick_deaths = 0
         while True:
             started = time.monotonic()
@@ -124,6 +125,24 @@ class Supervisor:
                 return f"was killed: {why}"
             time.sleep(0.1)
         return "recycled" if child.returncode == 0 else f"died with exit code {child.returncode}"
+
+    def sweep(self) -> list[str]:
+        """End the runs that workers of this home left in flight when they died with their supervisor (a ``kill -9`` of
+        the whole tree, the machine restarted): CRASHED in Prefect, FAILED in the catalog; their ids. Such a run that
+        sent a heartbeat is also caught by Prefect (``deployments.crash_detection``); a run in a worker sends its first
+        one only after a heartbeat period (``worker._Engine``), so most runs left this way are found only here."""
+        crashed = []
+        for pid, in_flight in worker_home.orphans(self.home).items():
+            try:
+                ended = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) died with its supervisor")
+            except Exception as exc:  # its record stays for the next supervisor; this one serves anyway
+                self.say(f"worker {pid} died with its supervisor; could not end its runs in flight: {exc}")
+                continue
+            worker_home.remove(self.home, pid)
+            crashed += ended
+            self.say(f"worker {pid} died with its supervisor, {len(in_flight)} run(s) in flight; ended CRASHED: "
+                     f"{', '.join(ended) or 'none'}")  # fmt: skip
+        return crashed
 
     def repair(self, pid: int, ended: str) -> list[str]:
         """End the runs a dead child left in flight: CRASHED in Prefect, FAILED in the catalog; their ids."""

@@ -8,11 +8,13 @@
 - ``client``: Prefect's clients pointed at that server (``on_server``), ``run_flow`` for a compiled flow; their
   transport asks again within a fraction of a second after a 503 (Prefect's client waits ~2 s).
 - ``states``: the one map from Prefect's flow-run states to weflow's.
-- ``flow_runs``: create from a deployment, read states and logs, cancel.
-- ``deployments``: the entrypoint's deployments, work pool and queue, crash detection.
+- ``flow_runs``: create from a deployment, read states (of the runs that ended, a page at a time) and logs, cancel.
+- ``deployments``: the entrypoint's deployments, work pool and queue, crash detection (a Prefect automation on the
+  runs tagged ``weflow.watched``: a worker's run in its threads only from its first heartbeat, half a period in).
 - ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process, run by
   ``worker_serve`` (polls, wake-ups, health, signals);
-  ``worker_home``: the home's records of those workers (wake-up port, runs in flight), no Prefect import;
+  ``worker_home``: the home's records of those workers (wake-up port, runs in flight; those of a worker that died
+  with its supervisor, ``orphans``, are ended by the next supervisor), no Prefect import;
   ``concurrency_lease``: in a worker, a run's concurrency lease first renewed when it needs it (not as it starts).
 
 Outside this package only the compiled flow (``weflow.compile.flow``) and the run engine's tasks
