@@ -188,8 +188,6 @@ def test_runs_from_prefect_and_from_weflow_run_in_the_one_worker(
         labelled = eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["labels"].get("prefect.worker.type"), 60)
         assert labelled == "weflow"
         assert flow_run(prefect_api, e.flow_run_id)["labels"]["prefect.work-pool.name"] == deploy.work_pool()
-        # a run here shorter than a heartbeat period sent none and is not watched by Prefect's crash detection
-        assert deployments.WATCHED not in flow_run(prefect_api, e.flow_run_id)["tags"]
     pool = web.get(f"{prefect_api}/work_pools/{deploy.work_pool()}").json()
     assert pool["type"] == "weflow" and "isolation" in pool["base_job_template"]["variables"]["properties"]
     workers = web.post(f"{prefect_api}/work_pools/{deploy.work_pool()}/workers/filter", json={}).json()
@@ -205,46 +203,42 @@ def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefe
     [pid] = pl.read_csv(place / "isolated.csv")["pid"].unique().to_list()
     assert pid != child and hot.child() == child
     assert len(mine(scope, "isolated")) == 1
-    # its process beats from its start: watched by crash detection from its start
-    assert deployments.WATCHED in flow_run(prefect_api, done.flow_run_id)["tags"]
 
 
-def test_a_run_here_is_watched_for_crashes_from_its_first_heartbeat_half_a_period_in(
+def test_a_run_here_sends_its_first_heartbeat_half_a_period_in(
     prefect_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Crash detection opens a bucket per run on its first heartbeat: a run in the worker's threads sends none before
+    it has run half a heartbeat period (most end long before), then Prefect's, which the automation covers; a run with
+    no such time (its own process) beats as Prefect's engine does, from its start."""
     from prefect.server.events.schemas.automations import EventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
 
     from weflow.flow_entry import run_workflow
 
     sent: list[Any] = []
-    monkeypatch.setattr("prefect.flow_engine.emit_event", lambda **event: sent.append(event))  # the server's part below
+    monkeypatch.setattr("prefect.flow_engine.emit_event", lambda **event: sent.append(event))  # the emission only
     trigger = EventTrigger.model_validate(deployments.crash_detection().trigger.model_dump())
     with get_client(sync_client=True) as client:
-        flow_id = client.create_flow(run_workflow)
-        run = client.read_flow_run(client.create_flow_run(run_workflow, parameters={}, tags=["nightly"]).id)
-    assert run.flow_id == flow_id
-    engine = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)
+        client.create_flow(run_workflow)
+        run = client.read_flow_run(client.create_flow_run(run_workflow, parameters={}).id)
 
     def covered() -> bool:
         related = [r.model_dump() for r in sent[-1]["related"]]
-        event = ReceivedEvent(event="prefect.flow-run.heartbeat", resource=sent[-1]["resource"], related=related,
+        event = ReceivedEvent(event=sent[-1]["event"], resource=sent[-1]["resource"], related=related,
                               id=uuid4(), occurred=datetime.now(UTC))  # fmt: skip
         return trigger.covers(event)
 
-    engine.weflow_watch_from = time.monotonic() + 60  # a run here, just started: no heartbeat, not tagged
-    engine._emit_flow_run_heartbeat(*engine._build_heartbeat_event_template())
-    assert sent == [] and web.get(f"{prefect_api}/flow_runs/{run.id}").json()["tags"] == ["nightly"]
-    engine.weflow_watch_from = time.monotonic() - 1  # half a period in: tagged on the server, then the heartbeat
-    engine._emit_flow_run_heartbeat(*engine._build_heartbeat_event_template())
-    assert sorted(web.get(f"{prefect_api}/flow_runs/{run.id}").json()["tags"]) == ["nightly", deployments.WATCHED]
-    assert len(sent) == 1 and covered()
-    engine._emit_flow_run_heartbeat(*engine._build_heartbeat_event_template())  # tagged once
+    here = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)
+    here.weflow_beats_from = time.monotonic() + 60  # just started
+    here._emit_flow_run_heartbeat(*here._build_heartbeat_event_template())
+    assert sent == []
+    here.weflow_beats_from = time.monotonic() - 1  # half a period in
+    here._emit_flow_run_heartbeat(*here._build_heartbeat_event_template())
+    assert len(sent) == 1 and sent[0]["event"] == "prefect.flow-run.heartbeat" and covered()
+    own = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)  # no beats_from: Prefect's as is
+    own._emit_flow_run_heartbeat(*own._build_heartbeat_event_template())
     assert len(sent) == 2 and covered()
-    # a run in a process of its own (no watch time: Prefect's heartbeat as is): covered once its worker tagged it
-    other = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run.model_copy(update={"tags": ["x"]}))
-    other._emit_flow_run_heartbeat(*other._build_heartbeat_event_template())
-    assert len(sent) == 3 and not covered()
 
 
 def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -> None:
@@ -344,32 +338,6 @@ def test_the_workers_writes_about_a_run_here_wait_until_it_ended_or_ran_a_while(
     assert started == [("labels", own)]
     assert sorted(one_ended[1:]) == [("labels", short), ("pid", short)]
     assert sorted(later[3:]) == [("labels", long), ("pid", long)] and waited >= 1.5
-
-
-def test_a_deployment_run_here_is_unwatched_as_it_starts_with_its_pid_in_the_same_write() -> None:
-    """A run of a weflow deployment (tagged WATCHED) that runs in the worker's threads has the tag taken off before
-    it runs, so that its final state reaches no crash detection; the infrastructure pid (and flow version) go in that
-    write, and the later write of the pid is none."""
-    tagged = FlowRun(flow_id=uuid4(), tags=["weflow", deployments.WATCHED, "workflow:a"])
-    written: list[dict[str, Any]] = []
-
-    class Prefect:
-        async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> None:
-            written.append({"id": flow_run_id, **fields})
-
-    async def go() -> None:
-        reads = _CachedReads(Prefect())
-        reads.versions[tagged.id] = "v1"
-        await reads.unwatch(tagged)
-        assert written == [{"id": tagged.id, "tags": ["weflow", "workflow:a"], "infrastructure_pid": str(os.getpid()),
-                            "flow_version": "v1"}]  # fmt: skip
-        await reads.update_flow_run(tagged.id, infrastructure_pid=str(os.getpid()))  # BaseWorker's, after the start
-        assert len(written) == 1
-        other = FlowRun(flow_id=uuid4())
-        await reads.update_flow_run(other.id, infrastructure_pid="7")  # a run not unwatched: written as before
-        assert written[-1] == {"id": other.id, "infrastructure_pid": "7"}
-
-    asyncio.run(go())
 
 
 def test_memory_limit_recycles_after_a_run_never_before(tmp_path: Path) -> None:

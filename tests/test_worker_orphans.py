@@ -18,7 +18,6 @@ from tests.stack import Hot, running_worker, stack_env, stack_scope
 from weflow import deploy, execution, parse, workflows
 from weflow.core.entities import Mode, RunState
 from weflow.prefect_gateway import supervisor, worker_home
-from weflow.prefect_gateway.deployments import WATCHED
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -55,7 +54,6 @@ def test_runs_of_a_worker_killed_with_its_supervisor_end_when_the_next_worker_st
         url = f"{prefect_api}/flow_runs/{flow_run}"
         assert web.get(url).json()["state_type"] == "RUNNING"  # nothing left alive to say otherwise
         assert scope.catalog.execution(queued.id).status is RunState.RUNNING
-        assert WATCHED not in web.get(url).json()["tags"]  # not watched by Prefect's crash detection yet
 
         with running_worker(home, env, "--limit", "1") as second:
             done = execution.wait(queued.id, scope, timeout=90)

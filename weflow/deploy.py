@@ -31,7 +31,6 @@ from weflow.prefect_gateway import deployments, triggers
 from weflow.prefect_gateway.deployments import (
     CRASH_AUTOMATION,
     FLOW_NAME,
-    WATCHED,
     Action,
     deployment_name,
     execution_queue,
@@ -151,13 +150,7 @@ def _spec(
         "description": definition.description or f"weflow workflow {workflow.name}",
         "parameters": {"workflow": workflow.name},
         "parameter_openapi_schema": parameter_schema(definition),
-        "tags": [
-            "weflow",
-            f"workflow:{workflow.name}",
-            f"version:{version_number}",
-            VERSION_TAG + installed_version(),
-            WATCHED,  # its runs are watched by crash detection; a weflow worker takes it off a run it runs inside
-        ],
+        "tags": ["weflow", f"workflow:{workflow.name}", f"version:{version_number}", VERSION_TAG + installed_version()],
         "work_pool_name": work_pool(),
         "work_queue_name": execution_queue(),
         "entrypoint": ENTRYPOINT,

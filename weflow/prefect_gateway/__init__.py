@@ -10,7 +10,7 @@
 - ``states``: the one map from Prefect's flow-run states to weflow's.
 - ``flow_runs``: create from a deployment, read states (of the runs that ended, a page at a time) and logs, cancel.
 - ``deployments``: the entrypoint's deployments, work pool and queue, crash detection (a Prefect automation on the
-  runs tagged ``weflow.watched``: a worker's run in its threads only from its first heartbeat, half a period in).
+  runs' heartbeats; a worker's run in its threads sends its first half a heartbeat period in).
 - ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process, run by
   ``worker_serve`` (polls, wake-ups, health, signals);
   ``worker_home``: the home's records of those workers (wake-up port, runs in flight; those of a worker that died

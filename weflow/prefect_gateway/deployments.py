@@ -30,7 +30,6 @@ from weflow.prefect_gateway.client import on_server, shared_client
 FLOW_NAME = "run_workflow"
 CRASH_AUTOMATION = "weflow: crashed flow runs"
 _FINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")}
-WATCHED = "weflow.watched"  # the tag of a flow run that crash detection watches (written before its first heartbeat)
 
 Action = Literal["created", "updated", "unchanged", "removed"]
 Applied = tuple[str, Action, UUID]  # workflow, what changed, deployment id
@@ -62,18 +61,16 @@ def crash_detection() -> AutomationCore:
     """A Prefect automation: a run of the entrypoint silent for ``crash_after_seconds`` is CRASHED.
 
     A worker (or its flow process) killed mid-run leaves the flow run RUNNING forever: nothing is
-    left to report the end. A deployed run sends heartbeat events; this proactive trigger fires
-    when a watched run that sent one sends neither another nor a final state in time, and sets it
+    left to report the end. Every deployed run sends a heartbeat event; this proactive trigger
+    fires when a run that sent one sends neither another nor a final state in time, and sets it
     CRASHED, which ``weflow sync`` then mirrors into the catalog.
 
-    Watched: a run tagged ``WATCHED``, as every run of a weflow deployment is (the deployment's tag), but for one a
-    weflow worker runs in its threads: the worker takes the tag off as the run starts and puts it back before the
-    run's first heartbeat, half a heartbeat period in (30 s at least; ``worker._Engine``). Prefect keeps a bucket per
-    watched run (opened by its heartbeat, closed by its final state) and holds a final state that came without one:
-    two write transactions and their events per run, ~35 ms of the server's CPU, while a run in the worker mostly ends
-    in well under a second. One that dies with the worker before is ended by its supervisor (``weflow.workers``), or,
-    when the whole worker tree died, by the next ``weflow worker`` on that Prefect home. 400-run drains alternated on
-    fresh servers, one worker: 4.26 / 4.43 / 4.28 runs/s with every run watched, 5.13 / 5.29 with none watched.
+    It costs the server a bucket per run (opened by the first heartbeat, closed by the final state) and, for a run that
+    sent none, a hold of its final state: ~35 ms of its CPU per run in all (400-run drains, one weflow worker,
+    alternated on fresh servers: 4.26 / 4.43 / 4.28 runs/s with it, 5.13 / 5.29 with it deleted). A run in a weflow
+    worker's threads sends its first heartbeat only half a heartbeat period in (``worker._Engine``), which saves the
+    bucket (4.38 -> 4.63 runs/s); one that dies with its worker before is ended by the worker's supervisor, or by
+    the next ``weflow worker`` on the home when the whole worker tree died (``weflow.workers``).
     """
     within = crash_after_seconds()
     return AutomationCore(
@@ -81,10 +78,7 @@ def crash_detection() -> AutomationCore:
         description=f"weflow: a run_workflow flow run with no heartbeat for {within} s is marked CRASHED",
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            match_related=[
-                {"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME},  # type: ignore[list-item]
-                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{WATCHED}"},  # type: ignore[list-item]
-            ],
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME},  # type: ignore[dict-item]
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *_FINAL_EVENTS},
             for_each={"prefect.resource.id"},

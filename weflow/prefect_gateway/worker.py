@@ -39,7 +39,7 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
-from prefect import Flow, get_client
+from prefect import Flow
 from prefect._flow_run_suspension import (
     FlowRunSuspensionRequest,
     mark_flow_run_suspension_requested,
@@ -63,7 +63,6 @@ from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType, WorkPool, WorkQueue
 from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.events.related import tags_as_related_resources
 from prefect.events.schemas.events import RelatedResource
 from prefect.exceptions import Abort, InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_engine import AsyncFlowRunEngine
@@ -79,7 +78,7 @@ from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import concurrency_lease, worker_home
 from weflow.prefect_gateway.client import on_server, run_clients, shared_client
-from weflow.prefect_gateway.deployments import WATCHED, managed
+from weflow.prefect_gateway.deployments import managed
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -181,8 +180,7 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
 
     weflow_cancel: threading.Event | None = None
     weflow_policy_by_worker = False  # the worker writes this run's flow version (``policy_by_worker``)
-    weflow_watch_from: float | None = None  # a run here: its first heartbeat not before (``_emit_flow_run_heartbeat``)
-    _weflow_watched = False  # tagged ``WATCHED`` on the server
+    weflow_beats_from: float | None = None  # a run here: its first heartbeat not before (``_emit_flow_run_heartbeat``)
 
     @contextmanager
     def setup_flow_run_suspension_request(self) -> Iterator[FlowRunSuspensionRequest]:
@@ -216,27 +214,17 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
     def _emit_flow_run_heartbeat(
         self, resource: dict[str, str] | None = None, related: list[RelatedResource] | None = None
     ) -> None:
-        """Prefect's; for a run in the worker's threads, none until it has run half a heartbeat period (Prefect's thread
-        beats as the run starts, then every period: the first then goes out one period in), and the first one only
-        once the run is tagged ``WATCHED`` on the server (else not: it is tried again a period later).
+        """Prefect's; for a run in the worker's threads, none until it has run half a heartbeat period: Prefect's thread
+        beats as the run starts, then every period (30 s at least), so the first goes out one period in.
 
-        Crash detection (``deployments.crash_detection``) watches the runs so tagged: a run here that dies with the
-        worker is ended by its supervisor (``weflow.workers``), or by the next one on the home when the whole worker
-        tree died, and a run that lasts is watched by Prefect too, as every run was."""
-        if self.weflow_watch_from is not None and self.flow_run is not None:
-            if time.monotonic() < self.weflow_watch_from:
-                return
-            if not self._weflow_watched:
-                try:
-                    with get_client(sync_client=True) as client:
-                        client.update_flow_run(self.flow_run.id, tags=sorted({*self.flow_run.tags, WATCHED}))
-                except Exception as exc:
-                    log.warning("flow run %s not tagged %s, no heartbeat sent: %s", self.flow_run.id, WATCHED, exc)
-                    return
-                self._weflow_watched = True
-            if resource is None or related is None:
-                resource, related = self._build_heartbeat_event_template()
-            related = [*related, *tags_as_related_resources({WATCHED})]
+        Crash detection (``deployments.crash_detection``, a Prefect automation) opens a bucket per run on its first
+        heartbeat, written and then closed by its final state: ~14 ms of the Prefect server's CPU per run, for runs
+        that here mostly end in well under a second. Such a run that dies with the worker is ended by its supervisor
+        (``weflow.workers``), or, when the whole worker tree died, by the next ``weflow worker`` on the Prefect home
+        (``Supervisor.sweep``); a run that lasts is watched by Prefect as before. Runs in a process of their own beat
+        from their start, as Prefect's engine does."""
+        if self.weflow_beats_from is not None and time.monotonic() < self.weflow_beats_from:
+            return
         super()._emit_flow_run_heartbeat(resource, related)
 
     async def handle_crash(self, exc: BaseException) -> None:
@@ -305,7 +293,6 @@ class _CachedReads:
         self._expected: dict[UUID, str] = {}  # deployment id -> deployment_version of its runs being submitted
         self.versions: dict[UUID, str] = {}  # flow versions to write with the runs' infrastructure pids
         self.starting: dict[UUID, _InProcess] = {}  # runs here whose infrastructure pid waits (``under_way``)
-        self.described: set[UUID] = set()  # runs here whose infrastructure pid went with their ``unwatch``
         self.pools_watched = False  # Prefect's events of pool and queue changes reach the worker (``open_queues``)
 
     def __getattr__(self, name: str) -> Any:
@@ -358,36 +345,10 @@ class _CachedReads:
         for key in [key for key in self._seen if key[0] in ("work_pool", "work_queues")]:
             del self._seen[key]
 
-    async def unwatch(self, flow_run: FlowRun) -> None:
-        """A run about to run in the worker's threads: its deployment's tag ``WATCHED`` off, so that crash detection
-        does not watch it (``_Engine._emit_flow_run_heartbeat`` puts it back before its first heartbeat), in one write
-        with its infrastructure pid and flow version, which then is the worker's write of them (``update_flow_run``).
-
-        Before the run, not beside it: its final state's event must not carry the tag. Prefect holds such an event of
-        a run that sent no heartbeat for a bucket that might open later, a write per run (~20 ms of the server's CPU).
-        If the write fails, the run is watched and its pid written later, as for any run."""
-        fields: dict[str, Any] = {
-            "tags": sorted(set(flow_run.tags) - {WATCHED}),
-            "infrastructure_pid": str(os.getpid()),
-        }
-        if (version := self.versions.get(flow_run.id)) is not None:
-            fields["flow_version"] = version
-        try:
-            await self._client.update_flow_run(flow_run.id, **fields)
-        except Exception as exc:
-            log.warning("flow run %s keeps its tag %s: %s", flow_run.id, WATCHED, exc)
-            return
-        self.versions.pop(flow_run.id, None)
-        self.described.add(flow_run.id)
-
     async def update_flow_run(self, flow_run_id: UUID, **fields: Any) -> Any:
         """Prefect's; BaseWorker's write of a run's infrastructure pid also carries the flow version of a run the
         worker runs in its threads (``policy_by_worker``), which its engine then does not write, and waits until that
-        run is under way (``WeflowWorker._describe``); none for a run whose pid went with its ``unwatch``."""
-        if "infrastructure_pid" in fields and flow_run_id in self.described:
-            self.described.discard(flow_run_id)
-            self.starting.pop(flow_run_id, None)
-            return None
+        run is under way (``WeflowWorker._describe``)."""
         if "infrastructure_pid" in fields:
             if (version := self.versions.pop(flow_run_id, None)) is not None:
                 fields.setdefault("flow_version", version)
@@ -529,8 +490,7 @@ class WeflowWorker(ProcessWorker):
         Running state for the server (SQLite takes one write at a time: Running took 62-287 ms beside them instead of
         ~50 here); made once it was Running, with its first steps for this process (the event loop's requests and
         the run's thread share one interpreter). Neither is needed to run or cancel it: BaseWorker kills by pid only
-        a run not yet started, and this worker cancels its runs through their handles. A run of a weflow deployment
-        has its pid written before it runs instead, with its tag ``WATCHED`` taken off (``_CachedReads.unwatch``).
+        a run not yet started, and this worker cancels its runs through their handles.
         """
         if handle is not None and isinstance(self._client, _CachedReads):
             self._client.starting[flow_run_id] = handle
@@ -775,8 +735,6 @@ class WeflowWorker(ProcessWorker):
         if policy_by_worker(flow) and isinstance(self._client, _CachedReads) and flow.version is not None:
             self._client.versions[flow_run.id] = flow.version
             handle.policy_by_worker = True
-        if WATCHED in flow_run.tags and isinstance(self._client, _CachedReads):
-            await self._client.unwatch(flow_run)
         self._describe(flow_run.id, handle)
         status.started(os.getpid())
         try:
@@ -900,7 +858,7 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
     engine.weflow_cancel = handle.cancelled
     engine.weflow_policy_by_worker = handle.policy_by_worker
     if (period := engine.heartbeat_seconds) is not None:  # Prefect's thread beats at 0, period, 2 periods, ...
-        engine.weflow_watch_from = time.monotonic() + period / 2
+        engine.weflow_beats_from = time.monotonic() + period / 2
     try:
         async with run_clients(), engine.start():
             while engine.is_running():
