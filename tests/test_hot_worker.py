@@ -241,6 +241,41 @@ def test_a_run_here_sends_its_first_heartbeat_half_a_period_in(
     assert len(sent) == 2 and covered()
 
 
+def test_a_run_here_sends_no_heartbeat_as_it_starts_a_run_in_its_own_process_does(
+    scope: Scope, hot: Hot, prefect_api: str
+) -> None:
+    """Prefect's event stream over the two runs: none of the run in the worker (3 s, its first heartbeat would go out
+    ~30 s in), one of the run in a process of its own as it starts (crash detection watches it from there)."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    def run(workflow: str) -> Execution:
+        return execution.wait(execution.submit(workflow, scope, Mode.API, queue=True).id, scope, timeout=120)
+
+    async def go() -> tuple[Execution, Execution, list[str]]:
+        beats: list[str] = []
+        only = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]))
+        async with get_events_subscriber(filter=only) as subscriber, anyio.create_task_group() as tasks:
+
+            async def listen() -> None:
+                async for event in subscriber:
+                    beats.append(event.resource.id)
+
+            tasks.start_soon(listen)
+            here = await anyio.to_thread.run_sync(run, "single")
+            own = await anyio.to_thread.run_sync(run, "isolated")
+            with anyio.move_on_after(20):  # the event travels through the server's stream
+                while f"prefect.flow-run.{own.flow_run_id}" not in beats:
+                    await anyio.sleep(0.1)
+            tasks.cancel_scope.cancel()
+        return here, own, beats
+
+    here, own, beats = asyncio.run(go())
+    assert here.status is RunState.SUCCEEDED and own.status is RunState.SUCCEEDED
+    assert f"prefect.flow-run.{own.flow_run_id}" in beats, beats
+    assert f"prefect.flow-run.{here.flow_run_id}" not in beats
+
+
 def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -> None:
     from weflow.flow_entry import run_workflow
 
