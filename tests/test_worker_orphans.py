@@ -39,7 +39,11 @@ def test_runs_of_a_worker_killed_with_its_supervisor_end_when_the_next_worker_st
         workflows.apply(parse(NAP), scope)
         deploy.deploy(scope)
         first = Hot(home, env, "--limit", "2")
-        child = first.child()
+        try:
+            child = first.child()
+        except BaseException:
+            first.stop()
+            raise
         try:
             queued = execution.submit("naps", scope, Mode.API, queue=True)
             eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
@@ -64,4 +68,4 @@ def test_runs_of_a_worker_killed_with_its_supervisor_end_when_the_next_worker_st
             assert all(n.status is RunState.FAILED for n in done.nodes), done.nodes
             assert eventually(lambda: f"worker {child} died with its supervisor" in second.log.read_text(), 30)
             assert worker_home.read(home, child) is None  # swept once (after the catalog synced)
-            assert second.child() != child  # and serves
+            assert second.child() != child  # its own child serves the home

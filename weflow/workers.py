@@ -128,31 +128,29 @@ class Supervisor:
 
     def sweep(self) -> list[str]:
         """End the runs that workers of this home left in flight when they died with their supervisor (a ``kill -9`` of
-        the whole tree, the machine restarted): CRASHED in Prefect, FAILED in the catalog; their ids. Such a run that
-        sent a heartbeat is also caught by Prefect (``deployments.crash_detection``); a run in a worker sends its first
-        one only after a heartbeat period (``worker._Engine``), so most runs left this way are found only here."""
+        the whole tree, the machine restarted) as ``repair`` ends a child's; their ids. Such a run that sent a heartbeat
+        is also caught by Prefect (``deployments.crash_detection``), but a run in a worker sends its first only half a
+        heartbeat period in (``worker._Engine``): one killed sooner is found only here."""
         crashed = []
-        for pid, in_flight in worker_home.orphans(self.home).items():
+        for pid in worker_home.orphans(self.home):
             try:
-                ended = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) died with its supervisor")
+                crashed += self.repair(pid, "died with its supervisor")
             except Exception as exc:  # its record stays for the next supervisor; this one serves anyway
                 self.say(f"worker {pid} died with its supervisor; could not end its runs in flight: {exc}")
-                continue
-            worker_home.remove(self.home, pid)
-            crashed += ended
-            self.say(f"worker {pid} died with its supervisor, {len(in_flight)} run(s) in flight; ended CRASHED: "
-                     f"{', '.join(ended) or 'none'}")  # fmt: skip
         return crashed
 
     def repair(self, pid: int, ended: str) -> list[str]:
-        """End the runs a dead child left in flight: CRASHED in Prefect, FAILED in the catalog; their ids."""
+        """End the runs a dead child left in flight: CRASHED in Prefect, FAILED in the catalog; their ids.
+
+        The record goes once they ended: if Prefect could not be told, the next supervisor on the home tries again
+        (``sweep``)."""
         record = worker_home.read(self.home, pid)
+        in_flight, crashed = [str(i) for i in (record or {}).get("in_flight", [])], []
+        if in_flight:
+            crashed = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) {ended}")
+            self.say(f"worker {pid} {ended}, {len(in_flight)} run(s) in flight; ended CRASHED: "
+                     f"{', '.join(crashed) or 'none'}")  # fmt: skip
         worker_home.remove(self.home, pid)
-        in_flight = [str(i) for i in (record or {}).get("in_flight", [])]
-        if not in_flight:
-            return []
-        crashed = crash_runs(in_flight, f"the weflow worker running it (pid {pid}) {ended}")
-        self.say(f"worker {pid} left {len(in_flight)} run(s) in flight; ended CRASHED: {', '.join(crashed) or 'none'}")
         return crashed
 
 

@@ -125,16 +125,16 @@ def live(home: Path) -> list[dict[str, Any]]:
     return found
 
 
-def orphans(home: Path) -> dict[int, list[str]]:
-    """Dead workers of ``home`` whose supervisor is dead too -> the flow runs they left in flight (their records stay
-    until then): no process is left to end those runs (the whole worker tree killed, the machine restarted)."""
-    found = {}
+def orphans(home: Path) -> list[int]:
+    """Dead workers of ``home`` with runs in flight whose supervisor is dead too (their records stay until those runs
+    ended): no process is left to end those runs (the whole worker tree killed, the machine restarted)."""
+    found = []
     for path in sorted(folder(home).glob("*.json")) if folder(home).is_dir() else []:
         record = read(home, int(path.stem)) if path.stem.isdigit() else None
         if record is None or not record.get("in_flight") or supervisor.alive(int(path.stem)):
             continue
         if not supervisor.alive(record.get("supervisor")):  # a live one ends them itself (``Supervisor.repair``)
-            found[int(path.stem)] = [str(i) for i in record["in_flight"]]
+            found.append(int(path.stem))
     return found
 
 
