@@ -35,7 +35,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.concurrency import _leases
 from prefect.concurrency._leases import amaintain_concurrency_lease
-from prefect.states import Pending
+from prefect.states import Completed, Pending
 
 from tests.conftest import REPO, eventually, web, weflow_exe
 from tests.stack import Hot, running_worker, stack_env, stack_scope
@@ -208,9 +208,11 @@ def test_isolation_process_runs_in_a_fresh_process(scope: Scope, hot: Hot, prefe
 def test_a_run_here_sends_its_first_heartbeat_half_a_period_in(
     prefect_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Crash detection opens a bucket per run on its first heartbeat: a run in the worker's threads sends none before
-    it has run half a heartbeat period (most end long before), then Prefect's, which the automation covers; a run with
-    no such time (its own process) beats as Prefect's engine does, from its start."""
+    """Crash detection watches a run from its first heartbeat until ``WATCH_ENDED``: a run in the worker's threads
+    sends no heartbeat before it has run half a heartbeat period (most end long before), then Prefect's, which the
+    automation covers, and ``WATCH_ENDED`` as it ends, after which no heartbeat goes out; a run that sent none sends
+    no ``WATCH_ENDED`` either, and its final state is not an event the automation looks at (Prefect would hold it for
+    a watch that might open later). A run with no such time (its own process) beats as Prefect's engine does."""
     from prefect.server.events.schemas.automations import EventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
 
@@ -218,62 +220,80 @@ def test_a_run_here_sends_its_first_heartbeat_half_a_period_in(
 
     sent: list[Any] = []
     monkeypatch.setattr("prefect.flow_engine.emit_event", lambda **event: sent.append(event))  # the emission only
+    monkeypatch.setattr(worker_module, "emit_event", lambda **event: sent.append(event))
     trigger = EventTrigger.model_validate(deployments.crash_detection().trigger.model_dump())
     with get_client(sync_client=True) as client:
         client.create_flow(run_workflow)
         run = client.read_flow_run(client.create_flow_run(run_workflow, parameters={}).id)
 
-    def covered() -> bool:
-        related = [r.model_dump() for r in sent[-1]["related"]]
-        event = ReceivedEvent(event=sent[-1]["event"], resource=sent[-1]["resource"], related=related,
+    def covered(name: str | None = None) -> bool:
+        related = [r if isinstance(r, dict) else r.model_dump() for r in sent[-1]["related"]]
+        event = ReceivedEvent(event=name or sent[-1]["event"], resource=sent[-1]["resource"], related=related,
                               id=uuid4(), occurred=datetime.now(UTC))  # fmt: skip
         return trigger.covers(event)
 
-    here = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)
-    here.weflow_beats_from = time.monotonic() + 60  # just started
-    here._emit_flow_run_heartbeat(*here._build_heartbeat_event_template())
+    quiet = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)
+    quiet.weflow_beats_from = time.monotonic() + 60  # just started
+    quiet._emit_flow_run_heartbeat(*quiet._build_heartbeat_event_template())
+    quiet.end_watch()  # ended before its first heartbeat: nothing watched it, nothing to close
     assert sent == []
+    here = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)
     here.weflow_beats_from = time.monotonic() - 1  # half a period in
     here._emit_flow_run_heartbeat(*here._build_heartbeat_event_template())
     assert len(sent) == 1 and sent[0]["event"] == "prefect.flow-run.heartbeat" and covered()
+    assert not covered("prefect.flow-run.Completed")  # a run's final state: the automation never sees it
+    unfinished = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)  # its end not recorded
+    unfinished.weflow_watch = "watched"
+    unfinished.end_watch()
+    assert len(sent) == 1  # still watched: Prefect ends it CRASHED
+    here.flow_run = run.model_copy(update={"state": Completed()})
+    here.end_watch()
+    assert len(sent) == 2 and sent[1]["event"] == deployments.WATCH_ENDED and covered()
+    here._emit_flow_run_heartbeat(*here._build_heartbeat_event_template())  # Prefect's thread, a beat late
+    here.end_watch()
+    assert len(sent) == 2  # after the end: no heartbeat (it would open a watch nothing closes), no second end
     own = worker_module._Engine(flow=run_workflow, parameters={}, flow_run=run)  # no beats_from: Prefect's as is
     own._emit_flow_run_heartbeat(*own._build_heartbeat_event_template())
-    assert len(sent) == 2 and covered()
+    assert len(sent) == 3 and covered()
 
 
 def test_a_run_here_sends_no_heartbeat_as_it_starts_a_run_in_its_own_process_does(
     scope: Scope, hot: Hot, prefect_api: str
 ) -> None:
-    """Prefect's event stream over the two runs: none of the run in the worker (3 s, its first heartbeat would go out
-    ~30 s in), one of the run in a process of its own as it starts (crash detection watches it from there)."""
+    """Prefect's event stream over the two runs: nothing crash detection watches from the run in the worker (3 s, its
+    first heartbeat would go out ~30 s in); from the run in a process of its own a heartbeat as it starts (crash
+    detection watches it from there), then, once its process exited, the worker's ``WATCH_ENDED``."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
     def run(workflow: str) -> Execution:
         return execution.wait(execution.submit(workflow, scope, Mode.API, queue=True).id, scope, timeout=120)
 
-    async def go() -> tuple[Execution, Execution, list[str]]:
-        beats: list[str] = []
-        only = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]))
+    async def go() -> tuple[Execution, Execution, list[tuple[str, str]]]:
+        seen: list[tuple[str, str]] = []
+        only = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat", deployments.WATCH_ENDED]))
         async with get_events_subscriber(filter=only) as subscriber, anyio.create_task_group() as tasks:
 
             async def listen() -> None:
                 async for event in subscriber:
-                    beats.append(event.resource.id)
+                    seen.append((event.resource.id, event.event))
 
             tasks.start_soon(listen)
             here = await anyio.to_thread.run_sync(run, "single")
             own = await anyio.to_thread.run_sync(run, "isolated")
-            with anyio.move_on_after(20):  # the event travels through the server's stream
-                while f"prefect.flow-run.{own.flow_run_id}" not in beats:
+            with anyio.move_on_after(20):  # the events travel through the server's stream
+                while (f"prefect.flow-run.{own.flow_run_id}", deployments.WATCH_ENDED) not in seen:
                     await anyio.sleep(0.1)
             tasks.cancel_scope.cancel()
-        return here, own, beats
+        return here, own, seen
 
-    here, own, beats = asyncio.run(go())
+    here, own, seen = asyncio.run(go())
     assert here.status is RunState.SUCCEEDED and own.status is RunState.SUCCEEDED
-    assert f"prefect.flow-run.{own.flow_run_id}" in beats, beats
-    assert f"prefect.flow-run.{here.flow_run_id}" not in beats
+    assert [e for r, e in seen if r == f"prefect.flow-run.{own.flow_run_id}"] == [
+        "prefect.flow-run.heartbeat",
+        deployments.WATCH_ENDED,
+    ], seen
+    assert not [e for r, e in seen if r == f"prefect.flow-run.{here.flow_run_id}"], seen
 
 
 def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -> None:

@@ -10,7 +10,8 @@
 - ``states``: the one map from Prefect's flow-run states to weflow's.
 - ``flow_runs``: create from a deployment, read states (of the runs that ended, a page at a time) and logs, cancel.
 - ``deployments``: the entrypoint's deployments, work pool and queue, crash detection (a Prefect automation on the
-  runs' heartbeats; a worker's run in its threads sends its first half a heartbeat period in).
+  runs' heartbeats, from the first until the worker's ``WATCH_ENDED``; a worker's run in its threads sends its first
+  half a heartbeat period in, so a short one is never watched).
 - ``worker``: weflow's own worker type (``weflow``): flow runs inside a long-lived process, run by
   ``worker_serve`` (polls, wake-ups, health, signals);
   ``worker_home``: the home's records of those workers (wake-up port, runs in flight; those of a worker that died

@@ -29,7 +29,8 @@ from weflow.prefect_gateway.client import on_server, shared_client
 
 FLOW_NAME = "run_workflow"
 CRASH_AUTOMATION = "weflow: crashed flow runs"
-_FINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")}
+HEARTBEAT = "prefect.flow-run.heartbeat"
+WATCH_ENDED = "weflow.flow-run.watch-ended"  # a run that sent a heartbeat ended (``crash_detection``)
 
 Action = Literal["created", "updated", "unchanged", "removed"]
 Applied = tuple[str, Action, UUID]  # workflow, what changed, deployment id
@@ -61,16 +62,21 @@ def crash_detection() -> AutomationCore:
     """A Prefect automation: a run of the entrypoint silent for ``crash_after_seconds`` is CRASHED.
 
     A worker (or its flow process) killed mid-run leaves the flow run RUNNING forever: nothing is
-    left to report the end. Every deployed run sends a heartbeat event; this proactive trigger
-    fires when a run that sent one sends neither another nor a final state in time, and sets it
-    CRASHED, which ``weflow sync`` then mirrors into the catalog.
+    left to report the end. A deployed run sends a heartbeat event while it runs; this proactive
+    trigger fires when a run that sent one sends neither another nor ``WATCH_ENDED`` in time, and
+    sets it CRASHED, which ``weflow sync`` then mirrors into the catalog. Prefect refuses CRASHED
+    for a run already in a final state, so a run that ended without ``WATCH_ENDED`` is left as it is.
 
-    It costs the server a bucket per run (opened by the first heartbeat, closed by the final state) and, for a run that
-    sent none, a hold of its final state: ~35 ms of its CPU per run in all (400-run drains, one weflow worker,
-    alternated on fresh servers: 4.26 / 4.43 / 4.28 runs/s with it, 5.13 / 5.29 with it deleted). A run in a weflow
-    worker's threads sends its first heartbeat only half a heartbeat period in (``worker._Engine``), which saves the
-    bucket (4.38 -> 4.63 runs/s); one that dies with its worker before is ended by the worker's supervisor, or by
-    the next ``weflow worker`` on the home when the whole worker tree died (``weflow.workers``).
+    The watch is closed by ``WATCH_ENDED`` rather than by the run's final state, which every run sends: Prefect holds
+    each such event of a run that opened no watch (in case its heartbeat arrives late), a write transaction of ~5
+    statements on the server per run (~20 ms of its CPU). A run in a weflow worker's threads sends its first heartbeat
+    only half a heartbeat period in (``worker._Engine``), so most runs there end before it and the automation sees
+    none of their events at all; one that dies with its worker before is ended by the worker's supervisor, or by the
+    next ``weflow worker`` on the home when the whole worker tree died (``weflow.workers``). The weflow worker sends
+    ``WATCH_ENDED`` once a run that sent a heartbeat ended in its threads, or once a run's own process exited
+    (``worker.WeflowWorker.run``; Prefect's worker then reports a process that did not exit cleanly CRASHED). Measured
+    on 400-run drains, one weflow worker, alternated on fresh servers: the bucket per run cost ~14 ms of the server's
+    CPU, the hold of the final states ~20 ms more.
     """
     within = crash_after_seconds()
     return AutomationCore(
@@ -79,8 +85,8 @@ def crash_detection() -> AutomationCore:
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME},  # type: ignore[dict-item]
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *_FINAL_EVENTS},
+            after={HEARTBEAT},
+            expect={HEARTBEAT, WATCH_ENDED},
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,

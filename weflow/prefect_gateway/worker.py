@@ -63,6 +63,7 @@ from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType, WorkPool, WorkQueue
 from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events import emit_event
 from prefect.events.schemas.events import RelatedResource
 from prefect.exceptions import Abort, InfrastructureNotFound, ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_engine import AsyncFlowRunEngine
@@ -78,7 +79,7 @@ from pydantic import Field, PrivateAttr
 
 from weflow.prefect_gateway import concurrency_lease, worker_home
 from weflow.prefect_gateway.client import on_server, run_clients, shared_client
-from weflow.prefect_gateway.deployments import managed
+from weflow.prefect_gateway.deployments import WATCH_ENDED, managed
 
 Isolation = Literal["worker", "process"]
 log = logging.getLogger("weflow.worker")
@@ -181,6 +182,11 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
     weflow_cancel: threading.Event | None = None
     weflow_policy_by_worker = False  # the worker writes this run's flow version (``policy_by_worker``)
     weflow_beats_from: float | None = None  # a run here: its first heartbeat not before (``_emit_flow_run_heartbeat``)
+    weflow_watch: Literal["unwatched", "watched", "ended"] = "unwatched"  # by crash detection (``end_watch``)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._weflow_watch = threading.Lock()  # a heartbeat goes out (Prefect's thread) or the watch ends, not both
 
     @contextmanager
     def setup_flow_run_suspension_request(self) -> Iterator[FlowRunSuspensionRequest]:
@@ -214,18 +220,32 @@ class _Engine(AsyncFlowRunEngine[Any, Any]):
     def _emit_flow_run_heartbeat(
         self, resource: dict[str, str] | None = None, related: list[RelatedResource] | None = None
     ) -> None:
-        """Prefect's; for a run in the worker's threads, none until it has run half a heartbeat period: Prefect's thread
-        beats as the run starts, then every period (30 s at least), so the first goes out one period in.
+        """Prefect's; for a run in the worker's threads, none until it has run half a heartbeat period (Prefect's thread
+        beats as the run starts, then every period, 30 s at least, so the first goes out one period in), and none
+        once ``end_watch`` ran.
 
-        Crash detection (``deployments.crash_detection``, a Prefect automation) opens a bucket per run on its first
-        heartbeat, written and then closed by its final state: ~14 ms of the Prefect server's CPU per run, for runs
-        that here mostly end in well under a second. Such a run that dies with the worker is ended by its supervisor
-        (``weflow.workers``), or, when the whole worker tree died, by the next ``weflow worker`` on the Prefect home
-        (``Supervisor.sweep``); a run that lasts is watched by Prefect as before. Runs in a process of their own beat
-        from their start, as Prefect's engine does."""
+        Crash detection (``deployments.crash_detection``, a Prefect automation) watches a run from its first heartbeat
+        until ``WATCH_ENDED``: a run that ends before its first heartbeat, as most here do, costs the Prefect server
+        nothing for it (a bucket written and closed and a hold cost ~35 ms of its CPU per run). Such a run that dies
+        with the worker is ended by its supervisor (``weflow.workers``), or, when the whole worker tree died, by the
+        next ``weflow worker`` on the Prefect home (``Supervisor.sweep``); a run that lasts is watched by Prefect.
+        Runs in a process of their own beat from their start, as Prefect's engine does."""
         if self.weflow_beats_from is not None and time.monotonic() < self.weflow_beats_from:
             return
-        super()._emit_flow_run_heartbeat(resource, related)
+        with self._weflow_watch:
+            if self.weflow_watch == "ended":
+                return
+            super()._emit_flow_run_heartbeat(resource, related)
+            self.weflow_watch = "watched"
+
+    def end_watch(self) -> None:
+        """The run ended here: no heartbeat from now on, and ``WATCH_ENDED`` if one went out (none: nothing watches)
+        and Prefect has the run's final state (if not, the watch fires and Prefect's run ends CRASHED)."""
+        with self._weflow_watch:
+            watched, self.weflow_watch = self.weflow_watch == "watched", "ended"
+            if watched and self.flow_run is not None and self.state is not None and self.state.is_final():
+                resource, related = self._build_heartbeat_event_template()
+                emit_event(event=WATCH_ENDED, resource=resource, related=related)
 
     async def handle_crash(self, exc: BaseException) -> None:
         if self.weflow_cancel is not None and self.weflow_cancel.is_set() and isinstance(exc, asyncio.CancelledError):
@@ -719,9 +739,11 @@ class WeflowWorker(ProcessWorker):
             self.get_flow_run_logger(flow_run).info(f"Running flow run {flow_run.id} in its own process: {reason}")
             self._describe(flow_run.id)
             try:
-                return await super().run(flow_run, configuration, status)
+                result = await super().run(flow_run, configuration, status)
             finally:
                 self._ended(flow_run)
+            await self._end_watch(flow_run)
+            return result
         flow = self._flows.get(entrypoint)
         if flow is None:
             flow = self._flows[entrypoint] = await anyio.to_thread.run_sync(
@@ -751,6 +773,19 @@ class WeflowWorker(ProcessWorker):
             self._ended(flow_run)
             self.record()
         return WeflowWorkerResult(status_code=code, identifier=str(os.getpid()))
+
+    async def _end_watch(self, flow_run: FlowRun) -> None:
+        """A run's own process exited: ``WATCH_ENDED`` for crash detection, which watched it from its first heartbeat
+        (sent as its process started). A process that did not exit cleanly is reported CRASHED by Prefect's worker
+        right after ``run`` (its ``_propose_crashed_state``)."""
+        try:
+            flow = await self.client.read_flow(flow_run.flow_id)
+            run = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name}
+            of = {"prefect.resource.id": f"prefect.flow.{flow.id}", "prefect.resource.role": "flow",
+                  "prefect.resource.name": flow.name}  # fmt: skip
+            emit_event(event=WATCH_ENDED, resource=run, related=[of])
+        except Exception as exc:  # the automation then fires for a run already ended, which Prefect refuses
+            self._logger.warning(f"Could not tell crash detection that flow run {flow_run.id} ended: {exc}")
 
     def _placement(self, configuration: ProcessJobConfiguration) -> tuple[str | None, str]:
         """The flow to run here (``/path/file.py:flow``), or None and why the run needs its own process."""
@@ -866,6 +901,8 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
                     _ = await engine.call_flow_fn()  # Prefect annotates the result as a coroutine
     except BaseException as exc:  # the engine already recorded a crash or a cancel
         log.debug("flow run %s ended with %r", flow_run.id, exc)
+    finally:
+        engine.end_watch()
     return 0 if engine.state is not None and engine.state.is_final() else 1
 
 
