@@ -159,9 +159,6 @@ def server_env(home: Path, port: int) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE="500",
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE="500",
-        # events stored every flush interval (5 s, as a quiet server's are) rather than each time 20 wait: one write
-        # transaction of ~250 events instead of a dozen (400-run drains: the server's CPU per run ~4% lower)
-        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE="1000",
     )
     env[supervisor.HOME_MARKER] = str(home.resolve())
     return env
