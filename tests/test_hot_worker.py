@@ -16,11 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import anyio
@@ -49,6 +49,7 @@ from weflow.prefect_gateway.worker import WeflowWorker, _CachedReads, _InProcess
 from weflow.workflows import Scope
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+T = TypeVar("T")
 
 PIDS = """
 name: NAME
@@ -257,43 +258,49 @@ def test_a_run_here_sends_its_first_heartbeat_half_a_period_in(
     assert len(sent) == 3 and covered()
 
 
-def test_a_run_here_sends_no_heartbeat_as_it_starts_a_run_in_its_own_process_does(
-    scope: Scope, hot: Hot, prefect_api: str
-) -> None:
-    """Prefect's event stream over the two runs: nothing crash detection watches from the run in the worker (3 s, its
-    first heartbeat would go out ~30 s in); from the run in a process of its own a heartbeat as it starts (crash
-    detection watches it from there), then, once its process exited, the worker's ``WATCH_ENDED``."""
+def _watched(work: Callable[[], T], until: Callable[[T], str]) -> tuple[T, list[tuple[str, str, str]]]:
+    """``work`` (in a thread) while Prefect's event stream is read: its result, and the heartbeats and ``WATCH_ENDED``
+    events seen, as (flow run, event, its flow's name), until the run ``until`` names sent ``WATCH_ENDED`` (at most 20 s
+    after ``work``). The test servers store no events (conftest): the stream is what crash detection reads."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    def run(workflow: str) -> Execution:
-        return execution.wait(execution.submit(workflow, scope, Mode.API, queue=True).id, scope, timeout=120)
-
-    async def go() -> tuple[Execution, Execution, list[tuple[str, str]]]:
-        seen: list[tuple[str, str]] = []
+    async def go() -> tuple[T, list[tuple[str, str, str]]]:
+        seen: list[tuple[str, str, str]] = []
         only = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat", deployments.WATCH_ENDED]))
         async with get_events_subscriber(filter=only) as subscriber, anyio.create_task_group() as tasks:
 
             async def listen() -> None:
                 async for event in subscriber:
-                    seen.append((event.resource.id, event.event))
+                    flow = event.resource_in_role.get("flow")
+                    seen.append((event.resource.id, event.event, flow.name or "" if flow is not None else ""))
 
             tasks.start_soon(listen)
-            here = await anyio.to_thread.run_sync(run, "single")
-            own = await anyio.to_thread.run_sync(run, "isolated")
+            done = await anyio.to_thread.run_sync(work)
             with anyio.move_on_after(20):  # the events travel through the server's stream
-                while (f"prefect.flow-run.{own.flow_run_id}", deployments.WATCH_ENDED) not in seen:
+                while (f"prefect.flow-run.{until(done)}", deployments.WATCH_ENDED) not in {s[:2] for s in seen}:
                     await anyio.sleep(0.1)
             tasks.cancel_scope.cancel()
-        return here, own, seen
+        return done, seen
 
-    here, own, seen = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_run_here_sends_no_heartbeat_as_it_starts_a_run_in_its_own_process_does(scope: Scope, hot: Hot) -> None:
+    """Prefect's event stream over the two runs: nothing crash detection watches from the run in the worker (3 s, its
+    first heartbeat would go out ~30 s in); from the run in a process of its own a heartbeat as it starts (crash
+    detection watches it from there), then, once its process exited, the worker's ``WATCH_ENDED``."""
+
+    def run(workflow: str) -> Execution:
+        return execution.wait(execution.submit(workflow, scope, Mode.API, queue=True).id, scope, timeout=120)
+
+    (here, own), seen = _watched(lambda: (run("single"), run("isolated")), lambda runs: str(runs[1].flow_run_id))
     assert here.status is RunState.SUCCEEDED and own.status is RunState.SUCCEEDED
-    assert [e for r, e in seen if r == f"prefect.flow-run.{own.flow_run_id}"] == [
-        "prefect.flow-run.heartbeat",
-        deployments.WATCH_ENDED,
+    assert [(e, f) for r, e, f in seen if r == f"prefect.flow-run.{own.flow_run_id}"] == [
+        ("prefect.flow-run.heartbeat", deployments.FLOW_NAME),
+        (deployments.WATCH_ENDED, deployments.FLOW_NAME),
     ], seen
-    assert not [e for r, e in seen if r == f"prefect.flow-run.{here.flow_run_id}"], seen
+    assert not [e for r, e, _ in seen if r == f"prefect.flow-run.{here.flow_run_id}"], seen
 
 
 def test_only_a_flow_without_retries_leaves_its_start_up_write_to_the_worker() -> None:
@@ -470,16 +477,22 @@ def test_a_dead_worker_child_ends_its_runs_crashed_and_failed(
 ) -> None:
     child = hot.child()
     workflow = {"sigkill": "killed", "os._exit": "dies", "hang": "hangs"}[how]
-    queued = execution.submit(workflow, scope, Mode.API, queue=True)
-    if how == "sigkill":
-        eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
-        os.kill(child, signal.SIGKILL)
-    done = execution.wait(queued.id, scope, timeout=90)
+
+    def crash() -> Execution:
+        queued = execution.submit(workflow, scope, Mode.API, queue=True)
+        if how == "sigkill":
+            eventually(lambda: scope.catalog.execution(queued.id).status is RunState.RUNNING, 60)
+            os.kill(child, signal.SIGKILL)
+        return execution.wait(queued.id, scope, timeout=90)
+
+    done, seen = _watched(crash, lambda done: str(done.flow_run_id))
     assert done.status is RunState.FAILED and done.error_type == "PrefectCrashed", done
+    # crash detection is told the run ended (a run that beat is watched): its watch cannot fire for a run ended since
+    assert (f"prefect.flow-run.{done.flow_run_id}", deployments.WATCH_ENDED, deployments.FLOW_NAME) in seen, seen
     crashed = flow_run(prefect_api, done.flow_run_id)
     assert crashed["state_type"] == "CRASHED"
     assert ("silent for" in crashed["state"]["message"]) is (how == "hang"), crashed["state"]["message"]
-    assert all(n.status is not RunState.RUNNING for n in scope.catalog.execution(queued.id).nodes)
+    assert all(n.status is not RunState.RUNNING for n in scope.catalog.execution(done.id).nodes)
     fresh = hot.child(other_than=child)
     after = execution.wait(execution.submit("pids", scope, Mode.API, queue=True).id, scope, timeout=120)
     assert after.status is RunState.SUCCEEDED, after.error_message

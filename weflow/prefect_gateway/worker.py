@@ -779,11 +779,7 @@ class WeflowWorker(ProcessWorker):
         (sent as its process started). A process that did not exit cleanly is reported CRASHED by Prefect's worker
         right after ``run`` (its ``_propose_crashed_state``)."""
         try:
-            flow = await self.client.read_flow(flow_run.flow_id)
-            run = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name}
-            of = {"prefect.resource.id": f"prefect.flow.{flow.id}", "prefect.resource.role": "flow",
-                  "prefect.resource.name": flow.name}  # fmt: skip
-            emit_event(event=WATCH_ENDED, resource=run, related=[of])
+            await _watch_ended(self.client, flow_run)
         except Exception as exc:  # the automation then fires for a run already ended, which Prefect refuses
             self._logger.warning(f"Could not tell crash detection that flow run {flow_run.id} ended: {exc}")
 
@@ -907,7 +903,8 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
 
 
 def crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
-    """End these flow runs CRASHED (Cancelled if they were being cancelled) unless they ended; those changed."""
+    """End these flow runs CRASHED (Cancelled if they were being cancelled) unless they ended; those changed.
+    Crash detection is told each ended (``WATCH_ENDED``): a run that sent a heartbeat is watched till then."""
     return on_server(lambda: _crash(flow_run_ids, message))
 
 
@@ -925,4 +922,18 @@ async def _crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
             state: State[Any] = Cancelled(message=message) if cancelling else Crashed(message=message)
             await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
             changed.append(flow_run_id)
+            try:  # a run that sent a heartbeat is still watched: its watch would fire for a run ended since
+                await _watch_ended(client, found)
+            except Exception as exc:  # the automation's action then fails (Prefect refuses CRASHED for it): visible
+                log.warning("could not tell crash detection that flow run %s ended: %s", flow_run_id, exc)
     return changed
+
+
+async def _watch_ended(client: Any, flow_run: FlowRun) -> None:
+    """``WATCH_ENDED`` for a run that ended without its engine's (``_Engine.end_watch``): its own process exited, or
+    its worker died and the supervisor ended it (``crash``). Crash detection matches it by the run and its flow."""
+    flow = await client.read_flow(flow_run.flow_id)
+    run = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name}
+    of = {"prefect.resource.id": f"prefect.flow.{flow.id}", "prefect.resource.role": "flow",
+          "prefect.resource.name": flow.name}  # fmt: skip
+    emit_event(event=WATCH_ENDED, resource=run, related=[of])
