@@ -29,6 +29,7 @@ import httpx
 import polars as pl
 import pytest
 from prefect import Flow
+from prefect import flow as flow_decorator
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import FlowRun
@@ -497,6 +498,23 @@ def test_a_dead_worker_child_ends_its_runs_crashed_and_failed(
     after = execution.wait(execution.submit("pids", scope, Mode.API, queue=True).id, scope, timeout=120)
     assert after.status is RunState.SUCCEEDED, after.error_message
     assert hot.child() == fresh
+
+
+def test_a_dead_workers_run_that_had_ended_is_left_as_it_ended_and_its_watch_closed(prefect_api: str) -> None:
+    """A run its worker ended (Completed in Prefect) just before the worker died, so the worker never said so: the
+    supervisor's repair leaves its state alone and still closes crash detection's watch of it (it may have beaten)."""
+
+    @flow_decorator(name=deployments.FLOW_NAME)
+    def ended_run() -> None:
+        """The entrypoint's name: crash detection matches its runs by it."""
+
+    with get_client(sync_client=True) as client:
+        made = client.create_flow_run(ended_run)
+        client.set_flow_run_state(made.id, Completed(), force=True)
+    changed, seen = _watched(lambda: worker_module.crash([str(made.id)], "the worker died"), lambda _: str(made.id))
+    assert changed == []
+    assert flow_run(prefect_api, str(made.id))["state_type"] == "COMPLETED"
+    assert (f"prefect.flow-run.{made.id}", deployments.WATCH_ENDED, deployments.FLOW_NAME) in seen, seen
 
 
 def _orphan() -> None:

@@ -904,7 +904,7 @@ async def _run_flow(handle: _InProcess, flow: Flow[..., Any], flow_run: FlowRun)
 
 def crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
     """End these flow runs CRASHED (Cancelled if they were being cancelled) unless they ended; those changed.
-    Crash detection is told each ended (``WATCH_ENDED``): a run that sent a heartbeat is watched till then."""
+    Crash detection is told each of them ended (``WATCH_ENDED``): a run that sent a heartbeat is watched till then."""
     return on_server(lambda: _crash(flow_run_ids, message))
 
 
@@ -916,13 +916,14 @@ async def _crash(flow_run_ids: Sequence[str], message: str) -> list[str]:
                 found = await client.read_flow_run(UUID(flow_run_id))
             except ObjectNotFound:
                 continue
-            if found.state is not None and found.state.is_final():
-                continue
-            cancelling = found.state is not None and found.state.is_cancelling()
-            state: State[Any] = Cancelled(message=message) if cancelling else Crashed(message=message)
-            await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
-            changed.append(flow_run_id)
-            try:  # a run that sent a heartbeat is still watched: its watch would fire for a run ended since
+            if found.state is None or not found.state.is_final():
+                cancelling = found.state is not None and found.state.is_cancelling()
+                state: State[Any] = Cancelled(message=message) if cancelling else Crashed(message=message)
+                await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
+                changed.append(flow_run_id)
+            # ended here or just before its worker died (which then could not say so): a run that sent a heartbeat is
+            # still watched, and its watch would fire for a run ended since
+            try:
                 await _watch_ended(client, found)
             except Exception as exc:  # the automation's action then fails (Prefect refuses CRASHED for it): visible
                 log.warning("could not tell crash detection that flow run %s ended: %s", flow_run_id, exc)
