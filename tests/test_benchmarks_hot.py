@@ -33,5 +33,7 @@ def test_quick_run_of_the_hot_benchmark_stops_what_it_started(tmp_path: Path) ->
     rows = {row["benchmark"]: row for row in tables((tmp_path / "BENCHMARKS.md").read_text())["hot"]}
     for trigger in hot.TRIGGERS.values():
         assert rows[f"{trigger}: p50"]["weflow / " + hot.TASK] != "—"
-    assert any(label.startswith(f"{hot.QUICK_BATCH} queued runs, 1 weflow worker") for label in rows)
+    assert any(label.startswith(f"{hot.QUICK_BATCH} queued runs, 1 weflow worker: runs") for label in rows)
+    limited = f"{hot.QUICK_BATCH} queued runs, 1 weflow worker, workflow limit {hot.RUN_LIMIT}: runs"
+    assert any(label.startswith(limited) for label in rows)  # the same batch of a workflow with a concurrency limit
     assert _children(os.getpid()) <= before  # the workers, the task worker and `weflow serve` are gone

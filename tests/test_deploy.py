@@ -107,6 +107,31 @@ def test_deploy_is_idempotent_and_follows_status(scope: Scope, prefect_api: str)
     assert {r.workflow: r.action for r in deploy.deploy(scope)} == {"daily_sales": "removed"}
 
 
+def test_a_workflows_limit_is_its_deployments_and_null_takes_it_away(scope: Scope, prefect_api: str) -> None:
+    """``settings.max_concurrent_runs`` is the deployment's concurrency limit (default 1); ``null`` leaves the
+    deployment without one, as Prefect makes a deployment by default, also when the workflow had a limit before."""
+    sales = (REPO / "data/workflows/daily_sales.yaml").read_text().replace("name: daily_sales", "name: limits")
+    limited = sales.replace("status: ACTIVE\n", "status: ACTIVE\nsettings: {max_concurrent_runs: 3}\n")
+    assert limited != sales
+
+    def limit() -> int | None:
+        found = deployments(prefect_api)["limits"]["global_concurrency_limit"]
+        return None if found is None else int(found["limit"])
+
+    workflows.apply(parse(sales), scope)
+    deploy.deploy(scope)
+    assert limit() == 1
+    workflows.apply(parse(limited), scope)
+    deploy.deploy(scope)
+    assert limit() == 3
+    workflows.apply(parse(limited.replace("max_concurrent_runs: 3", "max_concurrent_runs: null")), scope)
+    assert workflows.version("limits", scope).definition.settings.max_concurrent_runs is None  # stored as null
+    assert {r.workflow: r.action for r in deploy.deploy(scope)}["limits"] == "updated"
+    assert limit() is None
+    workflows.delete("limits", scope)
+    deploy.deploy(scope)
+
+
 def test_a_pool_made_meanwhile_by_another_process_is_taken_not_an_error(prefect_api: str, monkeypatch) -> None:
     """Makers of the execution pool at once on a fresh pool name: one pool of weflow's type, one queue, no error.
 

@@ -98,6 +98,7 @@ status: ACTIVE
 nodes:
   - {name: nap, type: python, config: {callable: "tests.resources.pynodes:slow", kwargs: {seconds: 3}}}
 """  # the default max_concurrent_runs: 1; each run lasts longer than submitting the next, even on a busy machine
+UNLIMITED = SINGLE.replace("name: single", "name: unlimited\nsettings: {max_concurrent_runs: null}")
 MODULES = ("tests.resources.pynodes", "tests.resources.hanging")
 # Executions posted to the API at the same moment. Issue 17 asks 200 (`WEFLOW_TEST_AT_ONCE=200`: ~5 min here,
 # bound by Prefect's server on SQLite); the suite posts 8: twice what one process sends Prefect at once
@@ -134,6 +135,7 @@ def scope(env: dict[str, str], place: Path) -> Iterator[Scope]:
         workflows.apply(parse(HANG), scope)
         workflows.apply(parse(SAMPLE), scope)
         workflows.apply(parse(SINGLE), scope)
+        workflows.apply(parse(UNLIMITED), scope)
         deploy.deploy(scope)
         yield scope
 
@@ -880,6 +882,26 @@ def test_runs_over_a_workflows_limit_run_one_at_a_time_each_as_soon_as_the_slot_
     for (_, ended_at), (started_at, _) in itertools.pairwise(spans):
         assert started_at >= ended_at  # the workflow's limit of 1 held
         assert (started_at - ended_at).total_seconds() < 10, spans  # the next one started once the slot came free
+
+
+def test_runs_of_a_workflow_without_a_limit_run_side_by_side(scope: Scope, hot: Hot, prefect_api: str) -> None:
+    """``max_concurrent_runs: null``: no deployment limit, so no run waits for a slot (nor holds a lease); the runs of
+    one workflow overlap on the worker, up to its --limit (3 here), where ``single``'s ran one after the other."""
+    ids = [execution.submit("unlimited", scope, Mode.API, queue=True).id for _ in range(3)]
+    ended = [execution.wait(i, scope, timeout=300) for i in ids]
+    assert {e.status for e in ended} == {RunState.SUCCEEDED}, {e.error_message for e in ended}
+    for e in ended:
+        assert eventually(lambda e=e: flow_run(prefect_api, e.flow_run_id)["state_type"] == "COMPLETED", 60)
+    histories = [
+        web.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": e.flow_run_id}).json() for e in ended
+    ]
+    assert not [s for h in histories for s in h if s["name"] == "AwaitingConcurrencySlot"]
+
+    def at(history: list[dict[str, Any]], kind: str) -> datetime:
+        return datetime.fromisoformat(next(s for s in history if s["type"] == kind)["timestamp"])
+
+    spans = sorted((at(h, "RUNNING"), at(h, "COMPLETED")) for h in histories)
+    assert any(started < ended_at for (_, ended_at), (started, _) in itertools.pairwise(spans)), spans  # overlapped
 
 
 def test_a_concurrency_lease_is_first_renewed_when_it_needs_it_not_as_the_run_starts(

@@ -209,7 +209,9 @@ class WorkflowSettings(_Frozen):
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
     persist_outputs: bool = False
     fuse: bool = True
-    max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
+    # runs of this workflow at once (its deployment's concurrency limit); null: no limit of its own (a Prefect
+    # deployment's default), only the workers' and the pool's: runs may overlap, and no slot's lease is held
+    max_concurrent_runs: int | None = Field(default=1, ge=1, le=1000)
     node_queue: bool = False  # run each step on the node queue's task workers (WORKFLOW_NODE_QUEUE)
     dask: str | None = Field(default=None, pattern=r"^(local|tcp://[A-Za-z0-9_.\-]+:\d+)$")  # steps on Dask
     # the run stops (FAILED) when its process RSS goes over this; DuckDB gets it as memory_limit
